@@ -1,0 +1,29 @@
+"""Config for the stand-alone FP16/BF16 adder (hw/float_add.py), the building block of the
+floating-point ternary units, regressed on its own against ml_dtypes."""
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gen.schema import ConfigBase, param
+
+__all__ = ["FloatAddConfig"]
+
+
+@dataclass(frozen=True)
+class FloatAddConfig(ConfigBase):
+    kind: ClassVar[str] = "float_add"
+
+    name: str = param("Config name (Verilog top and output folder)", default="float_add")
+    format: str = param("Operand and result format (IEEE-style, RNE, subnormals, Inf, NaN)",
+                        default="fp16", choices=("fp16", "bf16"))
+    pipeline_stages: int = param("Registers inside the adder, between alignment/addition and "
+                                 "normalisation/rounding (operands and result are always "
+                                 "registered)", default=0, min=0, max=1)
+
+    @property
+    def latency(self):
+        """Cycles from an operand handshake to the sum being valid."""
+        return 2 + self.pipeline_stages
+
+    def elaborate(self):
+        from hw.float_add import FloatAdderUnit
+        return FloatAdderUnit(self)

@@ -1,0 +1,152 @@
+"""Config for the ternary (1.58-bit weight) GEMM units: the LUT unit and its two baselines.
+
+One dataclass serves all three architectures so they share presets, the export, the cost model
+and the co-simulation; see docs/ternary.md for the datapath each field shapes.
+"""
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from gen.schema import ConfigBase, Problem, param
+from software_model.ternary import half_entries, parse_activation, table_adder_count
+
+__all__ = ["TernaryLUTConfig"]
+
+
+def _parse_activation(value):
+    return parse_activation(value).name        # keep the YAML string; properties derive the rest
+
+
+@dataclass(frozen=True)
+class TernaryLUTConfig(ConfigBase):
+    kind: ClassVar[str] = "ternary_lut"
+
+    name: str = param("Config name (Verilog top and output folder)", default="ternary_lut")
+    architecture: str = param(
+        "lut: shared signed-sum tables + lookups; addsub: ternary select-and-add of every "
+        "activation; multiplier: L*mu*K full-width multipliers on dequantised weights",
+        default="lut", choices=("lut", "addsub", "multiplier"))
+    mu: int = param("Weights per LUT group (table of (3^mu-1)/2 mirrored entries)",
+                    default=3, min=1, max=7)
+    lanes_l: int = param("L: LUTs (weight groups) in parallel along the reduction; one beat "
+                         "carries L*mu activations", default=4, min=1, max=64)
+    lanes_k: int = param("K: output lanes (columns) served per cycle", default=4, min=1, max=64)
+    activation: str = param("Activation type: int<w> (w 2..16, two's complement), fp16 or bf16",
+                            default="int8", parse=_parse_activation,
+                            allowed="int2 .. int16, fp16 or bf16")
+    acc_width: Optional[int] = param(
+        "Integer accumulator bits (wraps modulo 2^acc_width); null = exact for max_reduction. "
+        "Must be null for fp16/bf16, which accumulate in the activation format",
+        default=None, min=2, max=64)
+    max_reduction: int = param("Longest reduction (activations per output) a job may have; sets "
+                               "the exact integer accumulator width", default=4096, min=1,
+                               max=1 << 20)
+    mirrored: bool = param("Store only the (3^mu-1)/2 positive-leading table entries and negate "
+                           "on lookup (lut only); false stores all 3^mu-1 signed entries",
+                           default=True)
+
+    # -- derived facts (read by the cost model) --------------------------------------------------
+
+    @property
+    def activation_type(self):
+        return parse_activation(self.activation)
+
+    @property
+    def is_float(self):
+        return self.activation_type.is_float
+
+    @property
+    def activation_width(self):
+        return self.activation_type.width
+
+    @property
+    def beat_reduction(self):
+        """Activations consumed per beat (reduction elements per cycle)."""
+        return self.lanes_l * self.mu
+
+    @property
+    def table_entries(self):
+        """Stored entries per table (the all-zero group is a constant, never stored)."""
+        return half_entries(self.mu) if self.mirrored else 2 * half_entries(self.mu)
+
+    @property
+    def table_adders(self):
+        """Two-input adders building one table, partial sums shared (H - mu)."""
+        return table_adder_count(self.mu)
+
+    @property
+    def table_entry_width(self):
+        """Bits per table entry: exact signed sum of mu int<w> values, or the float width."""
+        if self.is_float:
+            return self.activation_width
+        return _signed_bits(self.mu << (self.activation_width - 1))
+
+    @property
+    def accumulator_width(self):
+        """Result bits per lane (float: the activation width)."""
+        if self.is_float:
+            return self.activation_width
+        if self.acc_width is not None:
+            return self.acc_width
+        return self.exact_accumulator_width
+
+    @property
+    def exact_accumulator_width(self):
+        width = self.activation_width
+        bound = self.max_reduction << (width - 1)
+        if self.architecture == "multiplier":      # dequantised weights span the full int range
+            bound = self.max_reduction << (2 * width - 2)
+        return _signed_bits(bound)
+
+    @property
+    def weight_width(self):
+        """Bits per weight on the operand port: 2-bit codes, or the activation type (multiplier)."""
+        return self.activation_width if self.architecture == "multiplier" else 2
+
+    @property
+    def latency(self):
+        """Cycles from the handshake of a job's last beat to its results being valid."""
+        return 2 if self.architecture == "addsub" else 3
+
+    def cycles(self, reduction, columns):
+        """Beats for one token: ceil(N / (L*mu)) * ceil(M / K)."""
+        return -(-reduction // self.beat_reduction) * -(-columns // self.lanes_k)
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def check(self):
+        if self.is_float and self.acc_width is not None:
+            yield Problem("acc_width", self.acc_width,
+                          f"null for {self.activation} activations (they accumulate in "
+                          f"{self.activation})")
+        if not self.is_float and self.acc_width is not None:
+            needed = self._beat_sum_width()
+            if self.acc_width < needed:
+                yield Problem("acc_width", self.acc_width,
+                              f"at least {needed} (one beat's exact sum for {self.activation}, "
+                              f"L={self.lanes_l}, mu={self.mu}), or null")
+        if not self.mirrored and self.architecture != "lut":
+            yield Problem("mirrored", self.mirrored,
+                          f"true for architecture {self.architecture!r} (it has no tables)")
+        if self.architecture == "lut" and self.mu < 2:
+            yield Problem("mu", self.mu, "2 .. 7 for architecture 'lut' (mu=1 has no table)")
+
+    def _beat_sum_width(self):
+        width = self.activation_width
+        terms = self.beat_reduction
+        if self.architecture == "multiplier":
+            return _signed_bits(terms << (2 * width - 2))
+        return _signed_bits(terms << (width - 1))
+
+    def elaborate(self):
+        if self.architecture == "lut":
+            from hw.ternary_lut import TernaryLUTUnit
+            return TernaryLUTUnit(self)
+        from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
+        if self.architecture == "addsub":
+            return TernaryAddSubUnit(self)
+        return TernaryMultiplierUnit(self)
+
+
+def _signed_bits(magnitude):
+    """Two's-complement bits holding every value in [-magnitude, magnitude]."""
+    return magnitude.bit_length() + 1

@@ -1,0 +1,273 @@
+"""cocotb side of co-simulation: stream driver, monitor and scoreboard, shared by every block.
+
+A testbench runs inside the simulator process started by :mod:`cosim.runner`. Everything it needs
+comes from the environment: the manifest (config + port layouts) of the Verilog under test, the
+seed, the sample count, and the probabilities of input gaps and output backpressure. Payloads are
+packed and unpacked from the layouts recorded in the manifest, so a testbench works with dicts,
+lists and Python ints (signed where the layout says so), never with bit offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.queue import Queue
+from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
+
+__all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack"]
+
+CLOCK_PERIOD_NS = 10
+
+
+def pack(layout: dict, value: Any) -> int:
+    """Python value (dict for structs, list for arrays, int) -> the flat port integer."""
+    kind = layout["type"]
+    if kind == "int":
+        width = layout["width"]
+        v = int(value)
+        lo = -(1 << (width - 1)) if layout["signed"] else 0
+        hi = (1 << (width - 1)) - 1 if layout["signed"] else (1 << width) - 1
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} does not fit a {'signed' if layout['signed'] else 'unsigned'} "
+                             f"{width}-bit field")
+        return v & ((1 << width) - 1)
+    if kind == "struct":
+        out = 0
+        for name, field in layout["fields"].items():
+            if name not in value:
+                raise KeyError(f"payload field {name!r} missing (have {sorted(value)})")
+            out |= pack(field["layout"], value[name]) << field["offset"]
+        extra = set(value) - set(layout["fields"])
+        if extra:
+            raise KeyError(f"unknown payload fields {sorted(extra)}")
+        return out
+    if kind == "array":
+        elem = layout["element"]
+        if len(value) != layout["length"]:
+            raise ValueError(f"array payload needs {layout['length']} elements, got {len(value)}")
+        out = 0
+        for i, item in enumerate(value):
+            out |= pack(elem, item) << (i * elem["width"])
+        return out
+    raise ValueError(f"unknown layout type {kind!r}")
+
+
+def unpack(layout: dict, raw: int) -> Any:
+    """The flat port integer -> dict / list / int following ``layout``."""
+    kind = layout["type"]
+    width = layout["width"]
+    raw &= (1 << width) - 1
+    if kind == "int":
+        if layout["signed"] and raw >> (width - 1):
+            return raw - (1 << width)
+        return raw
+    if kind == "struct":
+        return {name: unpack(f["layout"], raw >> f["offset"]) for name, f in layout["fields"].items()}
+    if kind == "array":
+        ew = layout["element"]["width"]
+        return [unpack(layout["element"], raw >> (i * ew)) for i in range(layout["length"])]
+    raise ValueError(f"unknown layout type {kind!r}")
+
+
+def _port(manifest: dict, name: str) -> dict:
+    for port in manifest["ports"]:
+        if port["name"] == name:
+            return port
+    raise KeyError(f"no port {name!r} in {manifest['top']}; ports: "
+                   + ", ".join(p["name"] for p in manifest["ports"]))
+
+
+class StreamSource:
+    """Drives an ``amaranth.lib.stream`` input: valid/ready/payload, with random idle cycles."""
+
+    def __init__(self, tb: "Testbench", name: str, gap: float):
+        self.tb = tb
+        self.name = name
+        self.gap = gap
+        self.valid = getattr(tb.dut, f"{name}__valid")
+        self.ready = getattr(tb.dut, f"{name}__ready")
+        self.payload = getattr(tb.dut, f"{name}__payload")
+        self.layout = _port(tb.manifest, f"{name}__payload")["layout"]
+        self.sent = 0
+        self.valid.value = 0
+
+    async def send(self, value: Any) -> None:
+        """Offer one beat after a random gap; return once the DUT has taken it."""
+        while self.gap and self.tb.rng.random() < self.gap:
+            self.valid.value = 0
+            await RisingEdge(self.tb.clk)
+        self.payload.value = pack(self.layout, value)
+        self.valid.value = 1
+        while True:
+            await ReadOnly()
+            taken = bool(self.ready.value)
+            await RisingEdge(self.tb.clk)
+            if taken:
+                break
+        self.valid.value = 0
+        self.sent += 1
+
+    async def send_all(self, values) -> None:
+        for value in values:
+            await self.send(value)
+
+
+class StreamSink:
+    """Accepts an ``amaranth.lib.stream`` output with random backpressure; queues what it sees."""
+
+    def __init__(self, tb: "Testbench", name: str, stall: float):
+        self.tb = tb
+        self.name = name
+        self.stall = stall
+        self.valid = getattr(tb.dut, f"{name}__valid")
+        self.ready = getattr(tb.dut, f"{name}__ready")
+        self.payload = getattr(tb.dut, f"{name}__payload")
+        self.layout = _port(tb.manifest, f"{name}__payload")["layout"]
+        self.queue: Queue = Queue()
+        self.received = 0
+        self.ready.value = 0
+        self.beat_cycles: list[int] = []
+        cocotb.start_soon(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.ready.value = int(not (self.stall and self.tb.rng.random() < self.stall))
+            await ReadOnly()
+            if self.valid.value and self.ready.value:
+                self.beat_cycles.append(self.tb.cycle)
+                self.queue.put_nowait(unpack(self.layout, self.payload.value.to_unsigned()))
+                self.received += 1
+            await RisingEdge(self.tb.clk)
+
+    async def recv(self, timeout_cycles: int | None = None) -> Any:
+        """Next beat; fails the test (instead of hanging) if none comes within the timeout."""
+        timeout = timeout_cycles or self.tb.timeout_cycles
+        return await with_timeout(self.queue.get(), timeout * CLOCK_PERIOD_NS, "ns")
+
+
+class Scoreboard:
+    """Compares expected with observed results and counts every comparison."""
+
+    def __init__(self, tb: "Testbench", max_reports: int = 10):
+        self.tb = tb
+        self.checked = 0
+        self.mismatches: list[str] = []
+        self.max_reports = max_reports
+
+    def check(self, expected: Any, got: Any, context: str) -> bool:
+        self.checked += 1
+        if _normalise(expected) == _normalise(got):
+            return True
+        msg = f"MISMATCH {context}: expected {_normalise(expected)!r}, got {_normalise(got)!r}"
+        self.mismatches.append(msg)
+        if len(self.mismatches) <= self.max_reports:
+            self.tb.log.error(msg)
+        return False
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, (np.integer, bool)):
+        return int(value)
+    return value
+
+
+class Testbench:
+    """Clock, reset, config, seeded RNG and the stream helpers for one cocotb test."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.log = dut._log
+        manifest_path = Path(os.environ["ACCELGEN_MANIFEST"])
+        self.manifest = json.loads(manifest_path.read_text())
+        from gen.config import config_from_dict
+        self.config = config_from_dict(self.manifest["config"], source=str(manifest_path))
+        self.test_name = _current_test_name()
+        base_seed = int(os.environ.get("ACCELGEN_SEED", "1"))
+        # Each test gets its own stream of numbers from the one user-visible seed.
+        self.seed = base_seed
+        self.rng = np.random.default_rng([base_seed, zlib.crc32(self.test_name.encode())])
+        self.samples = int(os.environ.get("ACCELGEN_SAMPLES", "200"))
+        self.gap = float(os.environ.get("ACCELGEN_GAP", "0.2"))
+        self.stall = float(os.environ.get("ACCELGEN_STALL", "0.2"))
+        self.timeout_cycles = int(os.environ.get("ACCELGEN_TIMEOUT_CYCLES", "20000"))
+        self.clk = dut.clk
+        self.scoreboard = Scoreboard(self)
+        self.records: dict[str, Any] = {}
+        self._cycle_origin = 0
+
+    @classmethod
+    async def start(cls, dut, *, reset_cycles: int = 3) -> "Testbench":
+        tb = cls(dut)
+        Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
+        dut.rst.value = 1
+        for _ in range(reset_cycles):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        tb._cycle_origin = tb._now_cycles()
+        tb.log.info("seed=%d samples=%d gap=%.2f stall=%.2f config=%s", tb.seed, tb.samples,
+                    tb.gap, tb.stall, tb.config.name)
+        return tb
+
+    def _now_cycles(self) -> int:
+        return int(cocotb.utils.get_sim_time("ns") // CLOCK_PERIOD_NS)
+
+    @property
+    def cycle(self) -> int:
+        """Clock cycles since reset was released."""
+        return self._now_cycles() - self._cycle_origin
+
+    def source(self, name: str, gap: float | None = None) -> StreamSource:
+        return StreamSource(self, name, self.gap if gap is None else gap)
+
+    def sink(self, name: str, stall: float | None = None) -> StreamSink:
+        return StreamSink(self, name, self.stall if stall is None else stall)
+
+    def fork(self, coro):
+        return cocotb.start_soon(coro)
+
+    async def cycles(self, n: int) -> None:
+        for _ in range(n):
+            await RisingEdge(self.clk)
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a measurement (e.g. cycles per job); the pytest side reads it back."""
+        self.records[key] = _normalise(value)
+
+    def finish(self, min_checked: int = 1) -> None:
+        """Write the tally and fail on any mismatch or on too little checked."""
+        sb = self.scoreboard
+        out_dir = Path(os.environ.get("ACCELGEN_RECORD_DIR", "."))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{self.test_name}.json").write_text(json.dumps({
+            "test": self.test_name, "checked": sb.checked, "mismatches": len(sb.mismatches),
+            "seed": self.seed, "samples": self.samples, "records": self.records,
+        }, indent=1, sort_keys=True))
+        repro = os.environ.get("ACCELGEN_REPRO", "").replace("{test}", self.test_name)
+        if sb.mismatches:
+            raise AssertionError(
+                f"{len(sb.mismatches)} of {sb.checked} results mismatched (seed {self.seed}).\n"
+                + "\n".join(sb.mismatches[:5]) + f"\nReproduce with: {repro}")
+        if sb.checked < min_checked:
+            raise AssertionError(f"only {sb.checked} results checked, expected at least "
+                                 f"{min_checked} (seed {self.seed}). Reproduce with: {repro}")
+        self.log.info("checked %d results, 0 mismatches", sb.checked)
+
+
+def _current_test_name() -> str:
+    # cocotb 2 has no public "current test" accessor; the main task is named "Test <name>".
+    try:
+        from cocotb import _test_manager
+        return _test_manager._current_test._main_task.get_name().removeprefix("Test ")
+    except Exception:
+        return "test"

@@ -1,0 +1,239 @@
+"""pytest/CLI side of co-simulation: export a config, build it with Verilator, run cocotb tests.
+
+One build directory per config (``build/cosim/<config name>/``), reused while the Verilog is
+byte-identical; a waveform build lives beside it in ``waves/``. A failing run is repeated once with
+waveforms on, so the FST of the failure is kept, and the error names the seed and the one command
+that reproduces it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gen.config import REPO_ROOT, load_config, preset_paths
+from gen.export import export_rtl
+from gen.schema import ConfigBase
+from gen.toolchain import apply_verilator_env
+
+__all__ = ["CosimFailure", "CosimResult", "run_cosim", "preset_configs", "BUILD_ROOT"]
+
+BUILD_ROOT = REPO_ROOT / "build" / "cosim"
+
+#: Verilator build options. Lint is a separate step (gen.lint) with its own waivers, so the
+#: simulation build must not stop on style warnings. -O1 for the C++: the models are small and the
+#: compile, not the simulation, dominates a regression's wall time.
+VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
+                        "--x-initial", "fast", "-CFLAGS", "-O1"]
+
+
+class CosimFailure(AssertionError):
+    pass
+
+
+@dataclass
+class CosimResult:
+    config: ConfigBase
+    build_dir: Path
+    tests: dict[str, dict] = field(default_factory=dict)   # test name -> tally written by harness
+
+    @property
+    def checked(self) -> int:
+        return sum(t.get("checked", 0) for t in self.tests.values())
+
+    def records(self, test: str) -> dict:
+        return self.tests[test].get("records", {})
+
+
+def preset_configs(kind: str) -> list[ConfigBase]:
+    """Every preset of ``kind`` in ``configs/`` (for ``pytest.mark.parametrize``)."""
+    return [load_config(p) for p in preset_paths(kind)]
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(config: ConfigBase, build_dir: Path, waves: bool):
+    from cocotb_tools.runner import get_runner
+
+    apply_verilator_env()
+    rtl_dir = build_dir / "rtl"
+    export = export_rtl(config, rtl_dir)
+    sim_dir = build_dir / ("waves" if waves else "sim")
+    digest = hashlib.sha256(export.verilog.read_bytes()
+                            + json.dumps(VERILATOR_BUILD_ARGS).encode()).hexdigest()
+    stamp = sim_dir / "accelgen.stamp"
+    runner = get_runner("verilator")
+    binary = sim_dir / config.top_name
+    if not (stamp.exists() and stamp.read_text() == digest and binary.exists()):
+        if sim_dir.exists():
+            shutil.rmtree(sim_dir)
+        args = list(VERILATOR_BUILD_ARGS) + (["--trace-fst", "--trace-structs"] if waves else [])
+        runner.build(sources=[export.verilog], hdl_toplevel=config.top_name, build_dir=sim_dir,
+                     build_args=args, waves=waves, log_file=build_dir / "build.log")
+        stamp.write_text(digest)
+    return runner, export, sim_dir
+
+
+def _repro_command(config: ConfigBase, config_path: Path | None, seed: int, samples: int | None,
+                   module: str) -> str:
+    target = str(config_path) if config_path else f"<{config.name}.yaml>"
+    try:
+        target = str(Path(target).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        pass
+    parts = ["accelgen", "cosim", target, "--test", "{test}", "--seed", str(seed), "--waves"]
+    if samples is not None:
+        parts += ["--samples", str(samples)]
+    if module != _default_module(config):
+        parts += ["--module", module]
+    return " ".join(shlex.quote(p) if p != "{test}" else p for p in parts)
+
+
+def _default_module(config: ConfigBase) -> str:
+    return getattr(config, "cosim_module", "") or f"cosim.{config.kind}"
+
+
+def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *,
+              testcase: str | list[str] | None = None, seed: int | None = None,
+              samples: int | None = None, waves: bool | None = None, gap: float | None = None,
+              stall: float | None = None, timeout_cycles: int | None = None,
+              rerun_with_waves: bool = True) -> CosimResult:
+    """Build ``config`` (a dataclass or a YAML path) and run the cocotb tests in ``test_module``.
+
+    Seed, sample count and waves default to ``ACCELGEN_SEED``, ``ACCELGEN_SAMPLES`` and
+    ``ACCELGEN_WAVES`` from the environment. Raises :class:`CosimFailure` on any failed test or
+    mismatch, with the seed and a one-line reproduction command.
+    """
+    config_path = None
+    if not isinstance(config, ConfigBase):
+        config_path = Path(config)
+        config = load_config(config_path)
+    else:
+        matches = [p for p in preset_paths(config.kind) if p.stem == config.name]
+        config_path = matches[0] if matches else None
+    test_module = test_module or _default_module(config)
+    seed = int(os.environ.get("ACCELGEN_SEED", "1")) if seed is None else int(seed)
+    if samples is None and os.environ.get("ACCELGEN_SAMPLES"):
+        samples = int(os.environ["ACCELGEN_SAMPLES"])
+    if waves is None:
+        waves = os.environ.get("ACCELGEN_WAVES", "0") not in ("", "0", "false")
+    build_dir = BUILD_ROOT / config.name
+    with _locked(BUILD_ROOT / f".{config.name}.lock"):
+        result = _run_once(config, config_path, test_module, build_dir, testcase, seed, samples,
+                           waves, gap, stall, timeout_cycles)
+        if result[0] is None:
+            return result[1]
+        message, tally = result
+        if rerun_with_waves and not waves:
+            failed = [name for name, t in tally.tests.items() if t.get("failed")] or testcase
+            wave_result = _run_once(config, config_path, test_module, build_dir, failed, seed,
+                                    samples, True, gap, stall, timeout_cycles)
+            wave_dir = build_dir / "waves"
+            fsts = sorted(str(p) for p in wave_dir.rglob("*.fst")) if wave_dir.exists() else []
+            if fsts:
+                message += "\nWaveform: " + ", ".join(fsts)
+            del wave_result
+        raise CosimFailure(message)
+
+
+def _run_once(config, config_path, test_module, build_dir, testcase, seed, samples, waves, gap,
+              stall, timeout_cycles):
+    runner, export, sim_dir = _build(config, build_dir, waves)
+    record_dir = sim_dir / "records"
+    if record_dir.exists():
+        shutil.rmtree(record_dir)
+    record_dir.mkdir(parents=True)
+    repro = _repro_command(config, config_path, seed, samples, test_module)
+    env = {
+        "ACCELGEN_MANIFEST": str(export.out_dir / "manifest.json"),
+        "ACCELGEN_SEED": str(seed),
+        "ACCELGEN_RECORD_DIR": str(record_dir),
+        "ACCELGEN_REPRO": repro,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    for key, value in (("ACCELGEN_SAMPLES", samples), ("ACCELGEN_GAP", gap),
+                       ("ACCELGEN_STALL", stall), ("ACCELGEN_TIMEOUT_CYCLES", timeout_cycles)):
+        if value is not None:
+            env[key] = str(value)
+        elif os.environ.get(key):
+            env[key] = os.environ[key]
+    if waves:
+        env["ACCELGEN_WAVES"] = "1"
+    results_xml = runner.test(test_module=test_module, hdl_toplevel=config.top_name,
+                              build_dir=sim_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
+                              extra_env=env, waves=waves, results_xml="results.xml",
+                              log_file=sim_dir / "sim.log")
+    tally = CosimResult(config=config, build_dir=build_dir)
+    for path in sorted(record_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        tally.tests[data["test"]] = data
+    failures = []
+    ran = 0
+    for case in ET.parse(results_xml).getroot().iter("testcase"):
+        name = case.get("name")
+        ran += 1
+        bad = [el for el in case if el.tag in ("failure", "error")]
+        entry = tally.tests.setdefault(name, {"test": name, "checked": 0})
+        if bad:
+            entry["failed"] = True
+            text = "\n".join((el.get("message") or "") + "\n" + (el.text or "") for el in bad)
+            failures.append(f"{name}: {text.strip()[-3000:]}")
+        elif entry.get("checked", 0) <= 0:
+            entry["failed"] = True
+            failures.append(f"{name}: passed but checked no results (the harness tally is "
+                            "missing); every test must call tb.finish()")
+    if ran == 0:
+        failures.append(f"no cocotb test ran from {test_module} (testcase={testcase!r})")
+    if failures:
+        log = sim_dir / "sim.log"
+        message = (f"co-simulation of {config.name} failed (seed {seed}).\n"
+                   + "\n".join(failures)
+                   + f"\nSimulator log: {log}\nReproduce with: "
+                   + repro.replace("{test}", ",".join(n for n, t in tally.tests.items()
+                                                      if t.get("failed")) or "all"))
+        return message, tally
+    return None, tally
+
+
+def main_cosim(args) -> int:
+    """``accelgen cosim``: run one config's regression from the command line."""
+    from gen.schema import ConfigError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    testcase = args.test.split(",") if args.test and args.test != "all" else None
+    try:
+        result = run_cosim(args.config, args.module, testcase=testcase, seed=args.seed,
+                           samples=args.samples, waves=args.waves, rerun_with_waves=False)
+    except CosimFailure as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    for name, tally in sorted(result.tests.items()):
+        print(f"{config.name} {name}: {tally.get('checked', 0)} results checked, "
+              f"{tally.get('mismatches', 0)} mismatches")
+    if args.waves:
+        for fst in sorted((result.build_dir / "waves").rglob("*.fst")):
+            print(f"waveform: {fst}")
+    print(f"total: {result.checked} results checked, 0 mismatches")
+    return 0

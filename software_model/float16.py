@@ -94,7 +94,8 @@ def to_float(bits, fmt):
 def from_float(values, fmt):
     """float32/float64 values -> bit patterns, rounded to nearest even by ml_dtypes/numpy."""
     f = _fmt(fmt)
-    return np.asarray(np.asarray(values, dtype=np.float32).astype(f.dtype)).view(np.uint16)
+    with np.errstate(over="ignore"):        # overflow to Inf is the correctly rounded result
+        return np.asarray(np.asarray(values, dtype=np.float32).astype(f.dtype)).view(np.uint16)
 
 
 def _canonicalize(bits, fmt):

@@ -92,9 +92,10 @@ class TernaryLUTConfig(ConfigBase):
     @property
     def exact_accumulator_width(self):
         width = self.activation_width
-        bound = self.max_reduction << (width - 1)
+        terms = max(self.max_reduction, self.beat_reduction)
+        bound = terms << (width - 1)
         if self.architecture == "multiplier":      # dequantised weights span the full int range
-            bound = self.max_reduction << (2 * width - 2)
+            bound = terms << (2 * width - 2)
         return _signed_bits(bound)
 
     @property

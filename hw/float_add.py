@@ -1,0 +1,248 @@
+"""FP16/BF16 adder and multiplier datapaths (round to nearest even, subnormals, Inf, NaN).
+
+``float_add`` and ``float_mul`` emit combinational logic into a Module and return the result
+bits; the ternary units instantiate them many times. ``FloatAdderUnit`` wraps one adder in
+streams so it can be regressed on its own (software_model.float16 is the reference).
+
+Conventions shared with software_model/float16.py:
+* every NaN result is the canonical quiet NaN (sign 0, top mantissa bit); NaN inputs may have
+  any payload;
+* x + (-x) is +0 (round to nearest even), -0 + -0 is -0; 0 * Inf is NaN;
+* no flush to zero: subnormal inputs and results are exact IEEE.
+"""
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.data import StructLayout
+from amaranth.lib.wiring import In, Out
+
+from software_model.float16 import FORMATS, FloatFormat
+
+__all__ = ["float_add", "float_mul", "float_neg", "FloatAdderUnit", "float_format"]
+
+_GUARD_BITS = 3     # guard, round, sticky: enough for a correctly rounded add (one left shift)
+
+
+def float_format(fmt):
+    if isinstance(fmt, FloatFormat):
+        return fmt
+    if fmt not in FORMATS:
+        raise ValueError(f"Float format must be one of {sorted(FORMATS)}, not {fmt!r}")
+    return FORMATS[fmt]
+
+
+def float_neg(value, fmt):
+    f = float_format(fmt)
+    return Cat(value[:f.width - 1], ~value[f.width - 1])
+
+
+class _Unpacked:
+    """Fields of one operand; subnormals get the effective exponent 1 and no hidden bit."""
+
+    def __init__(self, value, f):
+        m, e = f.mantissa_bits, f.exponent_bits
+        self.sign = value[m + e]
+        self.exponent = value[m:m + e]
+        self.fraction = value[:m]
+        self.magnitude = value[:m + e]
+        subnormal = self.exponent == 0
+        self.significand = Cat(self.fraction, ~subnormal)                  # m + 1 bits
+        self.effective_exponent = Mux(subnormal, 1, self.exponent)
+        self.is_zero = self.magnitude == 0
+        self.is_inf = (self.exponent == f.exponent_max) & (self.fraction == 0)
+        self.is_nan = (self.exponent == f.exponent_max) & (self.fraction != 0)
+
+
+def _leading_zeros(m, value, name):
+    width = len(value)
+    count = Signal(range(width + 1), name=name)
+    m.d.comb += count.eq(width)
+    for i in range(width):          # later (higher) bits override: the top set bit wins
+        with m.If(value[i]):
+            m.d.comb += count.eq(width - 1 - i)
+    return count
+
+
+def _round_pack(m, f, sign, exponent, significand, name):
+    """Normalise, round to nearest even and pack a non-zero finite magnitude.
+
+    `significand` (W bits) is worth significand * 2^(exponent - bias - (W - 1)): `exponent` is
+    the biased exponent its top bit would carry. Results below the normal range are shifted
+    right onto the subnormal grid (lost bits kept as sticky) before the one rounding step, so
+    there is no double rounding; a carry out of the mantissa bumps the exponent for free
+    because exponent and mantissa are rounded as one packed integer.
+    """
+    mb = f.mantissa_bits
+    width = len(significand)
+    assert width >= mb + 3
+    lz = _leading_zeros(m, significand, f"{name}_lz")
+    normal_exponent = Signal(signed(len(exponent) + 2), name=f"{name}_nexp")
+    m.d.comb += normal_exponent.eq(exponent - lz)
+    is_normal = normal_exponent >= 1
+    # Subnormal: shift so that the top bit carries exponent 1 (left by exponent-1, or right).
+    left = Mux(is_normal, lz, (exponent - 1).as_unsigned())
+    left_amount = Signal(range(width + 1), name=f"{name}_lshift")
+    right_amount = Signal(range(width + 1), name=f"{name}_rshift")
+    shift_right = ~is_normal & (exponent < 1)
+    m.d.comb += [
+        left_amount.eq(Mux(shift_right, 0, left)),
+        right_amount.eq(Mux(shift_right,
+                            Mux(1 - exponent >= width, width, (1 - exponent).as_unsigned()), 0)),
+    ]
+    shifted = Signal(width, name=f"{name}_norm")
+    right_shifted = significand >> right_amount
+    right_lost = (right_shifted << right_amount)[:width] != significand
+    m.d.comb += shifted.eq(Mux(shift_right, right_shifted, (significand << left_amount)[:width]))
+
+    mantissa = shifted[width - 1 - mb:width - 1]
+    guard = shifted[width - 2 - mb]
+    rest = (shifted[:width - 2 - mb] != 0) | (shift_right & right_lost)
+    round_up = guard & (rest | mantissa[0])
+    field_exponent = Mux(is_normal, normal_exponent[:f.exponent_bits], 0)
+    overflow = is_normal & (normal_exponent >= f.exponent_max)
+    packed = Signal(f.width - 1, name=f"{name}_packed")
+    m.d.comb += packed.eq(Cat(mantissa, field_exponent) + round_up)   # carry may reach Inf
+    result = Signal(f.width, name=f"{name}_rounded")
+    m.d.comb += result.eq(Cat(Mux(overflow, f.positive_infinity, packed), sign))
+    return result
+
+
+def _add_align(m, a, b, f, name):
+    """First half of the adder: specials, swap, alignment with sticky, add/subtract."""
+    mb = f.mantissa_bits
+    ua, ub = _Unpacked(a, f), _Unpacked(b, f)
+    swap = ua.magnitude < ub.magnitude
+    big_sign = Mux(swap, ub.sign, ua.sign)
+    big_sig = Mux(swap, ub.significand, ua.significand)
+    big_exp = Mux(swap, ub.effective_exponent, ua.effective_exponent)
+    small_sig = Mux(swap, ua.significand, ub.significand)
+    small_exp = Mux(swap, ua.effective_exponent, ub.effective_exponent)
+
+    distance = Signal(f.exponent_bits, name=f"{name}_dist")
+    m.d.comb += distance.eq(big_exp - small_exp)
+    limit = mb + _GUARD_BITS + 2          # beyond this the small operand is pure sticky
+    clamped = Signal(range(limit + 1), name=f"{name}_dclamp")
+    m.d.comb += clamped.eq(Mux(distance > limit, limit, distance))
+    big = Cat(C(0, _GUARD_BITS), big_sig)
+    small = Cat(C(0, _GUARD_BITS), small_sig)
+    aligned = small >> clamped
+    sticky = (aligned << clamped)[:len(small)] != small
+    small_aligned = aligned | sticky
+    subtract = ua.sign ^ ub.sign
+    total = Signal(mb + 1 + _GUARD_BITS + 1, name=f"{name}_sum")   # carry bit on top
+    m.d.comb += total.eq(Mux(subtract, big - small_aligned, big + small_aligned))
+    return {
+        "sign": big_sign,
+        "exponent": big_exp,
+        "total": total,
+        "zero_sign": ua.sign & ub.sign,    # exact zero: +0 unless both operands are negative
+        "nan": ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_inf & subtract),
+        "inf": ua.is_inf | ub.is_inf,
+        "inf_sign": Mux(ua.is_inf, ua.sign, ub.sign),
+    }
+
+
+def _add_parts_layout(f):
+    return StructLayout({
+        "sign": 1, "exponent": f.exponent_bits, "total": f.mantissa_bits + _GUARD_BITS + 2,
+        "zero_sign": 1, "nan": 1, "inf": 1, "inf_sign": 1,
+    })
+
+
+def _add_normalize(m, parts, f, name):
+    exponent = Signal(signed(f.exponent_bits + 2), name=f"{name}_topexp")
+    m.d.comb += exponent.eq(parts["exponent"] + 1)     # the carry bit sits one above the hidden bit
+    rounded = _round_pack(m, f, parts["sign"], exponent, parts["total"], name)
+    result = Signal(f.width, name=name)
+    with m.If(parts["nan"]):
+        m.d.comb += result.eq(f.canonical_nan)
+    with m.Elif(parts["inf"]):
+        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), parts["inf_sign"]))
+    with m.Elif(parts["total"] == 0):
+        m.d.comb += result.eq(Cat(C(0, f.width - 1), parts["zero_sign"]))
+    with m.Else():
+        m.d.comb += result.eq(rounded)
+    return result
+
+
+def float_add(m, a, b, fmt, name="fadd"):
+    """Combinational correctly rounded a + b; returns a Signal of the format's width."""
+    f = float_format(fmt)
+    return _add_normalize(m, _add_align(m, a, b, f, name), f, name)
+
+
+def float_mul(m, a, b, fmt, name="fmul"):
+    """Combinational correctly rounded a * b (full (m+1) x (m+1)-bit significand product)."""
+    f = float_format(fmt)
+    ua, ub = _Unpacked(a, f), _Unpacked(b, f)
+    sign = ua.sign ^ ub.sign
+    product = Signal(2 * (f.mantissa_bits + 1), name=f"{name}_prod")
+    m.d.comb += product.eq(ua.significand * ub.significand)
+    exponent = Signal(signed(f.exponent_bits + 3), name=f"{name}_topexp")
+    # Top product bit is worth 2^1 relative to the hidden-bit product.
+    m.d.comb += exponent.eq(ua.effective_exponent + ub.effective_exponent - f.bias + 1)
+    rounded = _round_pack(m, f, sign, exponent, product, name)
+    result = Signal(f.width, name=name)
+    with m.If(ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ub.is_inf & ua.is_zero)):
+        m.d.comb += result.eq(f.canonical_nan)
+    with m.Elif(ua.is_inf | ub.is_inf):
+        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), sign))
+    with m.Elif(product == 0):
+        m.d.comb += result.eq(Cat(C(0, f.width - 1), sign))
+    with m.Else():
+        m.d.comb += result.eq(rounded)
+    return result
+
+
+class FloatAdderUnit(wiring.Component):
+    """Streamed FP adder: operands {a, b} in, sum out; operands and sum registered.
+
+    Latency 2 + pipeline_stages cycles; one sum per cycle; the whole pipeline stalls while the
+    sum is held by backpressure (a global enable keeps the control trivially correct).
+    """
+
+    def __init__(self, config):
+        if config.format not in FORMATS:
+            raise ValueError(f"Format must be one of {sorted(FORMATS)}, not {config.format!r}")
+        if config.pipeline_stages not in (0, 1):
+            raise ValueError(f"Pipeline stages must be 0 or 1, not {config.pipeline_stages!r}")
+        self.config = config
+        self.format = FORMATS[config.format]
+        width = self.format.width
+        super().__init__({
+            "operands": In(stream.Signature(StructLayout({"a": width, "b": width}))),
+            "sums": Out(stream.Signature(width)),
+        })
+
+    def __repr__(self):
+        return f"FloatAdderUnit(format={self.config.format}, stages={self.config.pipeline_stages})"
+
+    def elaborate(self, platform):
+        m = Module()
+        f = self.format
+        advance = ~self.sums.valid | self.sums.ready
+        m.d.comb += self.operands.ready.eq(advance)
+
+        a = Signal(f.width, reset_less=True)
+        b = Signal(f.width, reset_less=True)
+        in_valid = Signal()
+        with m.If(advance):
+            m.d.sync += [a.eq(self.operands.payload.a), b.eq(self.operands.payload.b),
+                         in_valid.eq(self.operands.valid)]
+
+        parts = _add_align(m, a, b, f, "fadd")
+        valid = in_valid
+        if self.config.pipeline_stages:
+            staged = Signal(_add_parts_layout(f), reset_less=True)
+            staged_valid = Signal()
+            with m.If(advance):
+                m.d.sync += [getattr(staged, k).eq(v) for k, v in parts.items()]
+                m.d.sync += staged_valid.eq(in_valid)
+            parts = {k: getattr(staged, k) for k in parts}
+            valid = staged_valid
+        total = _add_normalize(m, parts, f, "fadd")
+
+        result = Signal(f.width, reset_less=True)
+        with m.If(advance):
+            m.d.sync += [result.eq(total), self.sums.valid.eq(valid)]
+        m.d.comb += self.sums.payload.eq(result)
+        return m

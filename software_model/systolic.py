@@ -1,0 +1,205 @@
+"""Golden model of the integer systolic arrays: exact GEMM semantics and an analytical cycle model.
+
+Numbers: signed operands, exact products, an accumulator of ``acc_width`` bits that wraps (two's
+complement) or saturates after every addition in order of increasing k. Wrap-around is
+order-independent; saturation is not, which is why the order is part of the definition.
+
+Cycles: the arrays are deterministic, so their timing is a small recurrence over jobs (when each
+job's operands can enter, when its results leave), with latencies read off the RTL's register
+stages. ``scalesim_cycles`` gives SCALE-Sim's published estimate for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["gemm", "wrap", "saturate", "JobTiming", "os_schedule", "ws_schedule",
+           "os_latency", "ws_latency", "tiled_gemm_cycles", "scalesim_cycles"]
+
+
+def wrap(values: np.ndarray, width: int) -> np.ndarray:
+    """Two's-complement wrap of Python/numpy integers to ``width`` bits (object-safe)."""
+    values = np.asarray(values, dtype=object)
+    mod = 1 << width
+    half = 1 << (width - 1)
+    return np.vectorize(lambda v: ((int(v) + half) % mod) - half, otypes=[object])(values)
+
+
+def saturate(values: np.ndarray, width: int) -> np.ndarray:
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return np.clip(np.asarray(values, dtype=object), lo, hi)
+
+
+def _check_operand(x: np.ndarray, width: int, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {x.shape}")
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    if x.size and (int(x.min()) < lo or int(x.max()) > hi):
+        raise ValueError(f"{name} has values outside int{width} ({lo} .. {hi})")
+    return x.astype(object)
+
+
+def gemm(a, b, *, a_width: int, b_width: int, acc_width: int, overflow: str = "wrap") -> np.ndarray:
+    """C = A . B with the array's arithmetic. A is M x K, B is K x N; returns M x N Python ints."""
+    a = _check_operand(a, a_width, "A")
+    b = _check_operand(b, b_width, "B")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"inner dimensions differ: A is {a.shape}, B is {b.shape}")
+    if overflow == "wrap":
+        return wrap(a.dot(b) if a.shape[1] else np.zeros((a.shape[0], b.shape[1]), object),
+                    acc_width)
+    if overflow != "saturate":
+        raise ValueError(f"overflow must be 'wrap' or 'saturate', not {overflow!r}")
+    acc = np.zeros((a.shape[0], b.shape[1]), dtype=object)
+    for k in range(a.shape[1]):
+        acc = saturate(acc + np.outer(a[:, k], b[k, :]), acc_width)
+    return acc
+
+
+# ------------------------------------------------------------------------------------------------
+# Cycle model
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """Cycle numbers (0 = first cycle after reset) of one job, inputs always valid, output ready."""
+    first_in: int        # cycle its first operand beat is accepted
+    last_in: int         # cycle its last operand beat is accepted
+    first_out: int       # cycle its first result beat is taken
+    last_out: int        # cycle its last result beat is taken
+
+
+def os_latency(rows: int, cols: int) -> int:
+    """Cycles from a job's last operand beat to its first result beat (output-stationary).
+
+    Row 0 of C leads: input register (1), cols - 1 hops to PE(0, cols-1), its shadow register (1),
+    the chain slot (1), rows - 1 chain hops down the last column (no deskew there), and the result
+    FIFO's write and output registers (2).
+    """
+    return 1 + (cols - 1) + 1 + 1 + (rows - 1) + 2
+
+
+def ws_latency(rows: int, cols: int) -> int:
+    """Cycles from an activation beat to its result beat (weight-stationary): input register, row
+    skew (rows - 1), cols hops to the last column's psum register, FIFO (2)."""
+    return 1 + (rows - 1) + cols + 2
+
+
+def os_schedule(ks: list[int], *, rows: int, cols: int, buffer_rows: int) -> list[JobTiming]:
+    """Timing of back-to-back output-stationary jobs with reduction lengths ``ks``."""
+    lat = os_latency(rows, cols)
+    jobs: list[JobTiming] = []
+    t = 0
+    for n, k in enumerate(ks):
+        first_in = t
+        last_in = first_in + k - 1
+        if jobs:
+            last_in = max(last_in, jobs[-1].last_in + rows)
+        # Credits: rows result rows must be free. Row r of job p leaves at jobs[p].first_out + r and
+        # its credit is back one cycle later.
+        need = buffer_rows - rows       # rows that may still be outstanding when this job commits
+        outstanding = [(j.first_out + r) for j in jobs for r in range(rows)]
+        outstanding.sort()
+        if len(outstanding) > need:
+            # The (len - need)-th oldest row must have left before this job's last beat.
+            last_in = max(last_in, outstanding[len(outstanding) - need - 1] + 1)
+        first_out = last_in + lat
+        jobs.append(JobTiming(first_in, last_in, first_out, first_out + rows - 1))
+        t = last_in + 1
+    return jobs
+
+
+def ws_schedule(jobs_km: list[tuple[int, int]], *, rows: int, cols: int,
+                buffer_rows: int) -> list[JobTiming]:
+    """Timing of weight-stationary jobs given (K, M): K weight rows, M activation rows each."""
+    lat = ws_latency(rows, cols)
+    out: list[JobTiming] = []
+    w_end: list[int] = []           # cycle of each weight packet's last beat
+    a_end: list[int] = []           # cycle of each activation packet's last beat
+    w_t = 0
+    a_t = 0
+    result_times: list[int] = []    # cycle each result row leaves
+    for n, (k, m) in enumerate(jobs_km):
+        start_w = w_t
+        if n >= 2:
+            start_w = max(start_w, a_end[n - 2] + 1)
+        w_end.append(start_w + k - 1)
+        w_t = w_end[-1] + 1
+        t = max(a_t, w_end[n] + 1)
+        first_in = t
+        for r in range(m):
+            # One free row in the result buffer: the row buffer_rows places back must have left.
+            idx = len(result_times) - buffer_rows
+            if idx >= 0:
+                t = max(t, result_times[idx] + 1)
+            result_times.append(t + lat)
+            if r == 0:
+                first_in = t
+            t += 1
+        a_end.append(t - 1)
+        a_t = t
+        out.append(JobTiming(first_in, t - 1, result_times[-m], result_times[-1]))
+    return out
+
+
+def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str,
+                      buffer_rows: int | None = None) -> dict:
+    """Cycles and PE utilization of an M x K x N GEMM tiled onto the array.
+
+    Output-stationary: one job per (rows x cols) tile of C, each with the full reduction K (jobs
+    longer than ``max_k`` are the caller's business). Weight-stationary: one job per (K-chunk of
+    rows) x (cols) tile of B, streaming all M rows of A; partial sums of K-chunks are added outside
+    the array (the accumulator memory in Gemmini), which the model does not charge.
+    """
+    if dataflow == "output_stationary":
+        buffer_rows = buffer_rows or 2 * rows
+        jobs = math.ceil(m / rows) * math.ceil(n / cols)
+        timing = _os_schedule_fast(k, jobs, rows=rows, cols=cols, buffer_rows=buffer_rows)
+    elif dataflow == "weight_stationary":
+        buffer_rows = buffer_rows or rows + cols + 4
+        chunks = [min(rows, k - c) for c in range(0, k, rows)]
+        jobs_km = [(kc, m) for _ in range(math.ceil(n / cols)) for kc in chunks]
+        timing = ws_schedule(jobs_km, rows=rows, cols=cols, buffer_rows=buffer_rows)[-1].last_out
+    else:
+        raise ValueError(f"unknown dataflow {dataflow!r}")
+    cycles = timing + 1
+    macs = m * k * n
+    return {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * rows * cols)}
+
+
+def _os_schedule_fast(k: int, jobs: int, *, rows: int, cols: int, buffer_rows: int) -> int:
+    """Last result cycle of ``jobs`` identical OS jobs, by the same rules as :func:`os_schedule`
+    but O(jobs): with equal jobs the binding credit constraint is always the same job back."""
+    lat = os_latency(rows, cols)
+    back = buffer_rows // rows          # jobs whose rows may be outstanding, incl. this one
+    last_in: list[int] = []
+    for n in range(jobs):
+        t = (last_in[-1] + k) if last_in else k - 1
+        if last_in:
+            t = max(t, last_in[-1] + rows)
+        # credit: with whole jobs of `rows` rows, job n - back's last row must have left
+        # (buffer_rows - rows outstanding rows allowed).
+        need = buffer_rows - rows
+        p_rows = n * rows - need       # rows that must have left
+        if p_rows > 0:
+            job, r = divmod(p_rows - 1, rows)
+            t = max(t, last_in[job] + lat + r + 1)
+        last_in.append(t)
+    del back
+    return last_in[-1] + lat + rows - 1
+
+
+def scalesim_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str) -> int:
+    """SCALE-Sim's analytical estimate (no double buffering): per fold OS ~ 2R + C + T - 2,
+    WS ~ 2R + 2C + T - 3, folds = ceil(Sr/R) * ceil(Sc/C).
+
+    OS: Sr = M, Sc = N, T = K. WS: the array holds a K x N tile of B: Sr = K, Sc = N, T = M.
+    """
+    if dataflow == "output_stationary":
+        return (2 * rows + cols + k - 2) * math.ceil(m / rows) * math.ceil(n / cols)
+    return (2 * rows + 2 * cols + m - 3) * math.ceil(k / rows) * math.ceil(n / cols)

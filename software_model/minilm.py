@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "MODEL_PACKAGE", "LINEAR_KINDS", "BertConfig", "MiniLM", "model_dir", "float_linear",
+    "quantized_linear",
     "linear_names", "gelu_erf", "layer_norm", "record_linear_inputs",
 ]
 
@@ -64,6 +65,29 @@ def model_dir() -> pathlib.Path:
 def float_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """The unquantized linear layer: y = x W^T + b in float32."""
     return (x @ weight.T + bias).astype(np.float32, copy=False)
+
+
+def quantized_linear(quantize_activation: Callable[[np.ndarray], np.ndarray],
+                     quantize_weight: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                     ) -> LinearFn:
+    """A linear hook computing ``q_x(x) q_w(W)^T + b`` in float32 (bias kept float32).
+
+    Both quantizers see their operand with the reduction dimension last (x: (tokens, in), W:
+    (out, in)), so a block quantizer along axis -1 blocks exactly what a dot-product unit sums.
+    ``quantize_weight`` defaults to ``quantize_activation``. Quantized weights are cached per
+    weight array: the model reuses the same arrays for every sentence.
+    """
+    quantize_weight = quantize_activation if quantize_weight is None else quantize_weight
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        hit = cache.get(id(weight))
+        if hit is None or hit[0] is not weight:
+            # keep a reference to the source array so its id cannot be reused by another array
+            hit = cache[id(weight)] = (weight, np.asarray(quantize_weight(weight), np.float32))
+        return float_linear(np.asarray(quantize_activation(x), np.float32), hit[1], bias)
+
+    return linear
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)

@@ -4,8 +4,11 @@ import numpy as np
 import ml_dtypes
 import pytest
 
+from software_model.mx import fake_quantize_mx
+from software_model.mxint import MXIntFormat, fake_quantize_mxint
 from software_model.minilm import (
-    LINEAR_KINDS, MiniLM, float_linear, gelu_erf, linear_names, record_linear_inputs,
+    LINEAR_KINDS, MiniLM, float_linear, gelu_erf, linear_names, quantized_linear,
+    record_linear_inputs,
 )
 
 # sentence-transformers' README quick-start runs exactly these three sentences through
@@ -100,38 +103,40 @@ def test_record_linear_inputs(model):
 
 
 def _round_to(dtype):
-    def linear(x, weight, bias):
-        xq = x.astype(dtype).astype(np.float32)
-        wq = weight.astype(dtype).astype(np.float32)
-        return float_linear(xq, wq, bias)
-    return linear
+    return quantized_linear(lambda v: v.astype(dtype).astype(np.float32))
 
 
-def test_high_precision_quantized_linear_nearly_unchanged(model, readme_embeddings):
-    quantized = model.encode(README_SENTENCES, linear=_round_to(ml_dtypes.bfloat16))
-    cosine = np.sum(quantized * readme_embeddings, axis=1)
+@pytest.fixture(scope="module")
+def bfloat16_embeddings(model):
+    return model.encode(README_SENTENCES, linear=_round_to(ml_dtypes.bfloat16))
+
+
+def test_high_precision_quantized_linear_nearly_unchanged(bfloat16_embeddings, readme_embeddings):
+    cosine = np.sum(bfloat16_embeddings * readme_embeddings, axis=1)
     assert cosine.min() > 0.999
-    assert not np.array_equal(quantized, readme_embeddings)  # the hook really ran
+    assert not np.array_equal(bfloat16_embeddings, readme_embeddings)  # the hook really ran
 
 
-def test_coarse_quantized_linear_visibly_degrades(model, readme_embeddings):
+def test_coarse_quantized_linear_visibly_degrades(model, readme_embeddings, bfloat16_embeddings):
     # float8 e5m2 keeps 2 mantissa bits: the embedding must move far more than with bfloat16
     coarse = model.encode(README_SENTENCES, linear=_round_to(ml_dtypes.float8_e5m2))
-    fine = model.encode(README_SENTENCES, linear=_round_to(ml_dtypes.bfloat16))
     err_coarse = np.linalg.norm(coarse - readme_embeddings)
-    err_fine = np.linalg.norm(fine - readme_embeddings)
+    err_fine = np.linalg.norm(bfloat16_embeddings - readme_embeddings)
     assert err_coarse > 4 * err_fine
 
 
 def test_mxint8_block32_linear_close(model, readme_embeddings):
-    mx = pytest.importorskip("software_model.mx")
-    def linear(x, weight, bias):
-        xq = mx.fake_quantize_mx(x, "mxint8", 32, "nearest", -1)
-        wq = mx.fake_quantize_mx(weight, "mxint8", 32, "nearest", -1)
-        return float_linear(xq, wq, bias)
-    quantized = model.encode(README_SENTENCES, linear=linear)
-    rel = np.linalg.norm(quantized - readme_embeddings) / np.linalg.norm(readme_embeddings)
-    assert rel < 0.05
+    ocp = model.encode(README_SENTENCES, linear=quantized_linear(
+        lambda v: fake_quantize_mx(v, "mxint8", 32, "half_even", -1)))
+    rel = np.linalg.norm(ocp - readme_embeddings) / np.linalg.norm(readme_embeddings)
+    assert 0 < rel < 0.05
+    # The MXInt variant with 8-bit elements is OCP MXINT8 on a signed exponent field: on real
+    # weights and activations (far from exponent clamping) the two grids must agree exactly.
+    recorded = record_linear_inputs(model, README_SENTENCES[:1])
+    weight = model.linear_weights()["layer0.ffn_out"][0]
+    for operand in (weight, recorded["layer0.ffn_out"], recorded["layer5.query"]):
+        assert np.array_equal(fake_quantize_mxint(operand, MXIntFormat(8, 32), -1),
+                              fake_quantize_mx(operand, "mxint8", 32, "half_even", -1))
 
 
 def test_wrong_arguments(model):

@@ -23,6 +23,10 @@ GENERATORS: dict[str, str] = {
     "systolic_array": "gen.config.systolic:SystolicArrayConfig",
     "ternary_lut": "gen.config.ternary_lut:TernaryLUTConfig",
     "float_add": "gen.config.float_add:FloatAddConfig",
+    "mxint_cast": "gen.config.mxint:MXIntCastConfig",
+    "mxint_dot": "gen.config.mxint:MXIntDotConfig",
+    "mxint_accumulator": "gen.config.mxint:MXIntAccumulatorConfig",
+    "mxint_linear": "gen.config.mxint:MXIntLinearConfig",
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

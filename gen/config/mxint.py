@@ -1,0 +1,193 @@
+"""Configs of the MXInt datapaths (hw/mxint_*.py): cast, block dot product, accumulator, linear.
+
+The MXInt format itself (software_model.mxint.MXIntFormat) is documented in docs/mxint.md; every
+config here that carries MXInt operands names its element width, block size, exponent width,
+exponent encoding and rounding explicitly, and exposes them as one ``fmt`` property so the RTL,
+the golden model and the testbench share a single source of truth.
+"""
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from gen.schema import ConfigBase, Problem, param
+
+__all__ = ["MXIntCastConfig", "MXIntDotConfig", "MXIntAccumulatorConfig", "MXIntLinearConfig"]
+
+_ROUNDINGS = ("half_even", "half_away")
+_ENCODINGS = ("twos_complement", "biased")
+
+
+def _fmt(cfg, block_size=None):
+    from software_model.mxint import MXIntFormat
+    return MXIntFormat(cfg.element_width, block_size or cfg.block_size, cfg.exponent_width,
+                       cfg.rounding, cfg.exponent_encoding)
+
+
+@dataclass(frozen=True)
+class MXIntCastConfig(ConfigBase):
+    kind: ClassVar[str] = "mxint_cast"
+
+    name: str = param("Config name (Verilog top and output folder)", default="mxint_cast")
+    input_format: str = param("Format of the incoming values (subnormals exact; NaN -> 0, "
+                              "Inf -> 2^(Emax+1), see docs/mxint.md)", default="fp16",
+                              choices=("fp16", "bf16", "fp32"))
+    block_size: int = param("Elements sharing one exponent", default=32, min=1, max=64)
+    element_width: int = param("Mantissa bits, sign included", default=8, min=2, max=16)
+    exponent_width: int = param("Shared exponent bits", default=8, min=2, max=10)
+    exponent_encoding: str = param("Shared exponent field encoding", default="twos_complement",
+                                   choices=_ENCODINGS)
+    rounding: str = param("Mantissa rounding (on the magnitude)", default="half_even",
+                          choices=_ROUNDINGS)
+
+    @property
+    def fmt(self):
+        return _fmt(self)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an input handshake to its block being valid (no backpressure)."""
+        return 2
+
+    def elaborate(self):
+        from hw.mxint_cast import MXIntCast
+        return MXIntCast(self)
+
+
+@dataclass(frozen=True)
+class MXIntDotConfig(ConfigBase):
+    kind: ClassVar[str] = "mxint_dot"
+
+    name: str = param("Config name (Verilog top and output folder)", default="mxint_dot")
+    block_size: int = param("Elements per block (products summed per result)", default=32,
+                            min=1, max=64)
+    element_width: int = param("Mantissa bits of both operands, sign included", default=8,
+                               min=2, max=16)
+    exponent_width: int = param("Shared exponent bits of both operands", default=8, min=2,
+                                max=10)
+    exponent_encoding: str = param("Shared exponent field encoding", default="twos_complement",
+                                   choices=_ENCODINGS)
+    rounding: str = param("Rounding of the operands' format (unused by the exact dot product; "
+                          "kept so the format is complete)", default="half_even",
+                          choices=_ROUNDINGS)
+
+    @property
+    def fmt(self):
+        return _fmt(self)
+
+    @property
+    def latency(self) -> int:
+        return 2
+
+    @property
+    def total_width(self) -> int:
+        """Exact sum width: full-range w x w products (2w bits) plus ceil(log2 k) carry bits."""
+        return 2 * self.element_width + max(0, (self.block_size - 1).bit_length())
+
+    @property
+    def result_exponent_width(self) -> int:
+        """Decoded ea + eb always fits ew + 2 signed bits (biased codes reach 2^ew)."""
+        return self.exponent_width + 2
+
+    def elaborate(self):
+        from hw.mxint_dot import MXIntDotProduct
+        return MXIntDotProduct(self)
+
+
+@dataclass(frozen=True)
+class MXIntAccumulatorConfig(ConfigBase):
+    kind: ClassVar[str] = "mxint_accumulator"
+
+    name: str = param("Config name (Verilog top and output folder)", default="mxint_accumulator")
+    lanes: int = param("Values per term sharing the term's exponent (1 = scalar partial sums)",
+                       default=1, min=1, max=64)
+    input_width: int = param("Signed bits of each incoming value", default=21, min=2, max=64)
+    exponent_width: int = param("Signed (two's complement) bits of each term's exponent",
+                                default=6, min=2, max=9)
+    mode: str = param("exact: wide fixed-point sum, no loss; shift: acc_width-bit accumulator "
+                      "aligned by arithmetic right shift (lossy)", default="exact",
+                      choices=("exact", "shift"))
+    acc_width: Optional[int] = param("Accumulator bits in shift mode (null in exact mode)",
+                                     default=None, min=2, max=128)
+    max_terms: int = param("Most terms one sum may have (sets the exact mode's carry bits)",
+                           default=1024, min=1, max=1 << 20)
+
+    def check(self):
+        if self.mode == "shift":
+            if self.acc_width is None:
+                yield Problem("acc_width", None, "an integer >= input_width "
+                              f"({self.input_width}) in shift mode")
+            elif self.acc_width < self.input_width:
+                yield Problem("acc_width", self.acc_width, "an integer >= input_width "
+                              f"({self.input_width}) in shift mode")
+        elif self.acc_width is not None:
+            yield Problem("acc_width", self.acc_width, "null in exact mode (its width follows "
+                          "from input_width, exponent_width and max_terms)")
+        if self.mode == "exact" and self.sum_width > 512:
+            yield Problem("exponent_width", self.exponent_width,
+                          f"at most {self.exponent_width - 1} here: the exact sum would be "
+                          f"{self.sum_width} bits (limit 512)")
+
+    @property
+    def exponent_min(self) -> int:
+        return -(1 << (self.exponent_width - 1))
+
+    @property
+    def sum_width(self) -> int:
+        """Output value width: exact = input + full exponent span + carry bits; shift = acc."""
+        if self.mode == "shift":
+            return self.acc_width
+        span = (1 << self.exponent_width) - 1
+        return self.input_width + span + max(0, (self.max_terms - 1).bit_length())
+
+    @property
+    def sum_exponent_width(self) -> int:
+        """Shift mode: renormalisation can lift the exponent above the inputs' maximum."""
+        return self.exponent_width + 2
+
+    def elaborate(self):
+        from hw.mxint_accumulator import MXIntAccumulator
+        return MXIntAccumulator(self)
+
+
+@dataclass(frozen=True)
+class MXIntLinearConfig(ConfigBase):
+    kind: ClassVar[str] = "mxint_linear"
+
+    name: str = param("Config name (Verilog top and output folder)", default="mxint_linear")
+    in_features: int = param("K: reduction length", default=64, min=1, max=4096)
+    out_features: int = param("N: outputs per row", default=16, min=1, max=4096)
+    n_tile: int = param("Outputs computed in parallel (N is processed in N/n_tile passes)",
+                        default=4, min=1, max=64)
+    block_size: int = param("Elements per MXInt block along K", default=32, min=1, max=64)
+    element_width: int = param("Mantissa bits of x, W and b, sign included", default=8, min=2,
+                               max=16)
+    exponent_width: int = param("Shared exponent bits", default=8, min=2, max=8)
+    exponent_encoding: str = param("Shared exponent field encoding", default="twos_complement",
+                                   choices=_ENCODINGS)
+    rounding: str = param("Rounding of the MXInt output", default="half_even",
+                          choices=_ROUNDINGS)
+    output_format: str = param("fp32 (one rounding, half-even) or mxint (the n_tile outputs "
+                               "form one block)", default="fp32", choices=("fp32", "mxint"))
+
+    def check(self):
+        if self.in_features % self.block_size:
+            yield Problem("in_features", self.in_features,
+                          f"a multiple of block_size ({self.block_size})")
+        if self.out_features % self.n_tile:
+            yield Problem("out_features", self.out_features,
+                          f"a multiple of n_tile ({self.n_tile})")
+
+    @property
+    def fmt(self):
+        return _fmt(self)
+
+    @property
+    def out_fmt(self):
+        return _fmt(self, block_size=self.n_tile)
+
+    @property
+    def k_blocks(self) -> int:
+        return self.in_features // self.block_size
+
+    def elaborate(self):
+        from hw.mxint_linear import MXIntLinear
+        return MXIntLinear(self)

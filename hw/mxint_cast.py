@@ -1,0 +1,143 @@
+"""MXIntCast: a block of FP16/BF16/FP32 values in, one MXInt block out, one block per cycle.
+
+Two pipeline stages (latency 2, software_model.mxint.mxint_cast is the reference):
+
+1. decode every element (sign, significand with hidden bit, effective exponent), find each
+   element's floor(log2|v|) with a leading-one detector (only subnormals need it), take the
+   block's maximum with a balanced max tree and clamp it to the exponent field: the shared
+   exponent ``e``;
+2. shift each significand right so its LSB weighs 2^(e - (w - 2)), round on the magnitude with
+   guard/sticky bits (half-even or half-away), saturate to +-(2^(w-1) - 1), apply the sign.
+
+The shifter is ``w - 2`` bits wider than the significand so that a subnormal element whose block
+maximum is itself tiny can shift *left* without a second shifter; a negative shift amount only
+happens when the exponent was clamped at emax and then always saturates.  NaN elements are zeroed
+before the max tree; Inf reads its all-ones exponent as ordinary (2^(Emax+1)), see docs/mxint.md.
+The whole pipeline advances together (global enable), which keeps backpressure trivially right.
+"""
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.data import ArrayLayout
+from amaranth.lib.wiring import In, Out
+
+from hw.mxint_common import block_layout, encode_exponent, leading_one, max_tree
+from software_model.mxint import INPUT_FORMATS
+
+__all__ = ["MXIntCast"]
+
+
+class MXIntCast(wiring.Component):
+    """Stream of ``block_size`` raw floats in (``values``), stream of MXInt blocks out
+    (``blocks``, layout from :func:`hw.mxint_common.block_layout`)."""
+
+    def __init__(self, config):
+        if config.input_format not in INPUT_FORMATS:
+            raise ValueError(f"Input format must be one of {tuple(INPUT_FORMATS)}, "
+                             f"not {config.input_format!r}")
+        self.config = config
+        self.fmt = config.fmt          # validates widths, encoding and rounding
+        self.exp_bits, self.frac_bits, self.in_width = INPUT_FORMATS[config.input_format]
+        super().__init__({
+            "values": In(stream.Signature(ArrayLayout(unsigned(self.in_width),
+                                                      self.fmt.block_size))),
+            "blocks": Out(stream.Signature(block_layout(self.fmt))),
+        })
+
+    def __repr__(self):
+        f = self.fmt
+        return (f"MXIntCast(input_format={self.config.input_format}, block_size={f.block_size}, "
+                f"element_width={f.element_width}, exponent_width={f.exponent_width}, "
+                f"exponent_encoding={f.exponent_encoding}, rounding={f.rounding})")
+
+    def elaborate(self, platform):
+        m = Module()
+        f = self.fmt
+        k, w = f.block_size, f.element_width
+        eb, fb, width = self.exp_bits, self.frac_bits, self.in_width
+        bias = (1 << (eb - 1)) - 1
+        p = fb + 1
+        guard_shift = w - 2                      # left headroom, see module docstring
+        cap = p + guard_shift + 1                # any larger shift rounds to zero anyway
+
+        advance = ~self.blocks.valid | self.blocks.ready
+        m.d.comb += self.values.ready.eq(advance)
+
+        # -- stage 1: decode, per-element floor(log2), block maximum, clamp ---------------------
+        s1_sign = Signal(k, reset_less=True)
+        s1_sig = Signal(ArrayLayout(unsigned(p), k), reset_less=True)
+        s1_exp = Signal(ArrayLayout(unsigned(eb), k), reset_less=True)
+        s1_e = Signal(signed(f.exponent_width + 1), reset_less=True)
+        s1_valid = Signal()
+        tops = []                 # floor(log2|v|) + fb + bias + 0, or 0 for zero/NaN
+        for i in range(k):
+            bits = self.values.payload[i]
+            expf = bits[fb:fb + eb]
+            frac = bits[:fb]
+            normal = expf != 0
+            is_nan = (expf == (1 << eb) - 1) & (frac != 0)
+            msb = leading_one(m, frac, f"frac_msb_{i}")
+            top = Signal(range((1 << eb) + fb), name=f"top_{i}")
+            with m.If(is_nan):
+                m.d.comb += top.eq(0)
+            with m.Elif(normal):
+                m.d.comb += top.eq(expf + fb)
+            with m.Elif(frac != 0):
+                m.d.comb += top.eq(1 + msb)
+            tops.append(top)
+            with m.If(advance):
+                m.d.sync += [
+                    s1_sign[i].eq(bits[width - 1]),
+                    s1_sig[i].eq(Mux(is_nan, 0, Cat(frac, normal))),
+                    s1_exp[i].eq(Mux(normal, expf, 1)),
+                ]
+        top_max = Signal(range((1 << eb) + fb))
+        m.d.comb += top_max.eq(max_tree(tops))
+        e_true = Signal(signed(eb + 3))
+        m.d.comb += e_true.eq(top_max - (fb + bias))
+        e_blk = Signal(signed(f.exponent_width + 1))
+        with m.If((top_max == 0) | (e_true < f.emin)):
+            m.d.comb += e_blk.eq(f.emin)        # all-zero block: the smallest exponent
+        with m.Elif(e_true > f.emax):
+            m.d.comb += e_blk.eq(f.emax)
+        with m.Else():
+            m.d.comb += e_blk.eq(e_true)
+        with m.If(advance):
+            m.d.sync += [s1_e.eq(e_blk), s1_valid.eq(self.values.valid)]
+
+        # -- stage 2: align, round, saturate ---------------------------------------------------
+        mags_max = f.mantissa_max
+        mantissas = []
+        for i in range(k):
+            sig = s1_sig[i]
+            # right-shift amount of (sig << guard_shift) so its LSB weighs 2^(e - (w-2))
+            t = Signal(signed(max(f.exponent_width + 1, eb + 1) + 2), name=f"shift_{i}")
+            m.d.comb += t.eq(s1_e - s1_exp[i] + (bias + fb))
+            t_cap = Signal(range(cap + 1), name=f"shift_cap_{i}")
+            m.d.comb += t_cap.eq(Mux(t < 0, 0, Mux(t > cap, cap, t)))
+            x = Cat(Const(0, guard_shift), sig)                       # p + guard_shift bits
+            wide = Cat(Const(0, len(x) + 1), x)
+            shifted = Signal(len(wide), name=f"shifted_{i}")
+            m.d.comb += shifted.eq(wide >> t_cap)
+            q = shifted[len(x) + 1:]
+            round_bit = shifted[len(x)]
+            sticky = shifted[:len(x)].any()
+            if f.rounding == "half_even":
+                up = round_bit & (sticky | q[0])
+            else:
+                up = round_bit
+            mag = Signal(len(q) + 1, name=f"mag_{i}")
+            m.d.comb += mag.eq(q + up)
+            saturate = ((t < 0) & (sig != 0)) | (mag > mags_max)
+            clamped = Signal(range(mags_max + 1), name=f"clamped_{i}")
+            m.d.comb += clamped.eq(Mux(saturate, mags_max, mag))
+            mantissas.append(Mux(s1_sign[i], -clamped, clamped))
+
+        result = Signal(block_layout(f), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [
+                self.blocks.valid.eq(s1_valid),
+                result.exponent.eq(encode_exponent(s1_e, f)),
+            ]
+            m.d.sync += [result.mantissas[i].eq(mantissas[i]) for i in range(k)]
+        m.d.comb += self.blocks.payload.eq(result)
+        return m

@@ -96,6 +96,7 @@ class StreamSource:
         self.payload = getattr(tb.dut, f"{name}__payload")
         self.layout = _port(tb.manifest, f"{name}__payload")["layout"]
         self.sent = 0
+        self.beat_cycles: list[int] = []
         self.valid.value = 0
 
     async def send(self, value: Any) -> None:
@@ -108,6 +109,8 @@ class StreamSource:
         while True:
             await ReadOnly()
             taken = bool(self.ready.value)
+            if taken:
+                self.beat_cycles.append(self.tb.cycle)
             await RisingEdge(self.tb.clk)
             if taken:
                 break

@@ -178,6 +178,7 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
     if waves:
         env["ACCELGEN_WAVES"] = "1"
     results_xml = runner.test(test_module=test_module, hdl_toplevel=config.top_name,
+                              hdl_toplevel_lang="verilog",
                               build_dir=sim_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
                               extra_env=env, waves=waves, results_xml="results.xml",
                               log_file=sim_dir / "sim.log")

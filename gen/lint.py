@@ -20,14 +20,14 @@ LINT_WAIVERS: dict[str, str] = {
                     "payload bits of stream ports; they drive nothing.",
     "DECLFILENAME": "the module is named after the config, the file after the top; Verilator wants "
                     "one module per file named alike, which a single flattened file cannot be.",
-    "UNOPTFLAT": "Amaranth builds combinational vectors bit-slice by bit-slice; Verilator's scheduler "
-                 "sees a false loop through the vector and only warns about simulation speed.",
     "WIDTHEXPAND": "Amaranth zero- or sign-extends explicitly where it matters; implicit widening in "
                    "its generated comparisons is value-preserving.",
     "WIDTHTRUNC": "Amaranth truncates intentionally (e.g. wrap-around accumulators); it emits the "
                   "narrowing assignment directly.",
     "CASEINCOMPLETE": "Amaranth's `case` statements have a default assignment before the case.",
-    "UNUSEDPARAM": "none emitted today; kept so a backend change does not turn builds red.",
+    "PROCASSINIT": "Amaranth declares every register with its reset value as initial value (so "
+                   "simulation and FPGA bitstreams start defined) and also assigns it in a clocked "
+                   "process; that is intended.",
 }
 
 

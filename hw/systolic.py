@@ -302,7 +302,7 @@ class WeightStationaryPE(wiring.Component):
             m.d.comb += dst.eq(reg)
 
         mine = self.w_tag_in == self.row
-        below_last = self.w_last_in & (self.w_tag_in < self.row)
+        below_last = self.w_last_in & (self.w_tag_in < self.row) if self.row else Const(0)
         with m.If(self.w_valid_in & (mine | below_last)):
             for b in (0, 1):
                 with m.If(self.w_buf_in == b):

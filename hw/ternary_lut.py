@@ -74,7 +74,9 @@ class TernaryUnitBase(wiring.Component):
         })
 
     def __repr__(self):
-        c = self.config
+        c = getattr(self, "config", None)          # also called on a half-constructed object
+        if c is None or not hasattr(self, "result_shape"):
+            return f"{type(self).__name__}(<invalid>)"
         return (f"{type(self).__name__}(mu={c.mu}, L={c.lanes_l}, K={c.lanes_k}, "
                 f"activation={c.activation}, acc={self.result_shape}, mirrored={c.mirrored})")
 

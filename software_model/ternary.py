@@ -84,7 +84,7 @@ def weight_codes(wq):
     """Ternary weights -> 2-bit codes (uint8 array of the same shape)."""
     wq = np.asarray(wq)
     if wq.size and not np.isin(wq, (-1, 0, 1)).all():
-        bad = wq[~np.isin(wq, (-1, 0, 1))].flat[0]
+        bad = wq[~np.isin(wq, (-1, 0, 1))].flat[0].item()
         raise ValueError(f"Ternary weights must be -1, 0 or +1, not {bad!r}")
     return (wq.astype(np.int8) & 0b11).astype(np.uint8)
 

@@ -159,3 +159,17 @@ def test_study_pareto_front_and_error():
     assert pareto_front(points) == [0, 1, 3, 4]
     assert relative_error(np.array([3.0, 4.0]), np.array([3.0, 4.0])) == 0.0
     assert relative_error(np.array([3.0, 5.0]), np.array([3.0, 4.0])) == pytest.approx(0.2)
+
+
+def test_study_float_path_matches_dot_product_model(model):
+    # the study's fake-quantized float32 matmul against the bit-exact mxint_dot model's blocks
+    from gen.bench.mx_accuracy import linear_via_dot_model
+    x = record_linear_inputs(model, README_SENTENCES[:1])["layer2.attn_out"][:4]
+    weight, bias = model.linear_weights()["layer2.attn_out"]
+    for width, block in ((8, 32), (4, 8)):
+        fmt = MXIntFormat(width, block)
+        via_dot = linear_via_dot_model(x, weight, bias, fmt)
+        via_fake = float_linear(fake_quantize_mxint(x, fmt), fake_quantize_mxint(weight, fmt), bias)
+        scale = np.abs(via_dot).max()
+        assert np.abs(via_dot - via_fake).max() <= 1e-6 * scale
+        assert np.abs(via_dot - float_linear(x, weight, bias)).max() > 1e-4 * scale

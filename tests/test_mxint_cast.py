@@ -2,9 +2,9 @@
 import pytest
 
 from cosim.runner import preset_configs
+from cosim.mxint_common import assert_lint_clean, run_mxint_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
-from cosim.mxint_common import assert_lint_clean, run_mxint_cosim
 
 PRESETS = preset_configs("mxint_cast")
 

@@ -175,6 +175,10 @@ class MXIntLinearConfig(ConfigBase):
         if self.out_features % self.n_tile:
             yield Problem("out_features", self.out_features,
                           f"a multiple of n_tile ({self.n_tile})")
+        if self.acc_width > 256:
+            yield Problem("exponent_width", self.exponent_width,
+                          f"a smaller value: the exact accumulator would be {self.acc_width} "
+                          "bits (limit 256)")
 
     @property
     def fmt(self):
@@ -186,7 +190,34 @@ class MXIntLinearConfig(ConfigBase):
 
     @property
     def k_blocks(self) -> int:
-        return self.in_features // self.block_size
+        return max(1, self.in_features // self.block_size)
+
+    @property
+    def acc_lsb_exponent(self) -> int:
+        """Weight 2^this of the exact accumulator's LSB: the smallest product weight."""
+        f = self.fmt
+        return 2 * f.emin - 2 * f.fraction_bits
+
+    @property
+    def acc_width(self) -> int:
+        """Signed bits holding any sum of K/k dot products plus the bias exactly."""
+        f = self.fmt
+        span = f.emax - f.emin
+        dot_bits = 2 * f.element_width - 1 + max(0, (self.block_size - 1).bit_length()) \
+            + 2 * span
+        bias_bits = f.element_width + self.bias_shift_max
+        return max(dot_bits, bias_bits) + self.k_blocks.bit_length() + 1
+
+    @property
+    def bias_shift_max(self) -> int:
+        """Largest left shift of a bias mantissa onto the accumulator grid."""
+        f = self.fmt
+        return f.emax - 2 * f.emin + f.fraction_bits
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a tile's last beat to its results."""
+        return 3
 
     def elaborate(self):
         from hw.mxint_linear import MXIntLinear

@@ -111,7 +111,8 @@ def dot_area(width: int, block_size: int) -> dict:
     report = synthesize(config)
     return {"cells": report.cells, "area_ge": report.area, "logic_area_ge": report.logic_area,
             "flops": report.flops, "longest_path": report.longest_path,
-            "area_per_mac_ge": round(report.area / block_size, 2)}
+            "area_per_mac_ge": round(report.area / block_size, 2),
+            "verilog_sha256": report.verilog_sha256}
 
 
 def _evaluate(model: MiniLM, sentences, reference: np.ndarray,

@@ -1,5 +1,7 @@
 """The numpy all-MiniLM-L6-v2 encoder (software_model/minilm.py) used by the MX accuracy study."""
 
+import json
+
 import numpy as np
 import ml_dtypes
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from software_model.mx import fake_quantize_mx
 from software_model.mxint import MXIntFormat, fake_quantize_mxint
 from software_model.minilm import (
-    LINEAR_KINDS, MiniLM, float_linear, gelu_erf, linear_names, quantized_linear,
+    BertConfig, LINEAR_KINDS, MiniLM, model_dir, float_linear, gelu_erf, linear_names, quantized_linear,
     record_linear_inputs,
 )
 
@@ -150,6 +152,28 @@ def test_wrong_arguments(model):
         model.forward(np.zeros(513, dtype=np.int64))
     with pytest.raises(ValueError, match="weights lack"):
         MiniLM({}, model.config)
+    with pytest.raises(ValueError, match="not a multiple of num_attention_heads 7"):
+        MiniLM(model.weights, BertConfig(num_attention_heads=7))
+    with pytest.raises(ValueError, match="without a tokenizer"):
+        MiniLM(model.weights, model.config).tokenize("hello")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("hidden_act", "gelu_new", "hidden_act must be 'gelu'"),
+    ("position_embedding_type", "relative_key", "only absolute position embeddings"),
+])
+def test_wrong_model_config(tmp_path, key, value, message):
+    raw = json.loads((model_dir() / "config.json").read_text())
+    raw[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        BertConfig.from_folder(tmp_path)
+
+
+def test_config_read_from_package():
+    config = BertConfig.from_folder(model_dir())
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers,
+            config.intermediate_size, config.max_seq_length) == (384, 12, 6, 1536, 256)
 
 
 def test_study_pareto_front_and_error():

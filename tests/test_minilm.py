@@ -9,7 +9,7 @@ import pytest
 from software_model.mx import fake_quantize_mx
 from software_model.mxint import MXIntFormat, fake_quantize_mxint
 from software_model.minilm import (
-    BertConfig, LINEAR_KINDS, MiniLM, model_dir, float_linear, gelu_erf, linear_names, quantized_linear,
+    BertConfig, LINEAR_KINDS, MiniLM, limited_blas_threads, model_dir, float_linear, gelu_erf, linear_names, quantized_linear,
     record_linear_inputs,
 )
 
@@ -22,6 +22,12 @@ README_SIMILARITIES = {(0, 1): 0.6660, (0, 2): 0.1046, (1, 2): 0.1411}
 
 PARAPHRASES = ["A man is eating food.", "A man is eating a piece of bread."]
 UNRELATED = "A monkey is playing drums."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    with limited_blas_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,9 @@ from typing import Optional
 
 import numpy as np
 
-from software_model.minilm import MiniLM, float_linear, linear_names, record_linear_inputs
+from software_model.minilm import (
+    MiniLM, float_linear, limited_blas_threads, linear_names, record_linear_inputs,
+)
 from software_model.mxint import MXIntFormat, fake_quantize_mxint, mxint_dot, quantize_mxint
 
 __all__ = ["ELEMENT_WIDTHS", "BLOCK_SIZES", "SENTENCES", "TARGET_RELATIVE_ERROR", "run",
@@ -239,6 +241,11 @@ def _print_table(rows: list[dict]) -> None:
 
 def run(out_dir: pathlib.Path, quick: bool = False) -> dict:
     """Run the study; ``quick`` uses 3 sentences instead of 8 (synthesis results are cached)."""
+    with limited_blas_threads(1):
+        return _run(pathlib.Path(out_dir), quick)
+
+
+def _run(out_dir: pathlib.Path, quick: bool) -> dict:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()

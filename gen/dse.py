@@ -579,8 +579,8 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, jobs: int | None = None, scheduler
     todo.sort(key=lambda p: not p.synthesize)
     bar = ProgressBar(len(points), label=f"dse {sweep.name}", resumed=len(finished),
                       enabled=progress)
-    bar.update(0)
     bar.done = len(finished)
+    bar.update(0)
     errors = []
 
     if log_path.exists() and not log_path.read_bytes().endswith(b"\n") and log_path.stat().st_size:

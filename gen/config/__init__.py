@@ -27,6 +27,7 @@ GENERATORS: dict[str, str] = {
     "mxint_dot": "gen.config.mxint:MXIntDotConfig",
     "mxint_accumulator": "gen.config.mxint:MXIntAccumulatorConfig",
     "mxint_linear": "gen.config.mxint:MXIntLinearConfig",
+    "flattened_array": "gen.config.flattened:FlattenedArrayConfig",
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,148 @@
+"""Config of the PLENA-style flattened systolic array (kind ``flattened_array``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from gen.config.systolic import OVERFLOW_MODES
+from gen.schema import ConfigBase, Problem, param, parse_int_type
+
+__all__ = ["FlattenedArrayConfig"]
+
+
+def _operand_type(text):
+    width = parse_int_type(text)
+    if not 2 <= width <= 16:
+        raise ValueError("a signed integer type int2 .. int16")
+    return width
+
+
+@dataclass(frozen=True)
+class FlattenedArrayConfig(ConfigBase):
+    """MLEN/BLEN output-stationary sub-arrays of BLEN x BLEN PEs joined by a pipelined adder tree.
+
+    A job computes C[M x BLEN] = A[M x K] . B[K x BLEN] (1 <= M <= BLEN): every operand beat
+    carries MLEN/BLEN consecutive k-steps, one per sub-array; sub-array s accumulates the k with
+    k mod (MLEN/BLEN) == s, and the adder tree sums the sub-arrays' partial tiles.
+    """
+
+    kind: ClassVar[str] = "flattened_array"
+    cosim_module: ClassVar[str] = "cosim.flattened"
+
+    name: str = param("Name of the design: Verilog top and output folder (default: file stem)",
+                      default="flattened_array")
+    blen: int = param("BLEN: rows and columns of one sub-array (the M and N tile)", default=4,
+                      min=1, max=64)
+    mlen: int = param("MLEN: multipliers per sub-array row across all sub-arrays "
+                      "(MLEN/BLEN sub-arrays, BLEN x MLEN multipliers)", default=16, min=1,
+                      max=4096)
+    a_type: int = param("Signed type of A (activations), e.g. int8", default="int8",
+                        parse=_operand_type, allowed="a signed integer type int2 .. int16")
+    b_type: int = param("Signed type of B (weights, or K^T in attention), e.g. int4",
+                        default="int8", parse=_operand_type,
+                        allowed="a signed integer type int2 .. int16")
+    max_k: int = param("Longest reduction (K) one job may have", default=256, min=1,
+                       max=1 << 20)
+    acc_width: Optional[int] = param(
+        "Accumulator and adder-tree bits; null = exact for max_k (a + b + floor(log2(max_k)))",
+        default=None, min=2, max=128)
+    overflow: str = param("What accumulators and tree adders do when a sum leaves their range",
+                          default="wrap", choices=OVERFLOW_MODES)
+    heads: int = param("Heads a batched per-head job stream may tag (results echo the tag)",
+                       default=1, min=1, max=1024)
+    transpose_b: bool = param("Accept B beats in transposed order (K^T read row-wise from a "
+                              "K cache) selected per job", default=False)
+    result_buffer: Optional[int] = param(
+        "Rows of C the output buffer holds (credit-based); null = enough for one job every BLEN "
+        "cycles (latency + BLEN)", default=None, min=1, max=4096)
+
+    def __post_init__(self):
+        for key in ("a_type", "b_type"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                object.__setattr__(self, key, _operand_type(value))
+
+    # -- derived facts ---------------------------------------------------------------------------
+
+    @property
+    def a_width(self) -> int:
+        return self.a_type
+
+    @property
+    def b_width(self) -> int:
+        return self.b_type
+
+    @property
+    def sub_arrays(self) -> int:
+        """MLEN / BLEN: k-steps consumed per beat."""
+        return self.mlen // self.blen
+
+    @property
+    def multipliers(self) -> int:
+        return self.blen * self.mlen
+
+    @property
+    def tree_levels(self) -> int:
+        return (self.sub_arrays - 1).bit_length()
+
+    @property
+    def max_beats(self) -> int:
+        return -(-self.max_k // self.sub_arrays)
+
+    @property
+    def product_width(self) -> int:
+        return self.a_width + self.b_width
+
+    @property
+    def exact_acc_width(self) -> int:
+        return self.product_width + (self.max_k.bit_length() - 1)
+
+    @property
+    def accumulator_width(self) -> int:
+        return self.acc_width if self.acc_width is not None else self.exact_acc_width
+
+    @property
+    def head_width(self) -> int:
+        return max(1, (self.heads - 1).bit_length())
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a job's last operand beat to its first result beat."""
+        from software_model.flattened import flat_latency
+        return flat_latency(self.blen, self.sub_arrays)
+
+    @property
+    def result_buffer_rows(self) -> int:
+        if self.result_buffer is not None:
+            return self.result_buffer
+        return self.latency + self.blen
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["a_type"] = f"int{self.a_type}"
+        out["b_type"] = f"int{self.b_type}"
+        return out
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def check(self):
+        if self.mlen % self.blen:
+            yield Problem("mlen", self.mlen, f"a multiple of blen = {self.blen}")
+        else:
+            s = self.mlen // self.blen
+            if s & (s - 1):
+                yield Problem("mlen", self.mlen,
+                              f"blen times a power of two (mlen/blen = {s} sub-arrays; the "
+                              "adder tree is balanced)")
+        if self.acc_width is not None and self.acc_width < self.product_width:
+            yield Problem("acc_width", self.acc_width,
+                          f"at least {self.product_width} (the {self.a_width}x{self.b_width}-bit "
+                          "product width), or null for exact")
+        if self.result_buffer is not None and self.result_buffer < self.blen:
+            yield Problem("result_buffer", self.result_buffer,
+                          f"at least blen = {self.blen} (one job's results)")
+
+    def elaborate(self):
+        from hw.flattened import FlattenedArray
+        return FlattenedArray(self)

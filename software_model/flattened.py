@@ -1,0 +1,145 @@
+"""Golden and cycle models of the PLENA-style flattened systolic array (``hw.flattened``).
+
+Numbers: the array has S = MLEN/BLEN output-stationary sub-arrays. Beat t of a job carries the
+k-steps t*S .. t*S + S - 1; sub-array s takes k = t*S + s, so it accumulates the k with
+``k mod S == s`` in increasing order (wrapping or saturating after every addition, as the
+foundation array does). A reduction whose length is not a multiple of S is padded with zero
+k-steps. The balanced adder tree then adds the S partial tiles pairwise, level by level
+((p0 + p1) + (p2 + p3)) ..., wrapping or saturating after every addition. With ``wrap`` the
+result is simply the exact product wrapped to the accumulator width; with ``saturate`` the order
+above is the definition.
+
+Cycles: a deterministic recurrence over jobs (``flat_schedule``), the latency read off the RTL's
+registers; the cosim ``cycle_model`` test asserts RTL cycles == model cycles job by job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from software_model.systolic import gemm, os_latency, saturate, tiled_gemm_cycles, wrap
+
+__all__ = ["flat_gemm", "flat_latency", "flat_schedule", "flat_tiled_cycles",
+           "square_tiled_cycles", "FlatJobTiming"]
+
+
+def _tree_add(x, y, acc_width: int, overflow: str):
+    total = np.asarray(x, dtype=object) + np.asarray(y, dtype=object)
+    return wrap(total, acc_width) if overflow == "wrap" else saturate(total, acc_width)
+
+
+def flat_gemm(a, b, *, sub_arrays: int, a_width: int, b_width: int, acc_width: int,
+              overflow: str = "wrap") -> np.ndarray:
+    """C = A . B as the flattened array computes it. A is M x K, B is K x N; M x N Python ints."""
+    if sub_arrays < 1 or sub_arrays & (sub_arrays - 1):
+        raise ValueError(f"sub_arrays must be a power of two, not {sub_arrays}")
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"need A (M x K) and B (K x N), got {a.shape} and {b.shape}")
+    level = [gemm(a[:, s::sub_arrays], b[s::sub_arrays, :], a_width=a_width, b_width=b_width,
+                  acc_width=acc_width, overflow=overflow) for s in range(sub_arrays)]
+    while len(level) > 1:
+        level = [_tree_add(level[i], level[i + 1], acc_width, overflow)
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def flat_latency(blen: int, sub_arrays: int) -> int:
+    """Cycles from a job's last operand beat to its first result beat.
+
+    The output-stationary sub-array's own latency (input register, skew, shadow, result chain,
+    result FIFO; :func:`software_model.systolic.os_latency`) plus one register per adder-tree
+    level.
+    """
+    return os_latency(blen, blen) + (sub_arrays - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class FlatJobTiming:
+    first_in: int
+    last_in: int
+    first_out: int
+    last_out: int
+
+
+def flat_schedule(jobs: list[tuple[int, int]], *, blen: int, sub_arrays: int,
+                  buffer_rows: int) -> list[FlatJobTiming]:
+    """Timing of back-to-back jobs given (beats, M) each, inputs never idle, output always ready.
+
+    Non-last beats enter one per cycle. A job's last beat waits until (1) ``blen`` cycles passed
+    since the previous last beat (the rate at which a sub-array's result chains drain) and (2) M
+    rows are free in the result buffer (a credit comes back the cycle after its row is taken).
+    """
+    lat = flat_latency(blen, sub_arrays)
+    out: list[FlatJobTiming] = []
+    leave: list[int] = []            # cycle each earlier result row is taken (non-decreasing)
+    t = 0
+    prev_last = None
+    for beats, m in jobs:
+        if not 1 <= m <= blen or beats < 1:
+            raise ValueError(f"job needs 1 <= M <= {blen} and >= 1 beat, got M={m}, "
+                             f"beats={beats}")
+        first_in = t
+        last_in = first_in + beats - 1
+        if prev_last is not None:
+            last_in = max(last_in, prev_last + blen)
+        allowed = buffer_rows - m      # rows that may still be outstanding at the last beat
+        if len(leave) > allowed:
+            last_in = max(last_in, leave[len(leave) - allowed - 1] + 1)
+        first_out = last_in + lat
+        leave.extend(range(first_out, first_out + m))
+        out.append(FlatJobTiming(first_in, last_in, first_out, first_out + m - 1))
+        prev_last = last_in
+        t = last_in + 1
+    return out
+
+
+def _flat_last_cycle(beats: int, ms: list[int], *, blen: int, sub_arrays: int,
+                     buffer_rows: int) -> int:
+    """Last result cycle of jobs with equal ``beats`` and M = ms[n]; O(rows), same rules as
+    :func:`flat_schedule`."""
+    lat = flat_latency(blen, sub_arrays)
+    leave: list[int] = []
+    prev_last = None
+    t = 0
+    first_out = 0
+    for m in ms:
+        last_in = t + beats - 1
+        if prev_last is not None:
+            last_in = max(last_in, prev_last + blen)
+        allowed = buffer_rows - m
+        if len(leave) > allowed:
+            last_in = max(last_in, leave[len(leave) - allowed - 1] + 1)
+        first_out = last_in + lat
+        leave.extend(range(first_out, first_out + m))
+        prev_last = last_in
+        t = last_in + 1
+    return leave[-1]
+
+
+def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
+                      buffer_rows: int | None = None) -> dict:
+    """Cycles and multiplier utilization of an M x K x N GEMM on the flattened array.
+
+    One job per (BLEN-row x BLEN-column) tile of C with the whole reduction (ceil(K/S) beats);
+    the last row tile has M mod BLEN rows (GEMV: M = 1, every job one row).
+    """
+    s = mlen // blen
+    if buffer_rows is None:
+        buffer_rows = flat_latency(blen, s) + blen
+    beats = math.ceil(k / s)
+    row_tiles = [min(blen, m - r) for r in range(0, m, blen)]
+    col_tiles = math.ceil(n / blen)
+    ms = [mt for _ in range(col_tiles) for mt in row_tiles]
+    cycles = _flat_last_cycle(beats, ms, blen=blen, sub_arrays=s, buffer_rows=buffer_rows) + 1
+    macs = m * k * n
+    return {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * blen * mlen)}
+
+
+def square_tiled_cycles(m: int, k: int, n: int, *, side: int) -> dict:
+    """The foundation generator's side x side output-stationary array on the same GEMM."""
+    return tiled_gemm_cycles(m, k, n, rows=side, cols=side, dataflow="output_stationary")

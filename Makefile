@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.accelgen-installed
 JOBS   ?= 2
 CONFIGS := $(sort $(wildcard configs/*.yaml))
+# Two cores are shared by pytest workers and Verilator builds: keep BLAS single-threaded.
+export OPENBLAS_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv rtl lint test test-quick bench synth clean

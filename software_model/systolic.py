@@ -148,18 +148,20 @@ def ws_schedule(jobs_km: list[tuple[int, int]], *, rows: int, cols: int,
 
 
 def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str,
-                      buffer_rows: int | None = None) -> dict:
+                      buffer_rows: int | None = None, max_k: int | None = None) -> dict:
     """Cycles and PE utilization of an M x K x N GEMM tiled onto the array.
 
-    Output-stationary: one job per (rows x cols) tile of C, each with the full reduction K (jobs
-    longer than ``max_k`` are the caller's business). Weight-stationary: one job per (K-chunk of
-    rows) x (cols) tile of B, streaming all M rows of A; partial sums of K-chunks are added outside
-    the array (the accumulator memory in Gemmini), which the model does not charge.
+    Output-stationary: one job per (rows x cols) tile of C and K-chunk of at most ``max_k``.
+    Weight-stationary: one job per (K-chunk of rows) x (cols) tile of B, streaming all M rows of A.
+    Partial sums of K-chunks are added outside the array (the accumulator memory in Gemmini), which
+    the model does not charge.
     """
     if dataflow == "output_stationary":
         buffer_rows = buffer_rows or 2 * rows
-        jobs = math.ceil(m / rows) * math.ceil(n / cols)
-        timing = _os_schedule_fast(k, jobs, rows=rows, cols=cols, buffer_rows=buffer_rows)
+        chunk = min(k, max_k) if max_k else k
+        jobs = math.ceil(m / rows) * math.ceil(n / cols) * math.ceil(k / chunk)
+        # Uneven last chunks are rounded up to full ones: an upper bound, exact when chunk | K.
+        timing = _os_schedule_fast(chunk, jobs, rows=rows, cols=cols, buffer_rows=buffer_rows)
     elif dataflow == "weight_stationary":
         buffer_rows = buffer_rows or rows + cols + 4
         chunks = [min(rows, k - c) for c in range(0, k, rows)]

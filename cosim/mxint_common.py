@@ -112,11 +112,6 @@ def check_one_per_cycle(tb, sink, n):
                                          f"(gaps {sorted(set(gaps))})")
 
 
-# Amaranth gives every register an initial value and also resets it; Verilator 5.48 -Wall calls
-# that PROCASSINIT. Waived here until gen/lint.py decides it for the whole project.
-PENDING_LINT_WAIVERS = ("PROCASSINIT",)
-
-
 def assert_lint_clean(config, tmp_path):
     """pytest side: export ``config`` and require a clean Verilator -Wall lint."""
     from gen.export import export_rtl
@@ -126,7 +121,7 @@ def assert_lint_clean(config, tmp_path):
     lint = lint_verilog(result.verilog, config.top_name)
     lines = lint.output.splitlines()
     warnings = [line for line in lines if line.startswith("%Warning") and not any(
-        f"-{w}:" in line for w in (*LINT_WAIVERS, *PENDING_LINT_WAIVERS))]
+        f"-{w}:" in line for w in LINT_WAIVERS)]
     errors = [line for line in lines if line.startswith("%Error") and "Exiting due to" not in line]
     assert not warnings and not errors, lint.output[:4000]
 

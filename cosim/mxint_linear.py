@@ -32,11 +32,14 @@ def _random_tile(tb):
                 encode_exponent(qw.exponents, f), qw.mantissas,
                 encode_exponent(qb.exponents.reshape(t), f), qb.mantissas.reshape(t))
     size_e = random_exponent_codes(tb.rng, f, kb + t * kb + t)
+    bias = random_mantissas(tb.rng, w, t)
     if style == 2:      # all exponents at one extreme: overflow/underflow of the output
         size_e = np.full_like(size_e, int(encode_exponent(tb.rng.choice([f.emin, f.emax]), f)))
+        if tb.rng.random() < 0.5:   # no bias: the products alone set the (tiny) result
+            bias = np.zeros(t, np.int64)
     return (size_e[:kb], random_mantissas(tb.rng, w, (kb, k)),
             size_e[kb:kb + t * kb].reshape(t, kb), random_mantissas(tb.rng, w, (t, kb, k)),
-            size_e[kb + t * kb:], random_mantissas(tb.rng, w, t))
+            size_e[kb + t * kb:], bias)
 
 
 def _corner_tiles(tb):

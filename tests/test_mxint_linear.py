@@ -14,6 +14,10 @@ def test_presets_cover_widths_block_sizes_and_outputs():
     assert {4, 6, 8} <= {c.element_width for c in PRESETS}
     assert {8, 16, 32} <= {c.block_size for c in PRESETS}
     assert {"fp32", "mxint"} <= {c.output_format for c in PRESETS}
+    # one FP32 preset whose exponent range reaches FP32 subnormals and overflow (Inf)
+    assert any(c.output_format == "fp32" and c.acc_lsb_exponent < -149 + 24
+               and 2 * c.fmt.emax + (c.block_size * c.k_blocks).bit_length() > 128
+               for c in PRESETS)
 
 
 def _reject(data):
@@ -35,6 +39,7 @@ def test_out_features_multiple_of_n_tile():
 def test_accumulator_width_limit():
     msg = _reject({"exponent_width": 8, "element_width": 16, "in_features": 4096})
     assert "t.yaml: exponent_width: got 8; allowed: a smaller value: the exact accumulator" in msg
+    assert "(limit 512)" in msg
 
 
 def test_output_format_choices():

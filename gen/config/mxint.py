@@ -175,10 +175,10 @@ class MXIntLinearConfig(ConfigBase):
         if self.out_features % self.n_tile:
             yield Problem("out_features", self.out_features,
                           f"a multiple of n_tile ({self.n_tile})")
-        if self.acc_width > 256:
+        if self.acc_width > 512:
             yield Problem("exponent_width", self.exponent_width,
                           f"a smaller value: the exact accumulator would be {self.acc_width} "
-                          "bits (limit 256)")
+                          "bits (limit 512)")
 
     @property
     def fmt(self):

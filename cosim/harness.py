@@ -84,19 +84,26 @@ def _port(manifest: dict, name: str) -> dict:
                    + ", ".join(p["name"] for p in manifest["ports"]))
 
 
-class StreamSource:
-    """Drives an ``amaranth.lib.stream`` input: valid/ready/payload, with random idle cycles."""
+class _StreamPort:
+    """The valid/ready/payload handles of one ``amaranth.lib.stream`` member and its layout."""
 
-    def __init__(self, tb: "Testbench", name: str, gap: float):
+    def __init__(self, tb: "Testbench", name: str):
         self.tb = tb
         self.name = name
-        self.gap = gap
         self.valid = getattr(tb.dut, f"{name}__valid")
         self.ready = getattr(tb.dut, f"{name}__ready")
         self.payload = getattr(tb.dut, f"{name}__payload")
         self.layout = _port(tb.manifest, f"{name}__payload")["layout"]
+        self.beat_cycles: list[int] = []    # cycle of every handshake, for timing checks
+
+
+class StreamSource(_StreamPort):
+    """Drives an ``amaranth.lib.stream`` input: valid/ready/payload, with random idle cycles."""
+
+    def __init__(self, tb: "Testbench", name: str, gap: float):
+        super().__init__(tb, name)
+        self.gap = gap
         self.sent = 0
-        self.beat_cycles: list[int] = []
         self.valid.value = 0
 
     async def send(self, value: Any) -> None:
@@ -122,21 +129,15 @@ class StreamSource:
             await self.send(value)
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Accepts an ``amaranth.lib.stream`` output with random backpressure; queues what it sees."""
 
     def __init__(self, tb: "Testbench", name: str, stall: float):
-        self.tb = tb
-        self.name = name
+        super().__init__(tb, name)
         self.stall = stall
-        self.valid = getattr(tb.dut, f"{name}__valid")
-        self.ready = getattr(tb.dut, f"{name}__ready")
-        self.payload = getattr(tb.dut, f"{name}__payload")
-        self.layout = _port(tb.manifest, f"{name}__payload")["layout"]
         self.queue: Queue = Queue()
         self.received = 0
         self.ready.value = 0
-        self.beat_cycles: list[int] = []
         cocotb.start_soon(self._run())
 
     async def _run(self) -> None:

@@ -226,9 +226,10 @@ async def gemm_bench(dut):
         for _ in range(math.ceil(n / cfg.cols) * math.ceil(k / cfg.rows)):
             h.random_job(min(cfg.rows, k), "uniform", "uniform", m=m)
     start_wall = time.perf_counter()
-    start = tb.cycle
     await h.run()
-    cycles = tb.cycle - start
+    first_in = h.operands.beat_cycles[0] if h.os else h.weights.beat_cycles[0]
+    # inclusive, as the model counts: first operand cycle .. last result cycle
+    cycles = h.results.beat_cycles[-1] - first_in + 1
     wall = time.perf_counter() - start_wall
     model = tiled_gemm_cycles(m, k, n, rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow,
                               buffer_rows=cfg.result_buffer_rows, max_k=cfg.max_k)

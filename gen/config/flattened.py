@@ -8,7 +8,12 @@ from typing import ClassVar, Optional
 from gen.config.systolic import OVERFLOW_MODES
 from gen.schema import ConfigBase, Problem, param, parse_int_type
 
-__all__ = ["FlattenedArrayConfig"]
+__all__ = ["FlattenedArrayConfig", "OPERAND_FORMATS"]
+
+#: Per tensor class (A = activations, B = weights / K^T): plain integers, or MXInt blocks whose
+#: ``*_type`` width is the mantissa width (sign included) sharing one exponent per ``block_size``
+#: k-steps (software_model.mxint.MXIntFormat, two's-complement exponent).
+OPERAND_FORMATS = ("int", "mxint")
 
 
 def _operand_type(text):
@@ -42,6 +47,16 @@ class FlattenedArrayConfig(ConfigBase):
     b_type: int = param("Signed type of B (weights, or K^T in attention), e.g. int4",
                         default="int8", parse=_operand_type,
                         allowed="a signed integer type int2 .. int16")
+    a_format: str = param("A's format: int, or mxint (a_type = mantissa width)", default="int",
+                          choices=OPERAND_FORMATS)
+    b_format: str = param("B's format: int, or mxint (b_type = mantissa width)", default="int",
+                          choices=OPERAND_FORMATS)
+    block_size: int = param("MXInt: k-steps sharing one exponent; one job is one block",
+                            default=16, min=1, max=1024)
+    exponent_width: int = param("MXInt: bits of the shared two's-complement exponent", default=4,
+                                min=2, max=8)
+    max_blocks: int = param("MXInt: most K blocks one output tile accumulates (sizes the "
+                            "aligned accumulator)", default=16, min=1, max=1 << 16)
     max_k: int = param("Longest reduction (K) one job may have", default=256, min=1,
                        max=1 << 20)
     acc_width: Optional[int] = param(
@@ -95,8 +110,28 @@ class FlattenedArrayConfig(ConfigBase):
         return self.a_width + self.b_width
 
     @property
+    def mxint(self) -> bool:
+        return "mxint" in (self.a_format, self.b_format)
+
+    @property
+    def exponent_span(self) -> int:
+        """Largest alignment shift: (e - emin) summed over the MXInt operands."""
+        per = (1 << self.exponent_width) - 1
+        return per * ((self.a_format == "mxint") + (self.b_format == "mxint"))
+
+    @property
     def exact_acc_width(self) -> int:
-        return self.product_width + (self.max_k.bit_length() - 1)
+        # MXInt: the PEs and the tree sum one block; alignment happens after the tree.
+        terms = self.block_size if self.mxint else self.max_k
+        return self.product_width + (terms.bit_length() - 1)
+
+    @property
+    def output_width(self) -> int:
+        """Bits of a result: the accumulator, or for MXInt the aligned fixed-point sum (exact for
+        ``max_blocks`` blocks at any exponents)."""
+        if not self.mxint:
+            return self.accumulator_width
+        return self.accumulator_width + self.exponent_span + (self.max_blocks.bit_length() - 1)
 
     @property
     def accumulator_width(self) -> int:
@@ -139,6 +174,17 @@ class FlattenedArrayConfig(ConfigBase):
             yield Problem("acc_width", self.acc_width,
                           f"at least {self.product_width} (the {self.a_width}x{self.b_width}-bit "
                           "product width), or null for exact")
+        if self.mxint:
+            if self.block_size % self.sub_arrays and self.mlen % self.blen == 0:
+                yield Problem("block_size", self.block_size,
+                              f"a multiple of mlen/blen = {self.mlen // self.blen} (a block is "
+                              "whole beats)")
+            if self.acc_width is not None:
+                yield Problem("acc_width", self.acc_width,
+                              "null with an mxint operand (block sums and alignment are exact)")
+            if self.overflow != "wrap":
+                yield Problem("overflow", self.overflow,
+                              "'wrap' with an mxint operand (the sums are exact, nothing overflows)")
         if self.result_buffer is not None and self.result_buffer < self.blen:
             yield Problem("result_buffer", self.result_buffer,
                           f"at least blen = {self.blen} (one job's results)")

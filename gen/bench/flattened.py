@@ -1,0 +1,195 @@
+"""Flattened (PLENA-style) vs square systolic array: utilization, cycles, area, longest path.
+
+    python -m gen.bench.flattened [out_dir] [--quick]
+
+* Cycle model (``software_model.flattened``), decode (M = 1, 4, 8; K, N from 1024 to 4096) and
+  prefill shapes, for BLEN 4 x MLEN 1024 and BLEN 8 x MLEN 512 against the foundation generator's
+  64 x 64 output-stationary array (4096 multipliers each), plus the small pair BLEN 4 x MLEN 16
+  vs 8 x 8 (64 multipliers each).
+* RTL: the cocotb ``tiled_gemm`` test runs small GEMMs on configs/flattened_b4_m16_int8.yaml in
+  Verilator and records measured cycles next to the model's (they must be equal).
+* Yosys (gen.synth): BLEN 4 x MLEN 16 vs 8 x 8 (int8, max_k 64): cells, NAND2-equivalent area,
+  flops, longest path; and the adder tree synthesized alone (its extra area).
+
+Writes flattened.json and flattened.png (utilization vs M).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["run"]
+
+BIG = [("flat_b4_m1024", 4, 1024), ("flat_b8_m512", 8, 512)]
+SQUARE_BIG = 64
+SMALL = ("flat_b4_m16", 4, 16)
+SQUARE_SMALL = 8
+
+
+def _shapes(quick: bool):
+    decode_kn = [(1024, 1024), (4096, 4096)] if quick else \
+        [(1024, 1024), (1024, 4096), (4096, 1024), (2048, 2048), (4096, 4096)]
+    decode = [(m, k, n) for m in (1, 4, 8) for k, n in decode_kn]
+    prefill = [(512, 1024, 1024)] if quick else \
+        [(512, 1024, 1024), (1024, 1024, 4096), (2048, 4096, 1024), (1024, 2048, 2048)]
+    return decode, prefill
+
+
+def _cycle_rows(quick: bool) -> list[dict]:
+    from software_model.flattened import flat_tiled_cycles, square_tiled_cycles
+    decode, prefill = _shapes(quick)
+    rows = []
+    for phase, shapes in (("decode", decode), ("prefill", prefill)):
+        for m, k, n in shapes:
+            sq = square_tiled_cycles(m, k, n, side=SQUARE_BIG)
+            row = {"phase": phase, "M": m, "K": k, "N": n, "multipliers": SQUARE_BIG ** 2,
+                   "square_cycles": sq["cycles"], "square_util": round(sq["utilization"], 4)}
+            for name, blen, mlen in BIG:
+                fl = flat_tiled_cycles(m, k, n, blen=blen, mlen=mlen)
+                row[f"{name}_cycles"] = fl["cycles"]
+                row[f"{name}_util"] = round(fl["utilization"], 4)
+                row[f"{name}_gain"] = round(fl["utilization"] / sq["utilization"], 2)
+            rows.append(row)
+    return rows
+
+
+def _util_curves(quick: bool) -> dict:
+    from software_model.flattened import flat_tiled_cycles, square_tiled_cycles
+    ms = [1, 2, 4, 8, 16, 32, 64] + ([] if quick else [128, 256])
+    k = n = 2048
+    curves = {"M": ms, "K": k, "N": n, f"square_{SQUARE_BIG}": [], "small": {"M": ms}}
+    for name, blen, mlen in BIG:
+        curves[name] = [round(flat_tiled_cycles(m, k, n, blen=blen, mlen=mlen)["utilization"], 4)
+                        for m in ms]
+    curves[f"square_{SQUARE_BIG}"] = [
+        round(square_tiled_cycles(m, k, n, side=SQUARE_BIG)["utilization"], 4) for m in ms]
+    name, blen, mlen = SMALL
+    curves["small"][name] = [round(flat_tiled_cycles(m, 1024, 1024, blen=blen, mlen=mlen)
+                                   ["utilization"], 4) for m in ms]
+    curves["small"][f"square_{SQUARE_SMALL}"] = [
+        round(square_tiled_cycles(m, 1024, 1024, side=SQUARE_SMALL)["utilization"], 4)
+        for m in ms]
+    return curves
+
+
+def _rtl_rows(quick: bool) -> list[dict]:
+    """Measured Verilator cycles of small tiled GEMMs vs the cycle model."""
+    from cosim.runner import run_cosim
+    from gen.config import REPO_ROOT, load_config
+    cfg = load_config(REPO_ROOT / "configs" / "flattened_b4_m16_int8.yaml")
+    shapes = [(1, 64, 64), (8, 64, 16)] if quick else \
+        [(1, 64, 64), (4, 64, 32), (8, 64, 16), (13, 40, 12)]
+    rows = []
+    for m, k, n in shapes:
+        old = os.environ.get("ACCELGEN_FLAT_SHAPE")
+        os.environ["ACCELGEN_FLAT_SHAPE"] = f"{m},{k},{n}"
+        try:
+            result = run_cosim(cfg, testcase="tiled_gemm", rerun_with_waves=False)
+        finally:
+            if old is None:
+                del os.environ["ACCELGEN_FLAT_SHAPE"]
+            else:
+                os.environ["ACCELGEN_FLAT_SHAPE"] = old
+        rec = result.records("tiled_gemm")
+        rows.append({"config": cfg.name, "M": m, "K": k, "N": n,
+                     "rtl_cycles": rec["rtl_cycles"], "model_cycles": rec["model_cycles"],
+                     "checked": result.tests["tiled_gemm"]["checked"],
+                     "utilization": round(m * k * n / (rec["rtl_cycles"] * cfg.multipliers), 4)})
+    return rows
+
+
+def _synth_rows() -> dict:
+    from amaranth.back import verilog
+
+    from gen.config import config_from_dict
+    from gen.synth import synthesize, synthesize_verilog
+    from hw.flattened import PartialSumTree
+    flat = config_from_dict({"kind": "flattened_array", "name": "flat_synth_b4_m16",
+                             "blen": 4, "mlen": 16, "max_k": 64})
+    square = config_from_dict({"kind": "systolic_array", "name": "square_synth_8x8",
+                               "rows": 8, "cols": 8, "max_k": 64})
+    out = {}
+    for key, cfg in (("flattened", flat), ("square", square)):
+        rep = synthesize(cfg)
+        out[key] = {"config": cfg.name, "multipliers": 64, "cells": rep.cells,
+                    "area_ge": rep.area, "flops": rep.flops, "longest_path": rep.longest_path,
+                    "synth_seconds": rep.seconds}
+    tree = PartialSumTree(sub_arrays=flat.sub_arrays, lanes=flat.blen,
+                          width=flat.accumulator_width, overflow=flat.overflow)
+    text = verilog.convert(tree, name="bench_flat_tree", emit_src=False)
+    rep = synthesize_verilog(text, "bench_flat_tree")
+    out["adder_tree"] = {"sub_arrays": flat.sub_arrays, "lanes": flat.blen,
+                         "width": flat.accumulator_width, "cells": rep.cells, "area_ge": rep.area,
+                         "flops": rep.flops, "longest_path": rep.longest_path,
+                         "share_of_flattened_area": round(rep.area / out["flattened"]["area_ge"],
+                                                          4)}
+    return out
+
+
+def _plot(curves: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for name, _b, _m in BIG:
+        ax.plot(curves["M"], curves[name], marker="o", label=name.replace("flat_", "flattened "))
+    ax.plot(curves["M"], curves[f"square_{SQUARE_BIG}"], marker="s",
+            label=f"square {SQUARE_BIG}x{SQUARE_BIG}")
+    ax.set_title(f"4096 multipliers, K = N = {curves['K']}")
+    small = curves["small"]
+    axes[1].plot(small["M"], small[SMALL[0]], marker="o", label="flattened b4_m16")
+    axes[1].plot(small["M"], small[f"square_{SQUARE_SMALL}"], marker="s",
+                 label=f"square {SQUARE_SMALL}x{SQUARE_SMALL}")
+    axes[1].set_title("64 multipliers (RTL-simulated size), K = N = 1024")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("M (rows of A)")
+        ax.set_ylabel("multiplier utilization")
+        ax.set_ylim(0, 1.05)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(out_dir: Path, quick: bool = False) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict = {"benchmark": "flattened", "quick": quick}
+    result["cycles"] = _cycle_rows(quick)
+    result["utilization_vs_m"] = _util_curves(quick)
+    try:
+        result["rtl"] = _rtl_rows(quick)
+    except Exception as exc:           # a missing toolchain must not hide the model figures
+        result["rtl_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    result["synthesis"] = _synth_rows()
+    (out_dir / "flattened.json").write_text(json.dumps(result, indent=1) + "\n")
+    _plot(result["utilization_vs_m"], out_dir / "flattened.png")
+
+    print(f"{'phase':8} {'M':>5} {'K':>5} {'N':>5} {'square64':>9} {'b4_m1024':>9} "
+          f"{'b8_m512':>8} {'gain b4':>8}")
+    for r in result["cycles"]:
+        print(f"{r['phase']:8} {r['M']:5} {r['K']:5} {r['N']:5} {r['square_util']:9.3f} "
+              f"{r['flat_b4_m1024_util']:9.3f} {r['flat_b8_m512_util']:8.3f} "
+              f"{r['flat_b4_m1024_gain']:7.1f}x")
+    for r in result.get("rtl", []):
+        print(f"RTL {r['config']} {r['M']}x{r['K']}x{r['N']}: {r['rtl_cycles']} cycles "
+              f"(model {r['model_cycles']}), utilization {r['utilization']:.3f}")
+    if "rtl_error" in result:
+        print("RTL runs failed:", result["rtl_error"].splitlines()[0])
+    syn = result["synthesis"]
+    for key in ("flattened", "square", "adder_tree"):
+        s = syn[key]
+        print(f"synth {key:10} cells {s['cells']:7} area {s['area_ge']:9.1f} GE "
+              f"flops {s['flops']:5} longest path {s['longest_path']}")
+    return result
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    run(Path(args[0]) if args else Path("build/bench"), quick="--quick" in sys.argv)

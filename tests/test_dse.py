@@ -192,7 +192,6 @@ def _areas(result):
 
 def test_run_sweep_model_only_and_resume(tmp_path):
     sweep = dse.sweep_from_dict(SMALL_SWEEP, default_name="small")
-    stream = io.StringIO()
     first = dse.run_sweep(sweep, tmp_path, jobs=1, progress=False, plots=True)
     points, _ = dse.expand_points(sweep)
     assert first.evaluated == len(points) == len(first.records) and first.resumed == 0
@@ -213,7 +212,6 @@ def test_run_sweep_model_only_and_resume(tmp_path):
     # Resume: nothing is redone; a torn last line (a killed run) is ignored and redone.
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     (tmp_path / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
-    bar = io.StringIO()
     second = dse.run_sweep(sweep, tmp_path, jobs=1, progress=False, plots=False)
     assert second.evaluated == 1 and second.resumed == len(points) - 1
     assert _areas(second) == _areas(first)
@@ -222,7 +220,6 @@ def test_run_sweep_model_only_and_resume(tmp_path):
     restarted = dse.run_sweep(sweep, tmp_path, jobs=1, progress=False, plots=False,
                               restart=True)
     assert restarted.evaluated == len(points)
-    del stream, bar
 
 
 def test_local_processes_match_in_process(tmp_path):

@@ -184,6 +184,8 @@ def _plots(out: pathlib.Path, validation, comparisons, best_mu, tiling) -> list[
             ax.plot(mus, [r["area_by_mu"][m] / base for m in mus], marker="o",
                     color=colors.get(r["activation"]),
                     label=f"{r['activation']} (best mu={r['best_mu']}, K={r['best_lanes_k']})")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({m for r in best_mu for m in r["area_by_mu"]}))
         ax.set_xlabel("mu (weights per LUT group)")
         ax.set_ylabel("best area at this mu / best area")
         ax.set_title(f"LUT unit: area against mu at {thr} products/cycle", fontsize=10)
@@ -202,14 +204,15 @@ def _plots(out: pathlib.Path, validation, comparisons, best_mu, tiling) -> list[
                 rows = [t for t in tiling if t["activation"] == act and t["throughput"] == thr
                         and t["architecture"] == "lut"]
                 if rows:
-                    ax.plot([t["tiles"] for t in rows], [t["density"] for t in rows],
+                    one = next((t["density"] for t in rows if t["tiles"] == 1), rows[0]["density"])
+                    ax.plot([t["tiles"] for t in rows], [t["density"] / one for t in rows],
                             marker="o" if thr == max(t["throughput"] for t in tiling) else "x",
                             color=colors.get(act), label=f"{act}, {thr}/cycle")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         dse._throughput_ticks(ax, [t["tiles"] for t in tiling])
+        ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xlabel("tiles (identical cores sharing the throughput)")
-        ax.set_ylabel("area density (products per cycle per kGE)")
+        ax.set_ylabel("area density relative to one core")
         ax.set_title("LUT unit: one large core against many small cores", fontsize=10)
         ax.legend(fontsize=7, ncol=2)
         ax.grid(True, which="both", alpha=0.3)

@@ -11,8 +11,8 @@ flip-flops are costed exactly from gen.synth.FLOP_AREA instead.
 Integer primitives are measured on a grid of widths and interpolated linearly between grid points
 (extrapolated from the last two beyond it). The FP primitives are measured per format, one
 instance each. Results are memoised in build/dse/calibration-<digest>.json; the digest covers the
-gate library, this file, hw/float_add.py and the LUT unit's weight decoder, so a change to any
-of them re-measures.
+gate library and synthesis flow, this file, hw/float_add.py and the LUT unit's weight decoder and
+table builder, so a change to any of them re-measures.
 """
 
 from __future__ import annotations
@@ -235,12 +235,17 @@ def calibration_digest() -> str:
     h = hashlib.sha256()
     h.update(json.dumps([GATE_LIBRARY, FLOP_AREA, GRIDS, COPIES, MUX_WIDTH],
                         sort_keys=True).encode())
-    for rel in ("gen/cost_model/calibration.py", "hw/float_add.py", "gen/synth.py"):
+    for rel in ("gen/cost_model/calibration.py", "hw/float_add.py"):
         h.update((REPO_ROOT / rel).read_bytes())
-    # Only the decoder and table builder of the LUT unit are probed: the rest of its file may change freely.
     import inspect
 
+    from gen import synth
     from hw.ternary_lut import TernaryLUTUnit
+    # The synthesis flow itself (script, library), not the rest of gen/synth.py.
+    h.update(inspect.getsource(synth.synthesize_verilog).encode())
+    h.update(inspect.getsource(synth._genlib).encode())
+    h.update(str(getattr(synth, "_ABC_SCRIPT", "")).encode())
+    # Only the decoder and table builder of the LUT unit are probed: the rest may change freely.
     h.update(inspect.getsource(TernaryLUTUnit.decode_group).encode())
     h.update(inspect.getsource(TernaryLUTUnit.build_table).encode())
     return h.hexdigest()[:16]

@@ -774,10 +774,30 @@ def format_table(rows: list[dict]) -> str:
 # --------------------------------------------------------------------------- command line
 
 
+SWEEP_FORMAT_HELP = """\
+sweep file (YAML):
+  kind: ternary_lut
+  throughput: [60, 240]        products per cycle, tiles * L * mu * K (L is derived)
+  tiles: [1, 4]                optional, identical cores sharing the throughput
+  workload: {reduction: 2048, columns: 2048}   optional, GEMV shape for cycle counts
+  fixed: {max_reduction: 4096} optional, config keys held constant
+  axes:                        config keys swept (cartesian product)
+    architecture: [lut, addsub, multiplier]
+    activation: [int8, fp16]
+    mu: [2, 3]
+    lanes_k: [4, 8]
+  synthesize: none             none | all | filters, e.g. [{throughput: 60, activation: int8}]
+Examples: configs/dse/*.yaml. Finished points are kept in OUT/results.jsonl; rerunning resumes.
+Exit status: 0 ok, 1 some points failed, 2 bad sweep file or arguments.
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Sweep ternary GEMM unit parameters at equal throughput, estimate each "
                           "point with the analytical cost model (and synthesize where asked), "
                           "and write results.csv, results.json and Pareto plots.")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = SWEEP_FORMAT_HELP
     parser.add_argument("sweep", type=Path, nargs="+", metavar="SWEEP.yaml",
                         help="sweep file(s), e.g. configs/dse/ternary_equal_throughput.yaml")
     parser.add_argument("-o", "--out", type=Path, default=None,

@@ -15,6 +15,11 @@ keeps the result buffer from overflowing: backpressure never stalls the PEs.
 Per-job fields (sampled with the job's last beat): ``rows`` = M (1..BLEN; only the first M rows of
 the tile are emitted: GEMV is M = 1), ``head`` (echoed on the results of a batched per-head
 stream) and, with ``transpose_b``, ``transpose`` (the beat's B lanes are in K^T order).
+
+MXInt operands (``a_format``/``b_format`` = ``mxint``): PEs and tree stay integer and sum one
+block's mantissa products exactly; a job is one block, and after the tree each element's block sum
+is shifted by its exponent sum into a wide fixed-point accumulator (``FlattenedArray._align``).
+Golden models: ``software_model.flattened.flat_gemm`` / ``flat_mxint_gemm``.
 """
 
 from __future__ import annotations

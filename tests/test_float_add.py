@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 
 from cosim.runner import preset_configs, run_cosim
 from gen.config import config_from_dict
+from gen.lint import lint_verilog
 from gen.schema import ConfigError
 from hw.float_add import FloatAdderUnit, float_add, float_mul
 from software_model import float16
@@ -187,6 +188,9 @@ def verilator_pch(monkeypatch):
 @pytest.mark.parametrize("config", preset_configs("float_add"), ids=lambda c: c.name)
 def test_float_add_cosim(config, verilator_pch):
     result = run_cosim(config, "cosim.float_add")
+    # The exported Verilog the regression just ran must also pass the project's -Wall lint.
+    lint = lint_verilog(result.build_dir / "rtl" / f"{config.top_name}.v", config.top_name)
+    assert lint.ok, lint.output
     specials = float16.special_values(config.format).size ** 2
     assert result.tests["special_classes"]["checked"] == specials
     assert result.tests["random_operands"]["checked"] >= 20000

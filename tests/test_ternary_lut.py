@@ -14,6 +14,7 @@ from cosim.runner import preset_configs, run_cosim
 from cosim.ternary_lut import corner_jobs, expected_results, job_beats, random_activations, \
     random_weights
 from gen.config import config_from_dict
+from gen.lint import lint_verilog
 from gen.schema import ConfigError
 from hw.ternary_baseline import TernaryAddSubUnit
 from hw.ternary_lut import TernaryLUTUnit
@@ -219,6 +220,9 @@ def test_presets_span_the_required_space():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
 def test_ternary_cosim(config, verilator_pch):
     result = run_cosim(config, "cosim.ternary_lut")
+    # The exported Verilog the regression just ran must also pass the project's -Wall lint.
+    lint = lint_verilog(result.build_dir / "rtl" / f"{config.top_name}.v", config.top_name)
+    assert lint.ok, lint.output
     samples = result.tests["random_jobs"]["samples"]
     assert result.tests["random_jobs"]["checked"] == samples > 0
     corners = len(corner_jobs(config, np.random.default_rng(0)))

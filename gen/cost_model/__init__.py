@@ -259,7 +259,11 @@ def estimate(config, units: UnitAreas | None = None) -> CostEstimate:
             ledger.gates("tables", lanes_l * sum(units.minus(b) for b in entry_bits))
         # Entry registers hold each entry at its natural width: Yosys merges the flip-flops of a
         # sign extension (identical inputs), so a copied activation costs w bits, not ew.
-        stored = sum(entry_bits) * (1 if mirrored else 2)
+        stored = sum(entry_bits)
+        if not mirrored:
+            # The negated half: a float negation differs only in the sign, so Yosys merges the
+            # other flip-flops with the positive entry's; an integer negation is all new bits.
+            stored += half if is_float else sum(entry_bits)
         est.table_bits = lanes_l * stored
         ledger.registers("table registers", est.table_bits)
         # Weight decoders and their registered (sign, index) outputs, one per (lane, group).

@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["run"]
 
 # (activation, mu, L, K): one point per activation type; quick keeps the small ones.
-POINTS = [("int8", 3, 2, 8), ("fp16", 3, 2, 8), ("bf16", 3, 2, 8)]
+POINTS = [("int8", 3, 2, 8), ("fp16", 3, 1, 8), ("bf16", 3, 1, 8)]
 QUICK_POINTS = [("int8", 3, 2, 4), ("fp16", 3, 1, 4)]
 VARIANTS = [("lut", True), ("lut", False), ("addsub", True), ("multiplier", True)]
 

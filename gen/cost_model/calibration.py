@@ -2,11 +2,12 @@
 
 The analytical model (gen/cost_model/__init__.py) counts primitives (integer adders of a given
 width, N-way lookups with a constant-zero way, negations, increments, integer multipliers, the
-LUT unit's weight decoder, FP16/BF16 adders and multipliers, flip-flops); what one primitive costs in NAND2 equivalents is taken from gen.synth
-itself, so the model and the synthesis it is validated against share one gate library. Each probe
-registers its operands and its result (so nothing is optimised across the boundary, TOOLCHAIN.md)
-and the combinational area (``logic_area``) of the synthesized probe is the primitive's cost;
-flip-flops are costed exactly from gen.synth.FLOP_AREA instead.
+LUT unit's weight decoder and table builder, FP16/BF16 adders and multipliers, flip-flops); what
+one primitive costs in NAND2 equivalents is taken from gen.synth itself, so the model and the
+synthesis it is validated against share one gate library. Each probe registers its operands and
+its result (so nothing is optimised across the boundary, TOOLCHAIN.md) and the combinational
+area (``logic_area``) of the synthesized probe is the primitive's cost; flip-flops are costed
+exactly from gen.synth.FLOP_AREA instead.
 
 Integer primitives are measured on a grid of widths and interpolated linearly between grid points
 (extrapolated from the last two beyond it). The FP primitives are measured per format, one

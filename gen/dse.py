@@ -239,16 +239,7 @@ def _check_against_schema(kind: str, fixed: dict, axes: dict) -> list[Problem]:
 
 def _field_problems(cls, key: str, value: Any) -> list[Problem]:
     """Problems the schema reports for ``key: value`` alone (cross-field rules excluded)."""
-    import dataclasses
-    import typing
-
-    from gen import schema
-
-    hints = typing.get_type_hints(cls)
-    f = next(f for f in dataclasses.fields(cls) if f.name == key)
-    problems: list[Problem] = []
-    schema._convert(value, hints[key], f, key, problems)
-    return problems
+    return cls.field_problems(key, value)
 
 
 def load_sweep(path: str | Path) -> Sweep:

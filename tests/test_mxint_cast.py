@@ -1,8 +1,8 @@
-"""MXIntCast: config rules, lint, and the bit-exact cocotb regression over every preset."""
+"""MXIntCast: config rules and the bit-exact cocotb regression over every preset."""
 import pytest
 
 from cosim.runner import preset_configs
-from cosim.mxint_common import assert_lint_clean, run_mxint_cosim
+from cosim.runner import run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
 
@@ -29,15 +29,11 @@ def test_config_rejects(key, value, allowed):
     assert f"t.yaml: {key}: got" in str(info.value) and allowed in str(info.value)
 
 
-@pytest.mark.parametrize("config", PRESETS, ids=lambda c: c.name)
-def test_mxint_cast_lint(config, tmp_path):
-    assert_lint_clean(config, tmp_path)
-
 
 @pytest.mark.cosim
 @pytest.mark.parametrize("config", PRESETS, ids=lambda c: c.name)
-def test_mxint_cast_cosim(config, monkeypatch):
-    result = run_mxint_cosim(config, "cosim.mxint_cast", monkeypatch)
+def test_mxint_cast_cosim(config):
+    result = run_cosim(config, "cosim.mxint_cast")
     assert result.tests["random_and_corner_blocks"]["checked"] >= 200
     throughput = result.records("full_throughput")
     assert throughput["max_cycles_between_results"] == 1

@@ -1,7 +1,7 @@
-"""MXIntLinear: config rules, lint, and the bit-exact cocotb regression over every preset."""
+"""MXIntLinear: config rules and the bit-exact cocotb regression over every preset."""
 import pytest
 
-from cosim.mxint_common import assert_lint_clean, run_mxint_cosim
+from cosim.runner import run_cosim
 from cosim.runner import preset_configs
 from gen.config import config_from_dict
 from gen.schema import ConfigError
@@ -47,14 +47,10 @@ def test_output_format_choices():
         {"output_format": "bf16"})
 
 
-@pytest.mark.parametrize("config", PRESETS, ids=lambda c: c.name)
-def test_mxint_linear_lint(config, tmp_path):
-    assert_lint_clean(config, tmp_path)
-
 
 @pytest.mark.cosim
 @pytest.mark.parametrize("config", PRESETS, ids=lambda c: c.name)
-def test_mxint_linear_cosim(config, monkeypatch):
-    result = run_mxint_cosim(config, "cosim.mxint_linear", monkeypatch)
+def test_mxint_linear_cosim(config):
+    result = run_cosim(config, "cosim.mxint_linear")
     assert result.tests["random_and_corner_tiles"]["checked"] >= 200
     assert result.records("full_throughput")["cycles_between_tiles"] == [config.k_blocks]

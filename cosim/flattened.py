@@ -17,31 +17,8 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 
-from cosim.harness import Testbench
+from cosim.harness import Testbench, operand_matrix, signed_limits
 from software_model.flattened import flat_gemm, flat_mxint_gemm, flat_schedule
-
-
-def _limits(width: int) -> tuple[int, int]:
-    return -(1 << (width - 1)), (1 << (width - 1)) - 1
-
-
-def _matrix(rng, shape, width: int, style: str) -> np.ndarray:
-    lo, hi = _limits(width)
-    if style == "uniform":
-        return rng.integers(lo, hi + 1, size=shape)
-    if style == "extreme":
-        return rng.choice([lo, hi, lo + 1, -1, 0, 1], size=shape)
-    if style == "sparse":
-        return rng.integers(lo, hi + 1, size=shape) * (rng.random(shape) < 0.2)
-    if style == "min":
-        return np.full(shape, lo)
-    if style == "max":
-        return np.full(shape, hi)
-    if style == "zero":
-        return np.zeros(shape, dtype=int)
-    if style == "alternate":
-        return np.where(np.indices(shape).sum(axis=0) % 2 == 0, lo, hi)
-    raise ValueError(style)
 
 
 STYLES = ("uniform", "uniform", "extreme", "sparse")
@@ -57,7 +34,7 @@ EXP_STYLES = ("uniform", "uniform", "extreme", "min", "max")
 
 
 def _exponents(rng, shape, width: int, style: str) -> np.ndarray:
-    lo, hi = _limits(width)
+    lo, hi = signed_limits(width)
     if style == "uniform":
         return rng.integers(lo, hi + 1, size=shape)
     if style == "extreme":
@@ -81,9 +58,9 @@ class _Harness:
         """A is BLEN x K (rows >= M are junk the array must ignore), B is K x BLEN. MXInt: K is
         whole blocks and each MXInt operand gets one exponent per row/column and block."""
         cfg, rng = self.cfg, self.tb.rng
-        a = _matrix(rng, (cfg.blen, k), cfg.a_width, style_a)
-        a[rows:] = _matrix(rng, (cfg.blen - rows, k), cfg.a_width, "uniform")
-        b = _matrix(rng, (k, cfg.blen), cfg.b_width, style_b)
+        a = operand_matrix(rng, (cfg.blen, k), cfg.a_width, style_a)
+        a[rows:] = operand_matrix(rng, (cfg.blen - rows, k), cfg.a_width, "uniform")
+        b = operand_matrix(rng, (k, cfg.blen), cfg.b_width, style_b)
         a_exp = b_exp = None
         if cfg.mxint:
             blocks = k // cfg.block_size

@@ -21,7 +21,8 @@ from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
 
-__all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack"]
+__all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
+           "signed_limits", "operand_matrix", "OPERAND_STYLES"]
 
 CLOCK_PERIOD_NS = 10
 
@@ -74,6 +75,36 @@ def unpack(layout: dict, raw: int) -> Any:
         ew = layout["element"]["width"]
         return [unpack(layout["element"], raw >> (i * ew)) for i in range(layout["length"])]
     raise ValueError(f"unknown layout type {kind!r}")
+
+
+def signed_limits(width: int) -> tuple[int, int]:
+    return -(1 << (width - 1)), (1 << (width - 1)) - 1
+
+
+#: Value distributions for signed operand matrices: random ones and the corner cases.
+OPERAND_STYLES = ("uniform", "extreme", "sparse", "min", "max", "zero", "alternate")
+
+
+def operand_matrix(rng, shape, width: int, style: str) -> np.ndarray:
+    """A matrix of signed ``width``-bit integers: ``uniform``, ``extreme`` (mostly the range
+    ends and +-1, 0), ``sparse`` (80% zeros), all ``min`` / ``max`` / ``zero``, or ``alternate``
+    (a checkerboard of min and max)."""
+    lo, hi = signed_limits(width)
+    if style == "uniform":
+        return rng.integers(lo, hi + 1, size=shape)
+    if style == "extreme":
+        return rng.choice([lo, hi, lo + 1, -1, 0, 1], size=shape)
+    if style == "sparse":
+        return rng.integers(lo, hi + 1, size=shape) * (rng.random(shape) < 0.2)
+    if style == "min":
+        return np.full(shape, lo)
+    if style == "max":
+        return np.full(shape, hi)
+    if style == "zero":
+        return np.zeros(shape, dtype=int)
+    if style == "alternate":
+        return np.where(np.indices(shape).sum(axis=0) % 2 == 0, lo, hi)
+    raise ValueError(f"unknown operand style {style!r}; known: {', '.join(OPERAND_STYLES)}")
 
 
 def _port(manifest: dict, name: str) -> dict:

@@ -17,33 +17,8 @@ import os
 import cocotb
 import numpy as np
 
-from cosim.harness import Testbench
+from cosim.harness import Testbench, operand_matrix
 from software_model.systolic import gemm, os_schedule, ws_schedule
-
-
-def _limits(width: int) -> tuple[int, int]:
-    return -(1 << (width - 1)), (1 << (width - 1)) - 1
-
-
-def _matrix(tb: Testbench, shape, width: int, style: str) -> np.ndarray:
-    lo, hi = _limits(width)
-    rng = tb.rng
-    if style == "uniform":
-        return rng.integers(lo, hi + 1, size=shape)
-    if style == "extreme":
-        return rng.choice([lo, hi, lo + 1, -1, 0, 1], size=shape)
-    if style == "sparse":
-        return rng.integers(lo, hi + 1, size=shape) * (rng.random(shape) < 0.2)
-    if style == "min":
-        return np.full(shape, lo)
-    if style == "max":
-        return np.full(shape, hi)
-    if style == "zero":
-        return np.zeros(shape, dtype=int)
-    if style == "alternate":
-        grid = np.indices(shape).sum(axis=0) % 2
-        return np.where(grid == 0, lo, hi)
-    raise ValueError(style)
 
 
 def _expected(tb: Testbench, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -111,10 +86,10 @@ class _Harness:
     def random_job(self, k: int, style_a: str, style_b: str, m: int | None = None) -> None:
         cfg = self.cfg
         if self.os:
-            a = _matrix(self.tb, (cfg.rows, k), cfg.a_width, style_a)
+            a = operand_matrix(self.tb.rng, (cfg.rows, k), cfg.a_width, style_a)
         else:
-            a = _matrix(self.tb, (m, cfg.rows), cfg.a_width, style_a)
-        b = _matrix(self.tb, (k, cfg.cols), cfg.b_width, style_b)
+            a = operand_matrix(self.tb.rng, (m, cfg.rows), cfg.a_width, style_a)
+        b = operand_matrix(self.tb.rng, (k, cfg.cols), cfg.b_width, style_b)
         self.add_job(a, b)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from gen.config.systolic import OVERFLOW_MODES
-from gen.schema import ConfigBase, Problem, param, parse_int_type
+from gen.config.systolic import OVERFLOW_MODES, SignedOperands, operand_type
+from gen.schema import ConfigBase, Problem, param
 
 __all__ = ["FlattenedArrayConfig", "OPERAND_FORMATS"]
 
@@ -16,15 +16,8 @@ __all__ = ["FlattenedArrayConfig", "OPERAND_FORMATS"]
 OPERAND_FORMATS = ("int", "mxint")
 
 
-def _operand_type(text):
-    width = parse_int_type(text)
-    if not 2 <= width <= 16:
-        raise ValueError("a signed integer type int2 .. int16")
-    return width
-
-
 @dataclass(frozen=True)
-class FlattenedArrayConfig(ConfigBase):
+class FlattenedArrayConfig(SignedOperands, ConfigBase):
     """MLEN/BLEN output-stationary sub-arrays of BLEN x BLEN PEs joined by a pipelined adder tree.
 
     A job computes C[M x BLEN] = A[M x K] . B[K x BLEN] (1 <= M <= BLEN): every operand beat
@@ -43,9 +36,9 @@ class FlattenedArrayConfig(ConfigBase):
                       "(MLEN/BLEN sub-arrays, BLEN x MLEN multipliers)", default=16, min=1,
                       max=4096)
     a_type: int = param("Signed type of A (activations), e.g. int8", default="int8",
-                        parse=_operand_type, allowed="a signed integer type int2 .. int16")
+                        parse=operand_type, allowed="a signed integer type int2 .. int16")
     b_type: int = param("Signed type of B (weights, or K^T in attention), e.g. int4",
-                        default="int8", parse=_operand_type,
+                        default="int8", parse=operand_type,
                         allowed="a signed integer type int2 .. int16")
     a_format: str = param("A's format: int, or mxint (a_type = mantissa width)", default="int",
                           choices=OPERAND_FORMATS)
@@ -72,21 +65,7 @@ class FlattenedArrayConfig(ConfigBase):
         "Rows of C the output buffer holds (credit-based); null = enough for one job every BLEN "
         "cycles (latency + BLEN)", default=None, min=1, max=4096)
 
-    def __post_init__(self):
-        for key in ("a_type", "b_type"):
-            value = getattr(self, key)
-            if isinstance(value, str):
-                object.__setattr__(self, key, _operand_type(value))
-
     # -- derived facts ---------------------------------------------------------------------------
-
-    @property
-    def a_width(self) -> int:
-        return self.a_type
-
-    @property
-    def b_width(self) -> int:
-        return self.b_type
 
     @property
     def sub_arrays(self) -> int:
@@ -104,10 +83,6 @@ class FlattenedArrayConfig(ConfigBase):
     @property
     def max_beats(self) -> int:
         return -(-self.max_k // self.sub_arrays)
-
-    @property
-    def product_width(self) -> int:
-        return self.a_width + self.b_width
 
     @property
     def mxint(self) -> bool:
@@ -152,12 +127,6 @@ class FlattenedArrayConfig(ConfigBase):
         if self.result_buffer is not None:
             return self.result_buffer
         return self.latency + self.blen
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out["a_type"] = f"int{self.a_type}"
-        out["b_type"] = f"int{self.b_type}"
-        return out
 
     # -- validation ------------------------------------------------------------------------------
 

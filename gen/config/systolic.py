@@ -7,21 +7,52 @@ from typing import ClassVar, Optional
 
 from gen.schema import ConfigBase, Problem, param, parse_int_type
 
-__all__ = ["SystolicArrayConfig", "DATAFLOWS", "OVERFLOW_MODES"]
+__all__ = ["SystolicArrayConfig", "SignedOperands", "DATAFLOWS", "OVERFLOW_MODES",
+           "operand_type"]
 
 DATAFLOWS = ("output_stationary", "weight_stationary")
 OVERFLOW_MODES = ("wrap", "saturate")
 
 
-def _operand_type(text):
+def operand_type(text):
     width = parse_int_type(text)
     if not 2 <= width <= 16:
         raise ValueError("a signed integer type int2 .. int16")
     return width
 
 
+class SignedOperands:
+    """Mixin for configs with ``a_type``/``b_type`` fields (``int2`` .. ``int16`` in YAML, held as
+    widths): parses Python-given strings, exposes the widths, writes the types back as text."""
+
+    def __post_init__(self):
+        # Accept unparsed types when built from Python (defaults, tests, sweeps).
+        for key in ("a_type", "b_type"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                object.__setattr__(self, key, operand_type(value))
+
+    @property
+    def a_width(self) -> int:
+        return self.a_type
+
+    @property
+    def b_width(self) -> int:
+        return self.b_type
+
+    @property
+    def product_width(self) -> int:
+        return self.a_width + self.b_width
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["a_type"] = f"int{self.a_type}"
+        out["b_type"] = f"int{self.b_type}"
+        return out
+
+
 @dataclass(frozen=True)
-class SystolicArrayConfig(ConfigBase):
+class SystolicArrayConfig(SignedOperands, ConfigBase):
     """A rows x cols array of multiply-accumulate PEs.
 
     ``output_stationary``: a job computes C[rows x cols] = A[rows x K] . B[K x cols]; every PE keeps
@@ -40,9 +71,9 @@ class SystolicArrayConfig(ConfigBase):
     dataflow: str = param("What stays in the PEs: C (output_stationary) or B (weight_stationary)",
                           default="output_stationary", choices=DATAFLOWS)
     a_type: int = param("Signed type of A (activations), e.g. int8", default="int8",
-                        parse=_operand_type, allowed="a signed integer type int2 .. int16")
+                        parse=operand_type, allowed="a signed integer type int2 .. int16")
     b_type: int = param("Signed type of B (weights), e.g. int8", default="int8",
-                        parse=_operand_type, allowed="a signed integer type int2 .. int16")
+                        parse=operand_type, allowed="a signed integer type int2 .. int16")
     max_k: int = param("Longest reduction (K) one job may have", default=256, min=1, max=1 << 20)
     acc_width: Optional[int] = param(
         "Accumulator bits; null = exact for max_k (a + b + floor(log2(max_k)))",
@@ -53,26 +84,7 @@ class SystolicArrayConfig(ConfigBase):
         "Rows of C the output buffer holds (credit-based, never overflows); null = default "
         "(2*rows output-stationary, rows+cols+4 weight-stationary)", default=None, min=1, max=4096)
 
-    def __post_init__(self):
-        # Accept already-parsed widths when built from Python (tests, sweeps).
-        for key in ("a_type", "b_type"):
-            value = getattr(self, key)
-            if isinstance(value, str):
-                object.__setattr__(self, key, _operand_type(value))
-
     # -- derived facts ---------------------------------------------------------------------------
-
-    @property
-    def a_width(self) -> int:
-        return self.a_type
-
-    @property
-    def b_width(self) -> int:
-        return self.b_type
-
-    @property
-    def product_width(self) -> int:
-        return self.a_width + self.b_width
 
     @property
     def exact_acc_width(self) -> int:
@@ -91,12 +103,6 @@ class SystolicArrayConfig(ConfigBase):
         if self.dataflow == "output_stationary":
             return 2 * self.rows
         return self.rows + self.cols + 4
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out["a_type"] = f"int{self.a_type}"
-        out["b_type"] = f"int{self.b_type}"
-        return out
 
     # -- validation ------------------------------------------------------------------------------
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from gen.config.flattened import FlattenedArrayConfig
-from hw.systolic import OutputStationaryPE, accumulate
+from hw.systolic import OutputStationaryPE, ResultBuffer, accumulate
 
 __all__ = ["FlattenedArray", "PartialSumTree", "operand_layout", "result_layout"]
 
@@ -163,17 +163,8 @@ class FlattenedArray(wiring.Component):
         ops = self.operands
 
         # -- result buffer with credits (reserved at a job's last beat, returned when taken) -----
-        depth = cfg.result_buffer_rows
-        buffer = m.submodules.result_buffer = SyncFIFOBuffered(
-            width=result_layout(cfg).size, depth=depth)
-        credits = Signal(range(depth + 1), init=depth)
-        popped = Signal()
-        m.d.comb += [
-            self.results.payload.eq(buffer.r_data),
-            self.results.valid.eq(buffer.r_rdy),
-            buffer.r_en.eq(self.results.ready),
-            popped.eq(self.results.valid & self.results.ready),
-        ]
+        buffer = ResultBuffer(m, depth=cfg.result_buffer_rows, width=result_layout(cfg).size,
+                              results=self.results)
 
         # -- per-job tags (M, head) wait in a FIFO until the job's rows leave the tree -----------
         # Jobs are >= BLEN cycles apart and a job's rows have left the tree latency + BLEN cycles
@@ -201,8 +192,10 @@ class FlattenedArray(wiring.Component):
         # An MXInt block that is not the tile's final one emits nothing and reserves nothing.
         emits = ops.payload.final if cfg.mxint else 1
         reserve = Mux(emits, ops.payload.rows, 0)
-        m.d.comb += last_ok.eq((credits >= reserve) & (since_last >= blen) & tags.w_rdy)
-        m.d.sync += credits.eq(credits - Mux(fire_last, reserve, 0) + popped)
+        m.d.comb += [
+            last_ok.eq((buffer.credits >= reserve) & (since_last >= blen) & tags.w_rdy),
+            buffer.reserve.eq(Mux(fire_last, reserve, 0)),
+        ]
         tag_in = Signal(tag_layout)
         m.d.comb += [tag_in[name].eq(ops.payload[name]) for name in tag_fields]
         m.d.comb += [
@@ -295,8 +288,8 @@ class FlattenedArray(wiring.Component):
             tags.r_en.eq(tree_valid & (row_index == blen - 1)),
             out_row.head.eq(tag.head),
             out_row.last.eq(row_index == tag.rows - 1),
-            buffer.w_data.eq(out_row),
-            buffer.w_en.eq(emit),
+            buffer.fifo.w_data.eq(out_row),
+            buffer.fifo.w_en.eq(emit),
         ]
         m.d.comb += [out_row.c[j].eq(values[j]) for j in range(blen)]
         return m

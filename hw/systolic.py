@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from gen.config.systolic import SystolicArrayConfig
 
-__all__ = ["OutputStationaryPE", "OutputStationaryArray", "WeightStationaryPE",
+__all__ = ["OutputStationaryPE", "OutputStationaryArray", "ResultBuffer", "WeightStationaryPE",
            "WeightStationaryArray", "saturating_add"]
 
 
@@ -171,13 +171,21 @@ def _result_layout(config: SystolicArrayConfig):
     })
 
 
-class _ResultBuffer:
-    """Output FIFO plus the credit counter that keeps it from ever overflowing."""
+class ResultBuffer:
+    """Output FIFO plus the credit counter that keeps it from ever overflowing.
 
-    def __init__(self, m: Module, config: SystolicArrayConfig, results):
-        depth = config.result_buffer_rows
-        width = _result_layout(config).size
-        self.fifo = m.submodules.result_buffer = SyncFIFOBuffered(width=width, depth=depth)
+    The array drives ``reserve`` with the rows a piece of work will produce in the cycle it admits
+    that work (only when ``credits`` covers it); a credit returns when a row leaves ``results``.
+    Shared by every array that cannot stall its PEs (systolic, flattened).
+
+    The FIFO is a plain ``SyncFIFO``: it takes a write whenever fewer than ``depth`` rows are held,
+    which is exactly what the credits count. ``SyncFIFOBuffered`` does not: at depth 2 it refuses
+    the write in the cycle after one lands in an empty queue (the row is still moving to its
+    output register), and the row was lost.
+    """
+
+    def __init__(self, m: Module, *, depth: int, width: int, results):
+        self.fifo = m.submodules.result_buffer = SyncFIFO(width=width, depth=depth)
         self.credits = Signal(range(depth + 1), init=depth)
         self.reserve = Signal(range(depth + 1))
         popped = Signal()
@@ -217,7 +225,8 @@ class OutputStationaryArray(wiring.Component):
         cfg = self.config
         rows, cols, w = cfg.rows, cfg.cols, cfg.accumulator_width
         m = Module()
-        buffer = _ResultBuffer(m, cfg, self.results)
+        buffer = ResultBuffer(m, depth=cfg.result_buffer_rows,
+                              width=_result_layout(cfg).size, results=self.results)
 
         # -- admission: hold a job's last beat until its results have room -----------------------
         since_last = Signal(range(rows + 1), init=rows)
@@ -362,7 +371,8 @@ class WeightStationaryArray(wiring.Component):
         cfg = self.config
         rows, cols, w = cfg.rows, cfg.cols, cfg.accumulator_width
         m = Module()
-        buffer = _ResultBuffer(m, cfg, self.results)
+        buffer = ResultBuffer(m, depth=cfg.result_buffer_rows,
+                              width=_result_layout(cfg).size, results=self.results)
 
         # -- admission ---------------------------------------------------------------------------
         loaded = Signal(range(3))       # weight packets fully in whose activations are not

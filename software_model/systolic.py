@@ -79,15 +79,15 @@ def os_latency(rows: int, cols: int) -> int:
 
     Row 0 of C leads: input register (1), cols - 1 hops to PE(0, cols-1), its shadow register (1),
     the chain slot (1), rows - 1 chain hops down the last column (no deskew there), and the result
-    FIFO's write and output registers (2).
+    FIFO's write (1; its read is combinational).
     """
-    return 1 + (cols - 1) + 1 + 1 + (rows - 1) + 2
+    return 1 + (cols - 1) + 1 + 1 + (rows - 1) + 1
 
 
 def ws_latency(rows: int, cols: int) -> int:
     """Cycles from an activation beat to its result beat (weight-stationary): input register, row
-    skew (rows - 1), cols hops to the last column's psum register, FIFO (2)."""
-    return 1 + (rows - 1) + cols + 2
+    skew (rows - 1), cols hops to the last column's psum register, FIFO write (1)."""
+    return 1 + (rows - 1) + cols + 1
 
 
 def os_schedule(ks: list[int], *, rows: int, cols: int, buffer_rows: int) -> list[JobTiming]:

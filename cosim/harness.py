@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.queue import Queue
-from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
+from cocotb.triggers import Event, ReadOnly, RisingEdge, with_timeout
+
+from cosim.traffic import Pattern, Profile, profile as make_profile
 
 __all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
            "signed_limits", "operand_matrix", "OPERAND_STYLES"]
@@ -128,44 +131,78 @@ class _StreamPort:
         self.beat_cycles: list[int] = []    # cycle of every handshake, for timing checks
 
 
-class StreamSource(_StreamPort):
-    """Drives an ``amaranth.lib.stream`` input: valid/ready/payload, with random idle cycles."""
+class _Gate:
+    """Blocked cycles of one stream under a :class:`cosim.traffic.Pattern`, a chunk at a time."""
 
-    def __init__(self, tb: "Testbench", name: str, gap: float):
+    CHUNK = 4096
+
+    def __init__(self, pattern: Pattern, seed: int, stream: str):
+        self.pattern, self.seed, self.stream = pattern, seed, stream
+        self.start, self.mask = 0, pattern.blocked(seed, stream, 0, self.CHUNK)
+
+    def __call__(self, cycle: int) -> bool:
+        if not self.start <= cycle < self.start + len(self.mask):
+            self.start = cycle - cycle % self.CHUNK
+            self.mask = self.pattern.blocked(self.seed, self.stream, self.start, self.CHUNK)
+        return bool(self.mask[cycle - self.start])
+
+
+class StreamSource(_StreamPort):
+    """Drives an ``amaranth.lib.stream`` input. A beat is offered at a cycle the traffic pattern
+    does not block and held (valid high) until taken, so the idle cycles are the same as in the
+    ``amaranth.sim`` and native harnesses for the same seed (:mod:`cosim.traffic`)."""
+
+    def __init__(self, tb: "Testbench", name: str, pattern: Pattern):
         super().__init__(tb, name)
-        self.gap = gap
+        self.pattern = pattern
+        self.gate = _Gate(pattern, tb.seed, name)
         self.sent = 0
+        self._pending: deque = deque()
         self.valid.value = 0
+        cocotb.start_soon(self._run())
+
+    def send_nowait(self, value: Any) -> Event:
+        """Queue one beat; the returned event fires when the DUT has taken it."""
+        done = Event()
+        self._pending.append((pack(self.layout, value), done))
+        return done
 
     async def send(self, value: Any) -> None:
-        """Offer one beat after a random gap; return once the DUT has taken it."""
-        while self.gap and self.tb.rng.random() < self.gap:
-            self.valid.value = 0
-            await RisingEdge(self.tb.clk)
-        self.payload.value = pack(self.layout, value)
-        self.valid.value = 1
-        while True:
-            await ReadOnly()
-            taken = bool(self.ready.value)
-            if taken:
-                self.beat_cycles.append(self.tb.cycle)
-            await RisingEdge(self.tb.clk)
-            if taken:
-                break
-        self.valid.value = 0
-        self.sent += 1
+        """Queue one beat and return once the DUT has taken it."""
+        await self.send_nowait(value).wait()
 
     async def send_all(self, values) -> None:
+        last = None
         for value in values:
-            await self.send(value)
+            last = self.send_nowait(value)
+        if last is not None:
+            await last.wait()
+
+    async def _run(self) -> None:
+        offered = None
+        while True:
+            cycle = self.tb.cycle
+            if offered is None and self._pending and not self.gate(cycle):
+                offered = self._pending.popleft()
+                self.payload.value = offered[0]
+            self.valid.value = int(offered is not None)
+            await ReadOnly()
+            if offered is not None and self.ready.value:
+                self.beat_cycles.append(cycle)
+                self.sent += 1
+                offered[1].set()
+                offered = None
+            await RisingEdge(self.tb.clk)
 
 
 class StreamSink(_StreamPort):
-    """Accepts an ``amaranth.lib.stream`` output with random backpressure; queues what it sees."""
+    """Accepts an ``amaranth.lib.stream`` output; ``ready`` is low at the cycles the traffic
+    pattern blocks. Queues what it sees."""
 
-    def __init__(self, tb: "Testbench", name: str, stall: float):
+    def __init__(self, tb: "Testbench", name: str, pattern: Pattern):
         super().__init__(tb, name)
-        self.stall = stall
+        self.pattern = pattern
+        self.gate = _Gate(pattern, tb.seed, name)
         self.queue: Queue = Queue()
         self.received = 0
         self.ready.value = 0
@@ -173,10 +210,11 @@ class StreamSink(_StreamPort):
 
     async def _run(self) -> None:
         while True:
-            self.ready.value = int(not (self.stall and self.tb.rng.random() < self.stall))
+            cycle = self.tb.cycle
+            self.ready.value = int(not self.gate(cycle))
             await ReadOnly()
             if self.valid.value and self.ready.value:
-                self.beat_cycles.append(self.tb.cycle)
+                self.beat_cycles.append(cycle)
                 self.queue.put_nowait(unpack(self.layout, self.payload.value.to_unsigned()))
                 self.received += 1
             await RisingEdge(self.tb.clk)
@@ -233,8 +271,10 @@ class Testbench:
         self.seed = base_seed
         self.rng = np.random.default_rng([base_seed, zlib.crc32(self.test_name.encode())])
         self.samples = int(os.environ.get("ACCELGEN_SAMPLES", "200"))
-        self.gap = float(os.environ.get("ACCELGEN_GAP", "0.2"))
-        self.stall = float(os.environ.get("ACCELGEN_STALL", "0.2"))
+        gap, stall = os.environ.get("ACCELGEN_GAP"), os.environ.get("ACCELGEN_STALL")
+        self.profile: Profile = make_profile(os.environ.get("ACCELGEN_PROFILE") or None,
+                                             gap=float(gap) if gap else None,
+                                             stall=float(stall) if stall else None)
         self.timeout_cycles = int(os.environ.get("ACCELGEN_TIMEOUT_CYCLES", "20000"))
         self.clk = dut.clk
         self.scoreboard = Scoreboard(self)
@@ -250,8 +290,8 @@ class Testbench:
             await RisingEdge(dut.clk)
         dut.rst.value = 0
         tb._cycle_origin = tb._now_cycles()
-        tb.log.info("seed=%d samples=%d gap=%.2f stall=%.2f config=%s", tb.seed, tb.samples,
-                    tb.gap, tb.stall, tb.config.name)
+        tb.log.info("seed=%d samples=%d profile=%s config=%s", tb.seed, tb.samples,
+                    tb.profile.name, tb.config.name)
         return tb
 
     def _now_cycles(self) -> int:
@@ -262,11 +302,18 @@ class Testbench:
         """Clock cycles since reset was released."""
         return self._now_cycles() - self._cycle_origin
 
+    def use_profile(self, spec: "str | Profile") -> None:
+        """Run this test under another traffic profile (before creating sources and sinks)."""
+        self.profile = make_profile(spec)
+        self.log.info("traffic profile %s", self.profile.name)
+
     def source(self, name: str, gap: float | None = None) -> StreamSource:
-        return StreamSource(self, name, self.gap if gap is None else gap)
+        """An input stream; ``gap`` overrides the profile's idle probability (0.0: never idle)."""
+        return StreamSource(self, name, self.profile.source if gap is None else Pattern(gap))
 
     def sink(self, name: str, stall: float | None = None) -> StreamSink:
-        return StreamSink(self, name, self.stall if stall is None else stall)
+        """An output stream; ``stall`` overrides the profile's backpressure (0.0: always ready)."""
+        return StreamSink(self, name, self.profile.sink if stall is None else Pattern(stall))
 
     def fork(self, coro):
         return cocotb.start_soon(coro)

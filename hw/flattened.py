@@ -29,58 +29,19 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from gen.config.flattened import FlattenedArrayConfig
-from hw.systolic import OutputStationaryPE, ResultBuffer, accumulate
+from hw.primitives import (CreditBuffer, adder_tree, check_positive, delay, parameter_repr,
+                           tree_depth)
+from hw.systolic import OutputStationaryGrid, accumulate, check_arithmetic, skew_control
 
-__all__ = ["FlattenedArray", "PartialSumTree", "operand_layout", "result_layout"]
-
-
-def operand_layout(config: FlattenedArrayConfig) -> data.StructLayout:
-    """One beat: S k-steps. ``a[s*BLEN + i]`` = A[i, k_s]; ``b[s*BLEN + j]`` = B[k_s, j], or with
-    ``transpose`` set ``b[j*S + s]`` = B[k_s, j] (row j of K^T's source, K, read contiguously)."""
-    lanes = config.sub_arrays * config.blen
-    fields = {
-        "a": data.ArrayLayout(signed(config.a_width), lanes),
-        "b": data.ArrayLayout(signed(config.b_width), lanes),
-        "rows": unsigned(config.blen.bit_length()),
-        "head": unsigned(config.head_width),
-    }
-    if config.mxint:
-        fields.update(_mxint_job_fields(config))
-    if config.transpose_b:
-        fields["transpose"] = 1
-    fields["last"] = 1
-    return data.StructLayout(fields)
+__all__ = ["FlattenedArray", "PartialSumTree", "flat_latency"]
 
 
-def _mxint_job_fields(config: FlattenedArrayConfig) -> dict:
-    """MXInt job = one K block: the block exponents of A's BLEN rows and B's BLEN columns (an int
-    operand has none), ``first`` (the tile's first block: clear the aligned accumulators) and
-    ``final`` (its last block: emit the rows)."""
-    fields = {}
-    if config.a_format == "mxint":
-        fields["a_exp"] = data.ArrayLayout(signed(config.exponent_width), config.blen)
-    if config.b_format == "mxint":
-        fields["b_exp"] = data.ArrayLayout(signed(config.exponent_width), config.blen)
-    fields["first"] = 1
-    fields["final"] = 1
-    return fields
-
-
-def result_layout(config: FlattenedArrayConfig) -> data.StructLayout:
-    return data.StructLayout({
-        "c": data.ArrayLayout(signed(config.output_width), config.blen),
-        "head": unsigned(config.head_width),
-        "last": 1,
-    })
-
-
-def _delay(m: Module, signal, stages: int, name: str, *, reset_less: bool = True):
-    for n in range(stages):
-        reg = Signal.like(signal, name=f"{name}_d{n}", reset_less=reset_less)
-        m.d.sync += reg.eq(signal)
-        signal = reg
-    return signal
+def flat_latency(blen: int, sub_arrays: int) -> int:
+    """Cycles from a job's last operand beat to its first result beat: the output-stationary
+    sub-array's (input register, skew, shadow, result chain, result FIFO write; the same as
+    :func:`software_model.systolic.os_latency`) plus one register per adder-tree level. Kept equal
+    to :func:`software_model.flattened.flat_latency` by a test."""
+    return 1 + (blen - 1) + 1 + 1 + (blen - 1) + 1 + tree_depth(sub_arrays)
 
 
 class PartialSumTree(wiring.Component):
@@ -95,14 +56,12 @@ class PartialSumTree(wiring.Component):
     def __init__(self, *, sub_arrays: int, lanes: int, width: int, overflow: str):
         if not isinstance(sub_arrays, int) or sub_arrays < 1 or sub_arrays & (sub_arrays - 1):
             raise ValueError(f"Sub-array count must be a power of two, not {sub_arrays!r}")
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"Lanes must be a positive integer, not {lanes!r}")
-        if not isinstance(width, int) or width < 2:
-            raise ValueError(f"Width must be an integer >= 2, not {width!r}")
+        check_positive("Lanes", lanes)
+        check_positive("Width", width, minimum=2)
         if overflow not in ("wrap", "saturate"):
             raise ValueError(f"Overflow must be 'wrap' or 'saturate', not {overflow!r}")
         self.sub_arrays, self.lanes, self.width, self.overflow = sub_arrays, lanes, width, overflow
-        self.levels = (sub_arrays - 1).bit_length()
+        self.levels = tree_depth(sub_arrays)
         super().__init__({
             "partials": In(data.ArrayLayout(data.ArrayLayout(signed(width), lanes), sub_arrays)),
             "valid_in": In(1),
@@ -113,67 +72,132 @@ class PartialSumTree(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w = self.width
-        level = [[self.partials[s][j] for j in range(self.lanes)] for s in range(self.sub_arrays)]
-        for depth in range(self.levels):
-            nxt = []
-            for p in range(0, len(level), 2):
-                summed = []
-                for j in range(self.lanes):
-                    reg = Signal(signed(w), name=f"level{depth}_{p // 2}_c{j}", reset_less=True)
-                    m.d.sync += reg.eq(accumulate(level[p][j], level[p + 1][j], w, self.overflow))
-                    summed.append(reg)
-                nxt.append(summed)
-            level = nxt
-        m.d.comb += [self.total[j].eq(level[0][j]) for j in range(self.lanes)]
-        m.d.comb += self.valid_out.eq(_delay(m, self.valid_in, self.levels, "valid",
-                                             reset_less=False))
+        for j in range(self.lanes):
+            m.d.comb += self.total[j].eq(adder_tree(
+                m, [self.partials[s][j] for s in range(self.sub_arrays)],
+                add=lambda x, y: accumulate(x, y, w, self.overflow), shape=signed(w),
+                registered=True, name=f"tree_c{j}"))
+        m.d.comb += self.valid_out.eq(delay(m, self.valid_in, self.levels, name="valid",
+                                            reset_less=False))
         return m
 
 
 class FlattenedArray(wiring.Component):
-    """Flattened output-stationary array.
+    """Flattened output-stationary array: ``mlen // blen`` sub-arrays of ``blen`` x ``blen`` PEs.
 
     ``operands``: ceil(K/S) beats per job (the driver pads K to a multiple of S with zeros),
-    ``last`` on the final one. ``results``: M beats per job, row r of C = A . B (BLEN columns),
-    ``last`` on row M - 1, ``head`` as given with the job.
+    ``last`` on the final one; beat t carries k-steps t*S .. t*S+S-1: ``a[s*blen + i]`` = A[i, k_s],
+    ``b[s*blen + j]`` = B[k_s, j] (with ``transpose`` set, ``b[j*S + s]`` = B[k_s, j]: row j of
+    K^T's source read contiguously). Per job (sampled with its last beat): ``rows`` = M in
+    1..blen (only the first M rows are emitted; GEMV is M = 1), ``head`` (echoed on the results).
+    ``results``: M beats per job, row r of C = A . B (``c[j]`` = C[r, j]), ``last`` on row M - 1.
 
-    A job's last beat is accepted only when (1) M result rows are free in the result buffer and
-    (2) at least BLEN cycles passed since the previous job's last beat (a result chain drains one
-    row per cycle); every other beat is accepted at once.
+    MXInt (``a_mxint``/``b_mxint``): a job is one K block; its last beat also carries the block
+    exponents of A's rows (``a_exp[i]``) and B's columns (``b_exp[j]``), ``first`` (the tile's
+    first block: clear the aligned accumulators) and ``final`` (its last block: emit the rows);
+    results are ``output_width``-bit fixed-point sums with LSB 2^(emin_a + emin_b).
+
+    A job's last beat is accepted only when (1) M result rows are free in the result buffer
+    (``result_depth`` rows) and (2) at least ``blen`` cycles passed since the previous job's last
+    beat (a result chain drains one row per cycle); every other beat is accepted at once.
     """
 
-    def __init__(self, config: FlattenedArrayConfig):
-        if not isinstance(config, FlattenedArrayConfig):
-            raise TypeError(f"Config must be a FlattenedArrayConfig, not {config!r}")
-        problems = list(config.check())
-        if problems:
-            p = problems[0]
-            raise ValueError(f"{p.key} must be {p.allowed}, not {p.value!r}")
-        self.config = config
+    def __init__(self, *, blen: int, mlen: int, a_width: int, b_width: int, acc_width: int,
+                 overflow: str = "wrap", a_mxint: bool = False, b_mxint: bool = False,
+                 exponent_width: int = 4, output_width: int | None = None, heads: int = 1,
+                 transpose_b: bool = False, result_depth: int | None = None):
+        check_positive("BLEN", blen)
+        check_positive("MLEN", mlen)
+        if mlen % blen or (mlen // blen) & (mlen // blen - 1):
+            raise ValueError(f"MLEN must be BLEN ({blen}) times a power of two, not {mlen!r}")
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        mxint = bool(a_mxint or b_mxint)
+        if mxint:
+            check_positive("Exponent width", exponent_width, minimum=2)
+            if overflow != "wrap":
+                raise ValueError(f"Overflow must be 'wrap' with an MXInt operand (block sums are "
+                                 f"exact), not {overflow!r}")
+            span = ((1 << exponent_width) - 1) * (bool(a_mxint) + bool(b_mxint))
+            output_width = acc_width + span if output_width is None else output_width
+            if not isinstance(output_width, int) or output_width < acc_width + span:
+                raise ValueError(f"Output width must be at least {acc_width + span} (accumulator "
+                                 f"plus alignment span), not {output_width!r}")
+        else:
+            if output_width not in (None, acc_width):
+                raise ValueError(f"Output width must equal the accumulator width ({acc_width}) "
+                                 f"with integer operands, not {output_width!r}")
+            output_width = acc_width
+        check_positive("Heads", heads)
+        self.blen, self.mlen, self.sub_arrays = blen, mlen, mlen // blen
+        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
+                                                                     overflow)
+        self.a_mxint, self.b_mxint, self.mxint = bool(a_mxint), bool(b_mxint), mxint
+        self.exponent_width, self.output_width = exponent_width, output_width
+        self.heads, self.head_width = heads, max(1, (heads - 1).bit_length())
+        self.transpose_b = bool(transpose_b)
+        self.latency = flat_latency(blen, self.sub_arrays)
+        result_depth = self.latency + blen if result_depth is None else result_depth
+        if not isinstance(result_depth, int) or result_depth < blen:
+            raise ValueError(f"Result depth must be an integer >= BLEN = {blen} (one job's "
+                             f"results), not {result_depth!r}")
+        self.result_depth = result_depth
+        self.operand_layout = self._operand_layout()
+        self.result_layout = data.StructLayout({
+            "c": data.ArrayLayout(signed(output_width), blen),
+            "head": unsigned(self.head_width),
+            "last": 1,
+        })
         super().__init__({
-            "operands": In(stream.Signature(operand_layout(config))),
-            "results": Out(stream.Signature(result_layout(config))),
+            "operands": In(stream.Signature(self.operand_layout)),
+            "results": Out(stream.Signature(self.result_layout)),
         })
 
+    def __repr__(self):
+        return parameter_repr(self, "blen", "mlen", "a_width", "b_width", "acc_width",
+                              "overflow", "a_mxint", "b_mxint", "exponent_width", "output_width",
+                              "heads", "transpose_b", "result_depth")
+
+    def _job_fields(self) -> dict:
+        """Per-job fields sampled with the last beat (and kept with the job until it leaves)."""
+        fields = {"rows": unsigned(self.blen.bit_length()), "head": unsigned(self.head_width)}
+        if self.a_mxint:
+            fields["a_exp"] = data.ArrayLayout(signed(self.exponent_width), self.blen)
+        if self.b_mxint:
+            fields["b_exp"] = data.ArrayLayout(signed(self.exponent_width), self.blen)
+        if self.mxint:
+            fields["first"] = 1
+            fields["final"] = 1
+        return fields
+
+    def _operand_layout(self) -> data.StructLayout:
+        lanes = self.sub_arrays * self.blen
+        fields = {
+            "a": data.ArrayLayout(signed(self.a_width), lanes),
+            "b": data.ArrayLayout(signed(self.b_width), lanes),
+            **self._job_fields(),
+        }
+        if self.transpose_b:
+            fields["transpose"] = 1
+        fields["last"] = 1
+        return data.StructLayout(fields)
+
     def elaborate(self, platform):
-        cfg = self.config
-        blen, subs, w = cfg.blen, cfg.sub_arrays, cfg.accumulator_width
+        blen, subs, w = self.blen, self.sub_arrays, self.acc_width
         lanes = blen * subs
         m = Module()
         ops = self.operands
 
         # -- result buffer with credits (reserved at a job's last beat, returned when taken) -----
-        buffer = ResultBuffer(m, depth=cfg.result_buffer_rows, width=result_layout(cfg).size,
-                              results=self.results)
+        buffer = m.submodules.result_buffer = CreditBuffer(layout=self.result_layout,
+                                                           depth=self.result_depth)
+        wiring.connect(m, buffer.read, wiring.flipped(self.results))
 
-        # -- per-job tags (M, head) wait in a FIFO until the job's rows leave the tree -----------
+        # -- per-job tags (M, head, exponents) wait in a FIFO until the job's rows leave ---------
         # Jobs are >= BLEN cycles apart and a job's rows have left the tree latency + BLEN cycles
         # after its last beat, so this many jobs can be in flight at most.
-        tag_fields = {"rows": unsigned(blen.bit_length()), "head": unsigned(cfg.head_width)}
-        if cfg.mxint:
-            tag_fields.update(_mxint_job_fields(cfg))
+        tag_fields = self._job_fields()
         tag_layout = data.StructLayout(tag_fields)
-        tag_depth = (cfg.latency + blen) // blen + 2
+        tag_depth = (self.latency + blen) // blen + 2
         tags = m.submodules.job_tags = SyncFIFO(width=tag_layout.size, depth=tag_depth)
 
         # -- admission --------------------------------------------------------------------------
@@ -190,7 +214,7 @@ class FlattenedArray(wiring.Component):
         with m.If(fire):
             m.d.sync += in_job.eq(~ops.payload.last)
         # An MXInt block that is not the tile's final one emits nothing and reserves nothing.
-        emits = ops.payload.final if cfg.mxint else 1
+        emits = ops.payload.final if self.mxint else 1
         reserve = Mux(emits, ops.payload.rows, 0)
         m.d.comb += [
             last_ok.eq((buffer.credits >= reserve) & (since_last >= blen) & tags.w_rdy),
@@ -198,76 +222,40 @@ class FlattenedArray(wiring.Component):
         ]
         tag_in = Signal(tag_layout)
         m.d.comb += [tag_in[name].eq(ops.payload[name]) for name in tag_fields]
-        m.d.comb += [
-            tags.w_en.eq(fire_last),
-            tags.w_data.eq(tag_in),
-        ]
+        m.d.comb += [tags.w_en.eq(fire_last), tags.w_data.eq(tag_in)]
 
         # -- input register: transpose-on-read is only a choice of lane order ---------------------
         b_lanes = []
         for s in range(subs):
             for j in range(blen):
                 plain = ops.payload.b[s * blen + j]
-                if cfg.transpose_b:
+                if self.transpose_b:
                     b_lanes.append(Mux(ops.payload.transpose, ops.payload.b[j * subs + s], plain))
                 else:
                     b_lanes.append(plain)
-        beat_a = Signal(data.ArrayLayout(signed(cfg.a_width), lanes), reset_less=True)
-        beat_b = Signal(data.ArrayLayout(signed(cfg.b_width), lanes), reset_less=True)
+        beat_a = Signal(data.ArrayLayout(signed(self.a_width), lanes), reset_less=True)
+        beat_b = Signal(data.ArrayLayout(signed(self.b_width), lanes), reset_less=True)
         beat_valid = Signal()
         beat_first, beat_last = Signal(reset_less=True), Signal(reset_less=True)
         m.d.sync += [beat_a.eq(ops.payload.a), beat_valid.eq(fire), beat_first.eq(~in_job),
                      beat_last.eq(ops.payload.last)]
         m.d.sync += [beat_b[n].eq(lane) for n, lane in enumerate(b_lanes)]
 
-        # Control skew (row i is i cycles late) is the same for every sub-array: build it once.
-        valid_rows = [_delay(m, beat_valid, i, f"v_skew{i}", reset_less=False) for i in range(blen)]
-        first_rows = [_delay(m, beat_first, i, f"first_skew{i}") for i in range(blen)]
-        last_rows = [_delay(m, beat_last, i, f"last_skew{i}") for i in range(blen)]
-
-        partial_rows = []   # per sub-array: deskewed bottom-of-chain row (BLEN values)
-        row_valid = None
-        for s in range(subs):
-            pes = [[OutputStationaryPE(a_width=cfg.a_width, b_width=cfg.b_width, acc_width=w,
-                                       overflow=cfg.overflow) for _ in range(blen)]
-                   for _ in range(blen)]
-            for i in range(blen):
-                for j in range(blen):
-                    m.submodules[f"sub{s}_pe_{i}_{j}"] = pes[i][j]
-            for i in range(blen):
-                left = pes[i][0]
-                m.d.comb += [
-                    left.a_in.eq(_delay(m, beat_a[s * blen + i], i, f"sub{s}_a_skew{i}")),
-                    left.valid_in.eq(valid_rows[i]),
-                    left.first_in.eq(first_rows[i]),
-                    left.last_in.eq(last_rows[i]),
-                ]
-                for j in range(1, blen):
-                    pe, prev = pes[i][j], pes[i][j - 1]
-                    m.d.comb += [pe.a_in.eq(prev.a_out), pe.valid_in.eq(prev.valid_out),
-                                 pe.first_in.eq(prev.first_out), pe.last_in.eq(prev.last_out)]
-            for j in range(blen):
-                m.d.comb += [
-                    pes[0][j].b_in.eq(_delay(m, beat_b[s * blen + j], j, f"sub{s}_b_skew{j}")),
-                    pes[0][j].chain_in.eq(0), pes[0][j].chain_valid_in.eq(0),
-                ]
-                for i in range(1, blen):
-                    m.d.comb += [pes[i][j].b_in.eq(pes[i - 1][j].b_out),
-                                 pes[i][j].chain_in.eq(pes[i - 1][j].chain_out),
-                                 pes[i][j].chain_valid_in.eq(pes[i - 1][j].chain_valid_out)]
-            bottom = pes[blen - 1]
-            partial_rows.append([_delay(m, bottom[j].chain_out, blen - 1 - j,
-                                        f"sub{s}_c_deskew{j}") for j in range(blen)])
-            if s == 0:
-                # Every sub-array runs in lockstep: sub-array 0's chain valid stands for all.
-                row_valid = bottom[blen - 1].chain_valid_out
-
-        # -- adder tree across sub-arrays ------------------------------------------------------
+        # -- S sub-arrays in lockstep; their control skew is the same, so it is built once --------
+        control = skew_control(m, valid=beat_valid, first=beat_first, last=beat_last, rows=blen)
         tree = m.submodules.tree = PartialSumTree(sub_arrays=subs, lanes=blen, width=w,
-                                                  overflow=cfg.overflow)
+                                                  overflow=self.overflow)
         for s in range(subs):
-            m.d.comb += [tree.partials[s][j].eq(partial_rows[s][j]) for j in range(blen)]
-        m.d.comb += tree.valid_in.eq(row_valid)
+            grid = m.submodules[f"sub{s}"] = OutputStationaryGrid(
+                rows=blen, cols=blen, a_width=self.a_width, b_width=self.b_width, acc_width=w,
+                overflow=self.overflow)
+            m.d.comb += [grid.a[i].eq(beat_a[s * blen + i]) for i in range(blen)]
+            m.d.comb += [grid.b[j].eq(beat_b[s * blen + j]) for j in range(blen)]
+            m.d.comb += [grid.control[i].eq(control[i]) for i in range(blen)]
+            m.d.comb += tree.partials[s].eq(grid.c)
+            if s == 0:
+                # Every sub-array runs in lockstep: sub-array 0's row valid stands for all.
+                m.d.comb += tree.valid_in.eq(grid.c_valid)
         tree_valid = tree.valid_out
         tree_row = [tree.total[j] for j in range(blen)]
 
@@ -277,10 +265,10 @@ class FlattenedArray(wiring.Component):
         row_index = Signal(range(blen))
         with m.If(tree_valid):
             m.d.sync += row_index.eq(Mux(row_index == blen - 1, 0, row_index + 1))
-        out_row = Signal(result_layout(cfg))
+        out_row = buffer.write.payload
         emit = tree_valid & (row_index < tag.rows)
-        if cfg.mxint:
-            values = self._align(m, cfg, tag, row_index, tree_valid, tree_row)
+        if self.mxint:
+            values = self._align(m, tag, row_index, tree_valid, tree_row)
             emit = emit & tag.final
         else:
             values = tree_row
@@ -288,14 +276,12 @@ class FlattenedArray(wiring.Component):
             tags.r_en.eq(tree_valid & (row_index == blen - 1)),
             out_row.head.eq(tag.head),
             out_row.last.eq(row_index == tag.rows - 1),
-            buffer.fifo.w_data.eq(out_row),
-            buffer.fifo.w_en.eq(emit),
+            buffer.write.valid.eq(emit),
         ]
         m.d.comb += [out_row.c[j].eq(values[j]) for j in range(blen)]
         return m
 
-    @staticmethod
-    def _align(m: Module, cfg: FlattenedArrayConfig, tag, row_index, tree_valid, tree_row):
+    def _align(self, m: Module, tag, row_index, tree_valid, tree_row):
         """MXInt: shift each exact block sum leaving the tree by its exponent sum and add it into
         that element's fixed-point accumulator (LSB = 2^(emin_a + emin_b)), one row per cycle.
 
@@ -303,11 +289,12 @@ class FlattenedArray(wiring.Component):
         one per PE, and stays exact: PEs and tree sum one block's integer products (all with the
         same exponent), the wide accumulator sums blocks.
         """
-        blen, ow = cfg.blen, cfg.output_width
-        half = 1 << (cfg.exponent_width - 1)
+        blen, ow = self.blen, self.output_width
+        half = 1 << (self.exponent_width - 1)
+        span = ((1 << self.exponent_width) - 1) * (self.a_mxint + self.b_mxint)
         # e - emin for a two's-complement exponent is the code with its sign bit flipped.
-        if cfg.a_format == "mxint":
-            a_rel = Signal(unsigned(cfg.exponent_width))
+        if self.a_mxint:
+            a_rel = Signal(unsigned(self.exponent_width))
             with m.Switch(row_index):
                 for r in range(blen):
                     with m.Case(r):
@@ -318,8 +305,8 @@ class FlattenedArray(wiring.Component):
                for r in range(blen)]
         values = []
         for j in range(blen):
-            b_rel = (tag.b_exp[j].as_unsigned() ^ half) if cfg.b_format == "mxint" else 0
-            shift = Signal(range(cfg.exponent_span + 1), name=f"shift_c{j}")
+            b_rel = (tag.b_exp[j].as_unsigned() ^ half) if self.b_mxint else 0
+            shift = Signal(range(span + 1), name=f"shift_c{j}")
             m.d.comb += shift.eq(a_rel + b_rel)
             shifted = Signal(signed(ow), name=f"shifted_c{j}")
             m.d.comb += shifted.eq(tree_row[j].as_signed() << shift)

@@ -5,24 +5,33 @@ no signal crosses the array combinationally and nothing is broadcast: the logic 
 same in a 4x4 and a 64x64 array. Input gaps travel through the array as bubbles (a valid bit rides
 with the data); output backpressure never stalls the array, because a job (output-stationary) or a
 row of A (weight-stationary) is only accepted when the result buffer has room reserved for what it
-will produce (credits, as in Gemmini's controller).
+will produce (credits, as in Gemmini's controller; :class:`hw.primitives.CreditBuffer`).
 
-Numbers: A and B are signed; products are exact; the accumulator is ``accumulator_width`` bits and
-either wraps (two's complement) or saturates after every addition, in order of increasing k. The
-golden model is :func:`software_model.systolic.gemm`.
+Numbers: A and B are signed; products are exact; the accumulator is ``acc_width`` bits and either
+wraps (two's complement) or saturates after every addition, in order of increasing k. The golden
+model is :func:`software_model.systolic.gemm`, the cycle model
+:func:`software_model.systolic.os_schedule` / ``ws_schedule``.
+
+Neighbouring PEs are joined with ``wiring.connect`` on link signatures (:class:`RowOperandLink`,
+:class:`ColumnOperandLink`, :class:`ResultChainLink`, :class:`ActivationLink`,
+:class:`WeightLoadLink`, :class:`PartialSumLink`). :class:`OutputStationaryGrid` (a PE grid with its
+skew and deskew) is shared with the flattened array, which instantiates one per sub-array.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from gen.config.systolic import SystolicArrayConfig
+from hw.primitives import CreditBuffer, check_choice, check_positive, delay, parameter_repr
 
-__all__ = ["OutputStationaryPE", "OutputStationaryArray", "ResultBuffer", "WeightStationaryPE",
-           "WeightStationaryArray", "saturating_add"]
+__all__ = ["OVERFLOW_MODES", "OutputStationaryPE", "OutputStationaryGrid", "OutputStationaryArray",
+           "WeightStationaryPE", "WeightStationaryArray", "RowOperandLink", "ColumnOperandLink",
+           "ResultChainLink", "ActivationLink", "WeightLoadLink", "PartialSumLink",
+           "RowControl", "skew_control", "saturating_add", "accumulate"]
+
+OVERFLOW_MODES = ("wrap", "saturate")
 
 
 def saturating_add(a, b, width: int):
@@ -34,55 +43,91 @@ def saturating_add(a, b, width: int):
 
 
 def accumulate(acc, product, width: int, overflow: str):
+    """``acc + product`` wrapped or saturated to ``width`` signed bits."""
     if overflow == "saturate":
         return saturating_add(acc, product, width)
     return (acc + product)[:width].as_signed()
 
 
-def _check_config(config) -> None:
-    if not isinstance(config, SystolicArrayConfig):
-        raise TypeError(f"Config must be a SystolicArrayConfig, not {config!r}")
+def check_arithmetic(*, a_width, b_width, acc_width, overflow) -> None:
+    """Operand widths 2..64, an accumulator at least as wide as a product, a known overflow."""
+    for name, value in (("A width", a_width), ("B width", b_width)):
+        check_positive(name, value, minimum=2)
+    check_positive("Accumulator width", acc_width, minimum=2)
+    if acc_width < a_width + b_width:
+        raise ValueError(f"Accumulator width must be at least {a_width + b_width} (the product "
+                         f"width), not {acc_width}")
+    check_choice("Overflow", overflow, OVERFLOW_MODES)
 
 
-def _delay(m: Module, signal, stages: int, name: str, *, reset_less: bool = True):
-    """``signal`` delayed by ``stages`` registers (skew and deskew lines)."""
-    for n in range(stages):
-        reg = Signal.like(signal, name=f"{name}_d{n}", reset_less=reset_less)
-        m.d.sync += reg.eq(signal)
-        signal = reg
-    return signal
+# ------------------------------------------------------------------------------------------------
+# Links between neighbouring PEs
+# ------------------------------------------------------------------------------------------------
 
 
-def _pe_grid(m: Module, rows: int, cols: int, make_pe) -> list[list]:
-    pes = [[make_pe(i, j) for j in range(cols)] for i in range(rows)]
+class RowOperandLink(wiring.Signature):
+    """Output-stationary: what moves one PE to the right each cycle (A and the job control)."""
+
+    def __init__(self, a_width: int):
+        super().__init__({"a": Out(signed(a_width)), "valid": Out(1), "first": Out(1),
+                          "last": Out(1)})
+
+
+class ColumnOperandLink(wiring.Signature):
+    """Output-stationary: what moves one PE down each cycle (B)."""
+
+    def __init__(self, b_width: int):
+        super().__init__({"b": Out(signed(b_width))})
+
+
+class ResultChainLink(wiring.Signature):
+    """Output-stationary: finished sums draining down a column, one slot per PE."""
+
+    def __init__(self, acc_width: int):
+        super().__init__({"value": Out(signed(acc_width)), "valid": Out(1)})
+
+
+class ActivationLink(wiring.Signature):
+    """Weight-stationary: an activation moving right, with the weight buffer it multiplies."""
+
+    def __init__(self, a_width: int):
+        super().__init__({"a": Out(signed(a_width)), "valid": Out(1), "buffer": Out(1),
+                          "last": Out(1)})
+
+
+class WeightLoadLink(wiring.Signature):
+    """Weight-stationary: the load bus moving down a column, each weight tagged with its row."""
+
+    def __init__(self, b_width: int, rows: int):
+        super().__init__({"w": Out(signed(b_width)), "valid": Out(1),
+                          "tag": Out(unsigned(max(1, (rows - 1).bit_length()))), "last": Out(1),
+                          "buffer": Out(1)})
+
+
+class PartialSumLink(wiring.Signature):
+    """Weight-stationary: a partial sum moving down a column."""
+
+    def __init__(self, acc_width: int):
+        super().__init__({"value": Out(signed(acc_width))})
+
+
+#: Job control of one row of an output-stationary grid (already skewed to that row).
+RowControl = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+
+
+def skew_control(m: Module, *, valid, first, last, rows: int, name: str = "control"):
+    """Per-row control of an output-stationary grid: row i sees the beat's control i cycles late.
+    Built once and shared by every grid that receives the same beats (the flattened array)."""
+    out = []
     for i in range(rows):
-        for j in range(cols):
-            m.submodules[f"pe_{i}_{j}"] = pes[i][j]
-    return pes
-
-
-def _systolic_flow(m: Module, pes, edge: dict, *, horizontal: bool, skew: bool = True,
-                   resettable: tuple[str, ...] = ()) -> None:
-    """Chain ``<stem>_out`` of each PE to ``<stem>_in`` of the next along rows (``horizontal``) or
-    columns, fed at the array edge by ``edge[stem](lane)``, lane k delayed by k cycles when
-    ``skew`` (so operands meet their partners on the diagonal wave). Valid bits (``resettable``)
-    keep their reset; data registers are reset-less."""
-    rows, cols = len(pes), len(pes[0])
-    lanes, length = (rows, cols) if horizontal else (cols, rows)
-
-    def at(lane, pos):
-        return pes[lane][pos] if horizontal else pes[pos][lane]
-
-    for lane in range(lanes):
-        for stem, source in edge.items():
-            value = source(lane)
-            if skew:
-                value = _delay(m, value, lane, f"{stem}_skew{lane}",
-                               reset_less=stem not in resettable)
-            m.d.comb += getattr(at(lane, 0), f"{stem}_in").eq(value)
-            for pos in range(1, length):
-                m.d.comb += getattr(at(lane, pos), f"{stem}_in").eq(
-                    getattr(at(lane, pos - 1), f"{stem}_out"))
+        row = Signal(RowControl, name=f"{name}_row{i}")
+        m.d.comb += [
+            row.valid.eq(delay(m, valid, i, name=f"{name}_valid_skew{i}", reset_less=False)),
+            row.first.eq(delay(m, first, i, name=f"{name}_first_skew{i}")),
+            row.last.eq(delay(m, last, i, name=f"{name}_last_skew{i}")),
+        ]
+        out.append(row)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,134 +144,170 @@ class OutputStationaryPE(wiring.Component):
     PEs above pass first, so a column emits its rows top to bottom, back to back.
     """
 
-    def __init__(self, *, a_width: int, b_width: int, acc_width: int, overflow: str):
-        if acc_width < a_width + b_width:
-            raise ValueError(f"Accumulator width must be at least {a_width + b_width}, "
-                             f"not {acc_width}")
-        self.acc_width = acc_width
-        self.overflow = overflow
+    def __init__(self, *, a_width: int, b_width: int, acc_width: int, overflow: str = "wrap"):
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        self.a_width, self.b_width = a_width, b_width
+        self.acc_width, self.overflow = acc_width, overflow
         super().__init__({
-            "a_in": In(signed(a_width)), "b_in": In(signed(b_width)),
-            "valid_in": In(1), "first_in": In(1), "last_in": In(1),
-            "a_out": Out(signed(a_width)), "b_out": Out(signed(b_width)),
-            "valid_out": Out(1), "first_out": Out(1), "last_out": Out(1),
-            "chain_in": In(signed(acc_width)), "chain_valid_in": In(1),
-            "chain_out": Out(signed(acc_width)), "chain_valid_out": Out(1),
+            "west": In(RowOperandLink(a_width)), "east": Out(RowOperandLink(a_width)),
+            "north": In(ColumnOperandLink(b_width)), "south": Out(ColumnOperandLink(b_width)),
+            "chain_in": In(ResultChainLink(acc_width)), "chain_out": Out(ResultChainLink(acc_width)),
         })
+
+    def __repr__(self):
+        return parameter_repr(self, "a_width", "b_width", "acc_width", "overflow")
 
     def elaborate(self, platform):
         m = Module()
         w = self.acc_width
+        west, east = self.west, self.east
         acc = Signal(signed(w), reset_less=True)
         shadow = Signal(signed(w), reset_less=True)
         shadow_valid = Signal()
-        a_reg = Signal.like(self.a_out, reset_less=True)
-        b_reg = Signal.like(self.b_out, reset_less=True)
-        chain = Signal(signed(w), reset_less=True)
-        chain_valid = Signal()
-        valid_reg, first_reg, last_reg = Signal(), Signal(reset_less=True), Signal(reset_less=True)
 
-        m.d.sync += [a_reg.eq(self.a_in), b_reg.eq(self.b_in), valid_reg.eq(self.valid_in),
-                     first_reg.eq(self.first_in), last_reg.eq(self.last_in)]
-        m.d.comb += [self.a_out.eq(a_reg), self.b_out.eq(b_reg), self.valid_out.eq(valid_reg),
-                     self.first_out.eq(first_reg), self.last_out.eq(last_reg)]
+        # Operands and control move one PE per cycle; only the valid bit is reset.
+        for src, dst, reset_less in ((west.a, east.a, True), (west.valid, east.valid, False),
+                                     (west.first, east.first, True), (west.last, east.last, True),
+                                     (self.north.b, self.south.b, True)):
+            m.d.comb += dst.eq(delay(m, src, 1, name=f"{dst.name}_reg", reset_less=reset_less))
 
-        product = Signal(signed(self.a_in.shape().width + self.b_in.shape().width))
-        m.d.comb += product.eq(self.a_in * self.b_in)
+        product = Signal(signed(self.a_width + self.b_width))
+        m.d.comb += product.eq(west.a * self.north.b)
         total = Signal(signed(w))
-        m.d.comb += total.eq(Mux(self.first_in, product,
-                                 accumulate(acc, product, w, self.overflow)))
-        with m.If(self.valid_in):
+        m.d.comb += total.eq(Mux(west.first, product, accumulate(acc, product, w, self.overflow)))
+        with m.If(west.valid):
             m.d.sync += acc.eq(total)
 
         # Result chain: through traffic has priority, the shadow waits for a free slot.
+        chain = Signal(signed(w), reset_less=True)
+        chain_valid = Signal()
         drained = Signal()
-        with m.If(self.chain_valid_in):
-            m.d.sync += [chain.eq(self.chain_in), chain_valid.eq(1)]
+        with m.If(self.chain_in.valid):
+            m.d.sync += [chain.eq(self.chain_in.value), chain_valid.eq(1)]
         with m.Elif(shadow_valid):
             m.d.sync += [chain.eq(shadow), chain_valid.eq(1)]
             m.d.comb += drained.eq(1)
         with m.Else():
             m.d.sync += chain_valid.eq(0)
-        with m.If(self.valid_in & self.last_in):
+        with m.If(west.valid & west.last):
             m.d.sync += [shadow.eq(total), shadow_valid.eq(1)]
         with m.Elif(drained):
             m.d.sync += shadow_valid.eq(0)
-        m.d.comb += [self.chain_out.eq(chain), self.chain_valid_out.eq(chain_valid)]
+        m.d.comb += [self.chain_out.value.eq(chain), self.chain_out.valid.eq(chain_valid)]
         return m
 
 
-def _operand_layout(config: SystolicArrayConfig):
-    return data.StructLayout({
-        "a": data.ArrayLayout(signed(config.a_width), config.rows),
-        "b": data.ArrayLayout(signed(config.b_width), config.cols),
-        "last": 1,
-    })
+class OutputStationaryGrid(wiring.Component):
+    """A rows x cols grid of :class:`OutputStationaryPE` with its input skew and output deskew.
 
-
-def _result_layout(config: SystolicArrayConfig):
-    return data.StructLayout({
-        "c": data.ArrayLayout(signed(config.accumulator_width), config.cols),
-        "last": 1,
-    })
-
-
-class ResultBuffer:
-    """Output FIFO plus the credit counter that keeps it from ever overflowing.
-
-    The array drives ``reserve`` with the rows a piece of work will produce in the cycle it admits
-    that work (only when ``credits`` covers it); a credit returns when a row leaves ``results``.
-    Shared by every array that cannot stall its PEs (systolic, flattened).
-
-    The FIFO is a plain ``SyncFIFO``: it takes a write whenever fewer than ``depth`` rows are held,
-    which is exactly what the credits count. ``SyncFIFOBuffered`` does not: at depth 2 it refuses
-    the write in the cycle after one lands in an empty queue (the row is still moving to its
-    output register), and the row was lost.
+    Each cycle ``a`` (column k of A, row i of the tile in lane i) and ``b`` (row k of B) enter;
+    row i's operands are delayed i cycles and column j's j cycles so partners meet on the diagonal
+    wave. ``control[i]`` is row i's job control, already skewed (:func:`skew_control`; the parent
+    builds it, so grids fed the same beats share it). Finished rows of C leave on ``c`` with
+    ``c_valid``, top row first, one per cycle, all columns aligned.
     """
 
-    def __init__(self, m: Module, *, depth: int, width: int, results):
-        self.fifo = m.submodules.result_buffer = SyncFIFO(width=width, depth=depth)
-        self.credits = Signal(range(depth + 1), init=depth)
-        self.reserve = Signal(range(depth + 1))
-        popped = Signal()
-        m.d.comb += [
-            results.payload.eq(self.fifo.r_data),
-            results.valid.eq(self.fifo.r_rdy),
-            self.fifo.r_en.eq(results.ready),
-            popped.eq(results.valid & results.ready),
-        ]
-        m.d.sync += self.credits.eq(self.credits - self.reserve + popped)
+    def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
+                 overflow: str = "wrap"):
+        check_positive("Rows", rows)
+        check_positive("Columns", cols)
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        self.rows, self.cols = rows, cols
+        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
+                                                                     overflow)
+        super().__init__({
+            "a": In(data.ArrayLayout(signed(a_width), rows)),
+            "b": In(data.ArrayLayout(signed(b_width), cols)),
+            "control": In(data.ArrayLayout(RowControl, rows)),
+            "c": Out(data.ArrayLayout(signed(acc_width), cols)),
+            "c_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        pes = [[OutputStationaryPE(a_width=self.a_width, b_width=self.b_width,
+                                   acc_width=self.acc_width, overflow=self.overflow)
+                for _ in range(cols)] for _ in range(rows)]
+        for i in range(rows):
+            for j in range(cols):
+                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+        for i in range(rows):
+            left = pes[i][0].west
+            m.d.comb += [
+                left.a.eq(delay(m, self.a[i], i, name=f"a_skew{i}")),
+                left.valid.eq(self.control[i].valid),
+                left.first.eq(self.control[i].first),
+                left.last.eq(self.control[i].last),
+            ]
+            for j in range(1, cols):
+                wiring.connect(m, pes[i][j - 1].east, pes[i][j].west)
+        for j in range(cols):
+            top = pes[0][j]
+            m.d.comb += [top.north.b.eq(delay(m, self.b[j], j, name=f"b_skew{j}")),
+                         top.chain_in.value.eq(0), top.chain_in.valid.eq(0)]
+            for i in range(1, rows):
+                wiring.connect(m, pes[i - 1][j].south, pes[i][j].north)
+                wiring.connect(m, pes[i - 1][j].chain_out, pes[i][j].chain_in)
+        # Column j's chain runs j cycles behind column 0's: deskew so a row leaves aligned.
+        bottom = pes[rows - 1]
+        for j in range(cols):
+            m.d.comb += self.c[j].eq(delay(m, bottom[j].chain_out.value, cols - 1 - j,
+                                           name=f"c_deskew{j}"))
+        m.d.comb += self.c_valid.eq(bottom[cols - 1].chain_out.valid)
+        return m
 
 
 class OutputStationaryArray(wiring.Component):
     """Output-stationary systolic array.
 
-    ``operands``: one beat per k: column k of A (``a[rows]``) and row k of B (``b[cols]``); ``last``
-    on the K-th beat ends the job (1 <= K <= ``max_k``). ``results``: ``rows`` beats per job, row r
-    of C = A . B, ``last`` on row ``rows - 1``.
+    ``operands``: one beat per k: column k of A (``a[i]`` = A[i, k]) and row k of B (``b[j]`` =
+    B[k, j]); ``last`` on the K-th beat ends the job (any K >= 1). ``results``: ``rows`` beats per
+    job, beat r is row r of C = A . B (``c[j]`` = C[r, j]), ``last`` on row ``rows - 1``.
 
     A job's last beat is accepted only when (1) ``rows`` result rows are free in the result buffer
-    and (2) at least ``rows`` cycles passed since the previous job's last beat, the rate at which a
-    column's result chain drains; every other beat is accepted at once.
+    (``result_depth`` rows, default 2 * rows) and (2) at least ``rows`` cycles passed since the
+    previous job's last beat, the rate at which a column's result chain drains; every other beat is
+    accepted at once. So ``operands.ready`` depends combinationally on ``operands.payload.last``.
     """
 
-    def __init__(self, config: SystolicArrayConfig):
-        _check_config(config)
-        if config.dataflow != "output_stationary":
-            raise ValueError(f"OutputStationaryArray needs dataflow 'output_stationary', "
-                             f"not {config.dataflow!r}")
-        self.config = config
+    def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
+                 overflow: str = "wrap", result_depth: int | None = None):
+        check_positive("Rows", rows)
+        check_positive("Columns", cols)
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        result_depth = 2 * rows if result_depth is None else result_depth
+        if not isinstance(result_depth, int) or result_depth < rows:
+            raise ValueError(f"Result depth must be an integer >= rows = {rows} (one job's "
+                             f"results), not {result_depth!r}")
+        self.rows, self.cols, self.result_depth = rows, cols, result_depth
+        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
+                                                                     overflow)
+        self.operand_layout = data.StructLayout({
+            "a": data.ArrayLayout(signed(a_width), rows),
+            "b": data.ArrayLayout(signed(b_width), cols),
+            "last": 1,
+        })
+        self.result_layout = data.StructLayout({
+            "c": data.ArrayLayout(signed(acc_width), cols),
+            "last": 1,
+        })
         super().__init__({
-            "operands": In(stream.Signature(_operand_layout(config))),
-            "results": Out(stream.Signature(_result_layout(config))),
+            "operands": In(stream.Signature(self.operand_layout)),
+            "results": Out(stream.Signature(self.result_layout)),
         })
 
+    def __repr__(self):
+        return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
+                              "overflow", "result_depth")
+
     def elaborate(self, platform):
-        cfg = self.config
-        rows, cols, w = cfg.rows, cfg.cols, cfg.accumulator_width
         m = Module()
-        buffer = ResultBuffer(m, depth=cfg.result_buffer_rows,
-                              width=_result_layout(cfg).size, results=self.results)
+        rows = self.rows
+        ops = self.operands
+        buffer = m.submodules.result_buffer = CreditBuffer(layout=self.result_layout,
+                                                           depth=self.result_depth)
+        wiring.connect(m, buffer.read, wiring.flipped(self.results))
 
         # -- admission: hold a job's last beat until its results have room -----------------------
         since_last = Signal(range(rows + 1), init=rows)
@@ -234,45 +315,37 @@ class OutputStationaryArray(wiring.Component):
         last_ok = Signal()
         m.d.comb += [
             last_ok.eq((buffer.credits >= rows) & (since_last >= rows)),
-            self.operands.ready.eq(~self.operands.payload.last | last_ok),
+            ops.ready.eq(~ops.payload.last | last_ok),
         ]
-        fire = self.operands.valid & self.operands.ready
-        fire_last = fire & self.operands.payload.last
+        fire = ops.valid & ops.ready
+        fire_last = fire & ops.payload.last
         with m.If(fire_last):
             m.d.sync += since_last.eq(1)
         with m.Elif(since_last < rows):
             m.d.sync += since_last.eq(since_last + 1)
         with m.If(fire):
-            m.d.sync += in_job.eq(~self.operands.payload.last)
+            m.d.sync += in_job.eq(~ops.payload.last)
         m.d.comb += buffer.reserve.eq(Mux(fire_last, rows, 0))
 
-        # -- input register, then skew: row i late by i cycles, column j by j ----------------------
-        beat = Signal(_operand_layout(cfg), reset_less=True)
+        # -- input register, then the grid ---------------------------------------------------------
+        beat = Signal(self.operand_layout, reset_less=True)
         beat_valid, beat_first = Signal(), Signal(reset_less=True)
-        m.d.sync += [beat.eq(self.operands.payload), beat_valid.eq(fire), beat_first.eq(~in_job)]
+        m.d.sync += [beat.eq(ops.payload), beat_valid.eq(fire), beat_first.eq(~in_job)]
+        grid = m.submodules.grid = OutputStationaryGrid(
+            rows=rows, cols=self.cols, a_width=self.a_width, b_width=self.b_width,
+            acc_width=self.acc_width, overflow=self.overflow)
+        control = skew_control(m, valid=beat_valid, first=beat_first, last=beat.last, rows=rows)
+        m.d.comb += [grid.a.eq(beat.a), grid.b.eq(beat.b)]
+        m.d.comb += [grid.control[i].eq(control[i]) for i in range(rows)]
 
-        pes = _pe_grid(m, rows, cols, lambda i, j: OutputStationaryPE(
-            a_width=cfg.a_width, b_width=cfg.b_width, acc_width=w, overflow=cfg.overflow))
-        _systolic_flow(m, pes, {"a": lambda i: beat.a[i], "valid": lambda i: beat_valid,
-                                "first": lambda i: beat_first, "last": lambda i: beat.last},
-                       horizontal=True, resettable=("valid",))
-        _systolic_flow(m, pes, {"b": lambda j: beat.b[j]}, horizontal=False)
-        _systolic_flow(m, pes, {"chain": lambda j: Const(0, signed(w)),
-                                "chain_valid": lambda j: Const(0)}, horizontal=False, skew=False)
-
-        # -- deskew the column outputs (column j is j cycles late) and number the rows -------------
-        bottom = pes[rows - 1]
-        row = Signal(_result_layout(cfg))
-        for j in range(cols):
-            m.d.comb += row.c[j].eq(_delay(m, bottom[j].chain_out, cols - 1 - j, f"c_deskew{j}"))
-        row_valid = bottom[cols - 1].chain_valid_out
+        # -- number the rows leaving the grid ---------------------------------------------------
         row_index = Signal(range(rows))
-        with m.If(row_valid):
+        with m.If(grid.c_valid):
             m.d.sync += row_index.eq(Mux(row_index == rows - 1, 0, row_index + 1))
         m.d.comb += [
-            row.last.eq(row_index == rows - 1),
-            buffer.fifo.w_data.eq(row),
-            buffer.fifo.w_en.eq(row_valid),
+            buffer.write.payload.c.eq(grid.c),
+            buffer.write.payload.last.eq(row_index == rows - 1),
+            buffer.write.valid.eq(grid.c_valid),
         ]
         return m
 
@@ -283,96 +356,106 @@ class OutputStationaryArray(wiring.Component):
 
 
 class WeightStationaryPE(wiring.Component):
-    """One PE of the weight-stationary array.
+    """One PE (row ``row`` of ``rows``) of the weight-stationary array.
 
     Holds two weights (double buffering: one in use, one loading). Weights travel down the column on
     a load bus tagged with their destination row; the job's last weight beat zeroes the rows it
     passes below its own, so a short reduction (K < rows) leaves nothing stale. Activations flow
-    right with the buffer id they use; partial sums flow down.
+    right with the buffer they use; partial sums flow down.
     """
 
     def __init__(self, *, row: int, rows: int, a_width: int, b_width: int, acc_width: int,
-                 overflow: str, bottom: bool):
-        self.row = row
-        self.acc_width = acc_width
-        self.overflow = overflow
-        self.bottom = bottom
-        tag = unsigned(max(1, (rows - 1).bit_length()))
+                 overflow: str = "wrap"):
+        check_positive("Rows", rows)
+        if not isinstance(row, int) or not 0 <= row < rows:
+            raise ValueError(f"Row must be an integer in 0 .. {rows - 1}, not {row!r}")
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        self.row, self.rows = row, rows
+        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
+                                                                     overflow)
         super().__init__({
-            "a_in": In(signed(a_width)), "a_valid_in": In(1), "a_buf_in": In(1), "a_last_in": In(1),
-            "a_out": Out(signed(a_width)), "a_valid_out": Out(1), "a_buf_out": Out(1),
-            "a_last_out": Out(1),
-            "w_in": In(signed(b_width)), "w_valid_in": In(1), "w_tag_in": In(tag),
-            "w_last_in": In(1), "w_buf_in": In(1),
-            "w_out": Out(signed(b_width)), "w_valid_out": Out(1), "w_tag_out": Out(tag),
-            "w_last_out": Out(1), "w_buf_out": Out(1),
-            "psum_in": In(signed(acc_width)), "psum_out": Out(signed(acc_width)),
+            "west": In(ActivationLink(a_width)), "east": Out(ActivationLink(a_width)),
+            "north": In(WeightLoadLink(b_width, rows)), "south": Out(WeightLoadLink(b_width, rows)),
+            "psum_in": In(PartialSumLink(acc_width)), "psum_out": Out(PartialSumLink(acc_width)),
         })
+
+    def __repr__(self):
+        return parameter_repr(self, "row", "rows", "a_width", "b_width", "acc_width", "overflow")
 
     def elaborate(self, platform):
         m = Module()
-        weights = [Signal(self.w_in.shape(), name=f"weight{b}", reset_less=True) for b in (0, 1)]
+        west, north = self.west, self.north
+        weights = [Signal(signed(self.b_width), name=f"weight{b}", reset_less=True) for b in (0, 1)]
 
         # Activation path (to the right) and load bus (down): one register per hop.
-        for src, dst, reset_less in (
-                (self.a_in, self.a_out, True), (self.a_valid_in, self.a_valid_out, False),
-                (self.a_buf_in, self.a_buf_out, True), (self.a_last_in, self.a_last_out, True),
-                (self.w_in, self.w_out, True), (self.w_valid_in, self.w_valid_out, False),
-                (self.w_tag_in, self.w_tag_out, True), (self.w_last_in, self.w_last_out, True),
-                (self.w_buf_in, self.w_buf_out, True)):
-            reg = Signal.like(src, name=f"{dst.name}_reg", reset_less=reset_less)
-            m.d.sync += reg.eq(src)
-            m.d.comb += dst.eq(reg)
+        for src, dst in ((west, self.east), (north, self.south)):
+            for name in src.signature.members:
+                m.d.comb += getattr(dst, name).eq(delay(
+                    m, getattr(src, name), 1, name=f"{getattr(dst, name).name}_reg",
+                    reset_less=name != "valid"))
 
-        mine = self.w_tag_in == self.row
-        below_last = self.w_last_in & (self.w_tag_in < self.row) if self.row else Const(0)
-        with m.If(self.w_valid_in & (mine | below_last)):
+        mine = north.tag == self.row
+        below_last = north.last & (north.tag < self.row) if self.row else Const(0)
+        with m.If(north.valid & (mine | below_last)):
             for b in (0, 1):
-                with m.If(self.w_buf_in == b):
-                    m.d.sync += weights[b].eq(Mux(mine, self.w_in, 0))
+                with m.If(north.buffer == b):
+                    m.d.sync += weights[b].eq(Mux(mine, north.w, 0))
 
-        weight = Mux(self.a_buf_in, weights[1], weights[0])
-        product = Signal(signed(self.a_in.shape().width + self.w_in.shape().width))
-        m.d.comb += product.eq(self.a_in * weight)
+        weight = Mux(west.buffer, weights[1], weights[0])
+        product = Signal(signed(self.a_width + self.b_width))
+        m.d.comb += product.eq(west.a * weight)
         psum = Signal(signed(self.acc_width), reset_less=True)
-        m.d.sync += psum.eq(accumulate(self.psum_in, product, self.acc_width, self.overflow))
-        m.d.comb += self.psum_out.eq(psum)
+        m.d.sync += psum.eq(accumulate(self.psum_in.value, product, self.acc_width, self.overflow))
+        m.d.comb += self.psum_out.value.eq(psum)
         return m
 
 
 class WeightStationaryArray(wiring.Component):
     """Weight-stationary systolic array.
 
-    ``weights``: rows 0..K-1 of B (``b[cols]``), ``last`` on row K-1 (K <= rows). ``activations``:
-    rows of A (``a[rows]``; lanes >= K meet zero weights), ``last`` on the job's final row.
-    ``results``: one row of C per activation row, ``last`` on the job's final row. The n-th weight
-    packet pairs with the n-th activation packet.
+    ``weights``: rows 0..K-1 of B (``b[j]`` = B[k, j]), ``last`` on row K-1 (K <= rows).
+    ``activations``: rows of A (``a[i]`` = A[m, i]; lanes >= K meet zero weights), ``last`` on the
+    job's final row. ``results``: one row of C per activation row (``c[j]`` = C[m, j]), ``last`` on
+    the job's final row. The n-th weight packet pairs with the n-th activation packet.
 
     Weights for job n+1 load while job n computes; a weight packet is accepted once the activations
     of the job two back have all entered (its buffer is free), an activation once its job's weights
-    have all entered and the result buffer has a free row.
+    have all entered and the result buffer (``result_depth`` rows, default rows + cols + 4) has a
+    free row. So a driver must interleave: weights of job n+2 wait for job n's activations.
     """
 
-    def __init__(self, config: SystolicArrayConfig):
-        _check_config(config)
-        if config.dataflow != "weight_stationary":
-            raise ValueError(f"WeightStationaryArray needs dataflow 'weight_stationary', "
-                             f"not {config.dataflow!r}")
-        self.config = config
+    def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
+                 overflow: str = "wrap", result_depth: int | None = None):
+        check_positive("Rows", rows)
+        check_positive("Columns", cols)
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        result_depth = rows + cols + 4 if result_depth is None else result_depth
+        check_positive("Result depth", result_depth)
+        self.rows, self.cols, self.result_depth = rows, cols, result_depth
+        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
+                                                                     overflow)
+        self.weight_layout = data.StructLayout({"b": data.ArrayLayout(signed(b_width), cols),
+                                                "last": 1})
+        self.activation_layout = data.StructLayout({"a": data.ArrayLayout(signed(a_width), rows),
+                                                    "last": 1})
+        self.result_layout = data.StructLayout({"c": data.ArrayLayout(signed(acc_width), cols),
+                                                "last": 1})
         super().__init__({
-            "weights": In(stream.Signature(data.StructLayout({
-                "b": data.ArrayLayout(signed(config.b_width), config.cols), "last": 1}))),
-            "activations": In(stream.Signature(data.StructLayout({
-                "a": data.ArrayLayout(signed(config.a_width), config.rows), "last": 1}))),
-            "results": Out(stream.Signature(_result_layout(config))),
+            "weights": In(stream.Signature(self.weight_layout)),
+            "activations": In(stream.Signature(self.activation_layout)),
+            "results": Out(stream.Signature(self.result_layout)),
         })
 
+    def __repr__(self):
+        return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
+                              "overflow", "result_depth")
+
     def elaborate(self, platform):
-        cfg = self.config
-        rows, cols, w = cfg.rows, cfg.cols, cfg.accumulator_width
         m = Module()
-        buffer = ResultBuffer(m, depth=cfg.result_buffer_rows,
-                              width=_result_layout(cfg).size, results=self.results)
+        rows, cols = self.rows, self.cols
+        buffer = m.submodules.result_buffer = CreditBuffer(layout=self.result_layout,
+                                                           depth=self.result_depth)
+        wiring.connect(m, buffer.read, wiring.flipped(self.results))
 
         # -- admission ---------------------------------------------------------------------------
         loaded = Signal(range(3))       # weight packets fully in whose activations are not
@@ -396,10 +479,10 @@ class WeightStationaryArray(wiring.Component):
         m.d.comb += buffer.reserve.eq(a_fire)
 
         # -- input registers ---------------------------------------------------------------------
-        wbeat = Signal.like(self.weights.payload, reset_less=True)
-        wbeat_valid, wbeat_tag, wbeat_buf = Signal(), Signal.like(w_tag, reset_less=True), \
-            Signal(reset_less=True)
-        abeat = Signal.like(self.activations.payload, reset_less=True)
+        wbeat = Signal(self.weight_layout, reset_less=True)
+        wbeat_valid, wbeat_tag = Signal(), Signal.like(w_tag, reset_less=True)
+        wbeat_buf = Signal(reset_less=True)
+        abeat = Signal(self.activation_layout, reset_less=True)
         abeat_valid, abeat_buf = Signal(), Signal(reset_less=True)
         m.d.sync += [
             wbeat.eq(self.weights.payload), wbeat_valid.eq(w_fire), wbeat_tag.eq(w_tag),
@@ -407,27 +490,39 @@ class WeightStationaryArray(wiring.Component):
             abeat.eq(self.activations.payload), abeat_valid.eq(a_fire), abeat_buf.eq(a_buf),
         ]
 
-        pes = _pe_grid(m, rows, cols, lambda i, j: WeightStationaryPE(
-            row=i, rows=rows, a_width=cfg.a_width, b_width=cfg.b_width, acc_width=w,
-            overflow=cfg.overflow, bottom=(i == rows - 1)))
-        _systolic_flow(m, pes, {"a": lambda i: abeat.a[i], "a_valid": lambda i: abeat_valid,
-                                "a_buf": lambda i: abeat_buf, "a_last": lambda i: abeat.last},
-                       horizontal=True, resettable=("a_valid",))
-        _systolic_flow(m, pes, {"w": lambda j: wbeat.b[j], "w_valid": lambda j: wbeat_valid,
-                                "w_tag": lambda j: wbeat_tag, "w_last": lambda j: wbeat.last,
-                                "w_buf": lambda j: wbeat_buf},
-                       horizontal=False, resettable=("w_valid",))
-        _systolic_flow(m, pes, {"psum": lambda j: Const(0, signed(w))}, horizontal=False,
-                       skew=False)
+        pes = [[WeightStationaryPE(row=i, rows=rows, a_width=self.a_width, b_width=self.b_width,
+                                   acc_width=self.acc_width, overflow=self.overflow)
+                for _ in range(cols)] for i in range(rows)]
+        for i in range(rows):
+            for j in range(cols):
+                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+        # Row i's activations enter i cycles late, column j's load bus j cycles late.
+        for i in range(rows):
+            left = pes[i][0].west
+            for name, value in (("a", abeat.a[i]), ("valid", abeat_valid),
+                                ("buffer", abeat_buf), ("last", abeat.last)):
+                m.d.comb += getattr(left, name).eq(delay(
+                    m, value, i, name=f"a_{name}_skew{i}", reset_less=name != "valid"))
+            for j in range(1, cols):
+                wiring.connect(m, pes[i][j - 1].east, pes[i][j].west)
+        for j in range(cols):
+            top = pes[0][j].north
+            for name, value in (("w", wbeat.b[j]), ("valid", wbeat_valid), ("tag", wbeat_tag),
+                                ("last", wbeat.last), ("buffer", wbeat_buf)):
+                m.d.comb += getattr(top, name).eq(delay(
+                    m, value, j, name=f"w_{name}_skew{j}", reset_less=name != "valid"))
+            m.d.comb += pes[0][j].psum_in.value.eq(0)
+            for i in range(1, rows):
+                wiring.connect(m, pes[i - 1][j].south, pes[i][j].north)
+                wiring.connect(m, pes[i - 1][j].psum_out, pes[i][j].psum_in)
 
         # -- bottom row: column j's sum leaves j cycles after column 0's; deskew -------------------
         bottom = pes[rows - 1]
-        row = Signal(_result_layout(cfg))
         for j in range(cols):
-            m.d.comb += row.c[j].eq(_delay(m, bottom[j].psum_out, cols - 1 - j, f"c_deskew{j}"))
+            m.d.comb += buffer.write.payload.c[j].eq(delay(m, bottom[j].psum_out.value,
+                                                           cols - 1 - j, name=f"c_deskew{j}"))
         m.d.comb += [
-            row.last.eq(bottom[cols - 1].a_last_out),
-            buffer.fifo.w_data.eq(row),
-            buffer.fifo.w_en.eq(bottom[cols - 1].a_valid_out),
+            buffer.write.payload.last.eq(bottom[cols - 1].east.last),
+            buffer.write.valid.eq(bottom[cols - 1].east.valid),
         ]
         return m

@@ -236,13 +236,34 @@ def test_config_round_trips_through_dict():
     assert cfg.sub_arrays == 8 and cfg.multipliers == 128 and cfg.tree_levels == 3
 
 
-def test_array_rejects_wrong_config_type_and_invalid_config():
-    from gen.config.systolic import SystolicArrayConfig
+_FLAT = dict(blen=4, mlen=16, a_width=8, b_width=8, acc_width=24)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"blen": 0}, "BLEN must be a positive integer, not 0"),
+    ({"mlen": 6}, r"MLEN must be BLEN \(4\) times a power of two, not 6"),
+    ({"mlen": 12}, r"MLEN must be BLEN \(4\) times a power of two, not 12"),
+    ({"a_width": 1}, "A width must be an integer >= 2, not 1"),
+    ({"acc_width": 15}, r"Accumulator width must be at least 16 \(the product width\), not 15"),
+    ({"overflow": "clip"}, "Overflow must be one of 'wrap', 'saturate', not 'clip'"),
+    ({"a_mxint": True, "overflow": "saturate"}, "Overflow must be 'wrap' with an MXInt operand"),
+    ({"a_mxint": True, "output_width": 30}, r"Output width must be at least 39 .*not 30"),
+    ({"output_width": 30}, r"Output width must equal the accumulator width \(24\)"),
+    ({"heads": 0}, "Heads must be a positive integer, not 0"),
+    ({"result_depth": 3}, r"Result depth must be an integer >= BLEN = 4 .*not 3"),
+])
+def test_array_rejects_bad_arguments(change, message):
     from hw.flattened import FlattenedArray
-    with pytest.raises(TypeError, match="FlattenedArrayConfig"):
-        FlattenedArray(SystolicArrayConfig())
-    with pytest.raises(ValueError, match="mlen must be a multiple of blen = 4, not 6"):
-        FlattenedArray(FlattenedArrayConfig(blen=4, mlen=6))
+    with pytest.raises(ValueError, match=message):
+        FlattenedArray(**{**_FLAT, **change})
+
+
+def test_component_latency_equals_cycle_model():
+    from hw.flattened import flat_latency as rtl_latency
+    from software_model.flattened import flat_latency
+    for blen in (1, 2, 4, 8):
+        for subs in (1, 2, 4, 16):
+            assert rtl_latency(blen, subs) == flat_latency(blen, subs)
 
 
 # -- co-simulation ----------------------------------------------------------------------------------

@@ -122,16 +122,52 @@ def test_config_round_trips_through_dict():
     assert again == cfg and again.config_hash == cfg.config_hash
 
 
-def test_pe_rejects_narrow_accumulator():
-    from hw.systolic import OutputStationaryPE
-    with pytest.raises(ValueError, match="at least 16, not 12"):
-        OutputStationaryPE(a_width=8, b_width=8, acc_width=12, overflow="wrap")
+_ARRAY = dict(rows=4, cols=4, a_width=8, b_width=8, acc_width=24)
 
 
-def test_array_rejects_wrong_dataflow():
+@pytest.mark.parametrize("change,message", [
+    ({"rows": 0}, "Rows must be a positive integer, not 0"),
+    ({"cols": -1}, "Columns must be a positive integer, not -1"),
+    ({"a_width": 1}, "A width must be an integer >= 2, not 1"),
+    ({"b_width": "8"}, "B width must be an integer >= 2, not '8'"),
+    ({"acc_width": 12}, r"Accumulator width must be at least 16 \(the product width\), not 12"),
+    ({"overflow": "clip"}, "Overflow must be one of 'wrap', 'saturate', not 'clip'"),
+])
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+def test_arrays_reject_bad_arguments(dataflow, change, message):
+    from hw.systolic import OutputStationaryArray, WeightStationaryArray
+    cls = OutputStationaryArray if dataflow == "output_stationary" else WeightStationaryArray
+    with pytest.raises(ValueError, match=message):
+        cls(**{**_ARRAY, **change})
+
+
+def test_output_stationary_rejects_result_depth_below_one_job():
+    from hw.systolic import OutputStationaryArray
+    with pytest.raises(ValueError, match=r"Result depth must be an integer >= rows = 4 .*not 3"):
+        OutputStationaryArray(**_ARRAY, result_depth=3)
+
+
+def test_weight_stationary_rejects_zero_result_depth():
     from hw.systolic import WeightStationaryArray
-    with pytest.raises(ValueError, match="needs dataflow 'weight_stationary'"):
-        WeightStationaryArray(SystolicArrayConfig())
+    with pytest.raises(ValueError, match="Result depth must be a positive integer, not 0"):
+        WeightStationaryArray(**_ARRAY, result_depth=0)
+
+
+def test_pes_reject_bad_arguments():
+    from hw.systolic import OutputStationaryPE, WeightStationaryPE
+    with pytest.raises(ValueError, match=r"at least 16 \(the product width\), not 12"):
+        OutputStationaryPE(a_width=8, b_width=8, acc_width=12, overflow="wrap")
+    with pytest.raises(ValueError, match="Row must be an integer in 0 .. 3, not 4"):
+        WeightStationaryPE(row=4, rows=4, a_width=8, b_width=8, acc_width=16)
+
+
+def test_config_maps_onto_component_parameters():
+    cfg = SystolicArrayConfig(rows=3, cols=5, a_type="int4", b_type="int6", max_k=9,
+                              overflow="saturate", result_buffer=7)
+    array = cfg.elaborate()
+    array._MustUse__silence = True      # inspected, not elaborated
+    assert (array.rows, array.cols, array.a_width, array.b_width) == (3, 5, 4, 6)
+    assert (array.acc_width, array.overflow, array.result_depth) == (13, "saturate", 7)
 
 
 # -- co-simulation ----------------------------------------------------------------------------------

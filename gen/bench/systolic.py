@@ -103,7 +103,7 @@ def _pe_verilog(cfg):
                                 acc_width=cfg.accumulator_width, overflow=cfg.overflow)
     else:
         pe = WeightStationaryPE(row=1, rows=cfg.rows, a_width=cfg.a_width, b_width=cfg.b_width,
-                                acc_width=cfg.accumulator_width, overflow=cfg.overflow, bottom=False)
+                                acc_width=cfg.accumulator_width, overflow=cfg.overflow)
     name = f"{cfg.top_name}_pe"
     return verilog.convert(pe, name=name, emit_src=False), name
 

@@ -158,6 +158,14 @@ class FlattenedArrayConfig(SignedOperands, ConfigBase):
             yield Problem("result_buffer", self.result_buffer,
                           f"at least blen = {self.blen} (one job's results)")
 
+    def parameters(self) -> dict:
+        return {"blen": self.blen, "mlen": self.mlen, "a_width": self.a_width,
+                "b_width": self.b_width, "acc_width": self.accumulator_width,
+                "overflow": self.overflow, "a_mxint": self.a_format == "mxint",
+                "b_mxint": self.b_format == "mxint", "exponent_width": self.exponent_width,
+                "output_width": self.output_width, "heads": self.heads,
+                "transpose_b": self.transpose_b, "result_depth": self.result_buffer_rows}
+
     def elaborate(self):
         from hw.flattened import FlattenedArray
-        return FlattenedArray(self)
+        return FlattenedArray(**self.parameters())

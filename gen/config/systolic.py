@@ -120,8 +120,13 @@ class SystolicArrayConfig(SignedOperands, ConfigBase):
             yield Problem("result_buffer", self.result_buffer,
                           f"at least rows = {self.rows} (one job's results) for output_stationary")
 
+    def parameters(self) -> dict:
+        return {"rows": self.rows, "cols": self.cols, "a_width": self.a_width,
+                "b_width": self.b_width, "acc_width": self.accumulator_width,
+                "overflow": self.overflow, "result_depth": self.result_buffer_rows}
+
     def elaborate(self):
         from hw.systolic import OutputStationaryArray, WeightStationaryArray
         if self.dataflow == "output_stationary":
-            return OutputStationaryArray(self)
-        return WeightStationaryArray(self)
+            return OutputStationaryArray(**self.parameters())
+        return WeightStationaryArray(**self.parameters())

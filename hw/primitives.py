@@ -1,0 +1,225 @@
+"""RTL primitives every accelgen block is built from, written once.
+
+* :class:`PipelineStage`: one register slice of a stream (``ready`` looks only at the output
+  register, so a chain of stages is fully pipelined and never combinationally long).
+* :class:`GlobalEnable`: the control of a fixed-depth pipeline that advances as a whole whenever its
+  output register is free (``advance = ~valid | ready``): the valid bit of every stage, the input's
+  ``ready``. Cheaper than a :class:`PipelineStage` per stage when the datapath is wide.
+* :func:`delay`: a line of registers (skew and deskew of systolic arrays, control that rides
+  beside a datapath).
+* :class:`CreditBuffer`: an output FIFO whose free rows are handed out as credits, so a datapath
+  that cannot stall (a systolic array) only admits work whose results are sure to fit.
+* :func:`adder_tree`: pairwise sum in a fixed order, optionally one register per level.
+* :func:`max_tree`, :func:`leading_one`.
+
+The golden models define the order of additions; :func:`adder_tree`'s order is
+:func:`software_model.ternary.pairwise_sum_order` (adjacent pairs per level, an odd last term
+passes through), which matters whenever an addition rounds, wraps or saturates.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from amaranth import Module, Mux, Shape, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "delay", "adder_tree", "max_tree",
+           "leading_one", "tree_depth", "check_positive", "check_choice", "parameter_repr"]
+
+
+def check_positive(name: str, value, *, minimum: int = 1) -> int:
+    """Constructor argument check in the amaranth style: an integer >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, not {value!r}")
+    return value
+
+
+def parameter_repr(component, *names: str) -> str:
+    """``Name(a=1, b='x')`` from the component's attributes; safe to call on a component whose
+    constructor raised (amaranth reprs an unused elaboratable when it is collected)."""
+    shown = ", ".join(f"{n}={getattr(component, n, '?')!r}" for n in names)
+    return f"{type(component).__name__}({shown})"
+
+
+def check_choice(name: str, value, choices: Sequence) -> object:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, "
+                         f"not {value!r}")
+    return value
+
+
+class PipelineStage(wiring.Component):
+    """One register slice: ``i`` in, ``o`` out one cycle later.
+
+    ``i.ready`` is ``~o.valid | o.ready``: the stage takes a beat when its register is empty or is
+    being emptied. The payload register has no reset (it is meaningless while ``o.valid`` is low).
+    """
+
+    def __init__(self, layout):
+        self._layout = layout
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        payload = Signal(self._layout, reset_less=True)
+        with m.If(self.i.ready):
+            m.d.sync += [self.o.valid.eq(self.i.valid), payload.eq(self.i.payload)]
+        m.d.comb += self.o.payload.eq(payload)
+        return m
+
+
+class GlobalEnable:
+    """Control of a ``stages``-deep pipeline from ``source`` (an input stream) to ``sink`` (an
+    output stream) whose registers all load when ``advance`` is high.
+
+    ``advance = ~sink.valid | sink.ready``: the pipeline moves whenever its last register is empty
+    or being read, so it holds one beat per stage at full rate and stalls as a whole under
+    backpressure. ``valid[0]`` is the input's valid, ``valid[n]`` the valid bit of stage n's
+    registers (reset to 0); ``sink.valid`` is ``valid[stages]``. The datapath registers of stage n
+    load ``with m.If(ctl.advance)``.
+    """
+
+    def __init__(self, m: Module, *, source, sink, stages: int, name: str = "stage"):
+        check_positive("Stages", stages)
+        self.stages = stages
+        self.advance = Signal(name=f"{name}_advance")
+        m.d.comb += [self.advance.eq(~sink.valid | sink.ready), source.ready.eq(self.advance)]
+        self.valid = [source.valid]
+        for n in range(stages):
+            reg = Signal(name=f"{name}{n + 1}_valid")
+            with m.If(self.advance):
+                m.d.sync += reg.eq(self.valid[-1])
+            self.valid.append(reg)
+        m.d.comb += sink.valid.eq(self.valid[-1])
+
+    @property
+    def take(self) -> Value:
+        """High in a cycle the input beat is taken."""
+        return self.valid[0] & self.advance
+
+
+def delay(m: Module, value, cycles: int, *, name: str, reset_less: bool = True,
+          enable: Value | None = None):
+    """``value`` delayed by ``cycles`` registers (loading only when ``enable``, if given).
+
+    Data lines are ``reset_less``; a valid bit travelling beside them passes ``reset_less=False``
+    so nothing is seen valid after reset.
+    """
+    if not isinstance(cycles, int) or cycles < 0:
+        raise ValueError(f"Delay must be a non-negative integer, not {cycles!r}")
+    for n in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{n}", reset_less=reset_less)
+        if enable is None:
+            m.d.sync += reg.eq(value)
+        else:
+            with m.If(enable):
+                m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class CreditBuffer(wiring.Component):
+    """Output FIFO of ``depth`` rows plus the credit counter that keeps it from overflowing.
+
+    A producer that cannot stall drives ``reserve`` with the rows a piece of work will write, in
+    the cycle it admits that work, and admits it only while ``credits`` covers it; rows then
+    arrive on ``write`` whenever they are ready (``write.ready`` is never needed). A credit comes
+    back in the cycle after a row leaves on ``read``.
+
+    The FIFO is a plain :class:`~amaranth.lib.fifo.SyncFIFO`: it accepts a write whenever fewer
+    than ``depth`` rows are held, exactly what the credits count. ``SyncFIFOBuffered`` does not (at
+    depth 2 it refuses the write in the cycle after one lands in an empty queue, while the row
+    moves to its output register) and rows were lost.
+    """
+
+    def __init__(self, *, layout, depth: int):
+        check_positive("Depth", depth)
+        self.depth = depth
+        self._width = Shape.cast(layout).width
+        super().__init__({
+            "write": In(stream.Signature(layout)),
+            "read": Out(stream.Signature(layout)),
+            "reserve": In(range(depth + 1)),
+            "credits": Out(range(depth + 1), init=depth),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        fifo = m.submodules.fifo = SyncFIFO(width=self._width, depth=self.depth)
+        wiring.connect(m, wiring.flipped(self.write), fifo.w_stream)
+        wiring.connect(m, fifo.r_stream, wiring.flipped(self.read))
+        popped = self.read.valid & self.read.ready
+        m.d.sync += self.credits.eq(self.credits - self.reserve + popped)
+        return m
+
+
+def tree_depth(count: int) -> int:
+    """Levels of a pairwise tree over ``count`` terms."""
+    return max(0, (count - 1).bit_length())
+
+
+def adder_tree(m: Module, terms: Sequence, *, add: Callable | None = None, shape=None,
+               registered: bool = False, enable: Value | None = None, name: str = "tree"):
+    """Sum ``terms`` pairwise: adjacent pairs per level, an odd last term passes through.
+
+    ``add(a, b)`` is the binary operation (default ``a + b``, which Amaranth widens by a bit per
+    level so nothing overflows; pass a wrapping, saturating or floating-point adder to get that
+    arithmetic in this order). With ``registered`` every level is a register stage (loading when
+    ``enable``, if given) of ``shape`` (default: the width the sum needs), so the tree adds
+    ``tree_depth(len(terms))`` cycles and one adder to the longest path.
+    """
+    values = list(terms)
+    if not values:
+        raise ValueError("Adder tree needs at least one term")
+    add = add or (lambda a, b: a + b)
+    level = 0
+    while len(values) > 1:
+        nxt = []
+        for p in range(0, len(values) - 1, 2):
+            total = add(values[p], values[p + 1])
+            if registered:
+                reg = Signal(shape if shape is not None else Value.cast(total).shape(),
+                             name=f"{name}_l{level}_{p // 2}", reset_less=True)
+                if enable is None:
+                    m.d.sync += reg.eq(total)
+                else:
+                    with m.If(enable):
+                        m.d.sync += reg.eq(total)
+                total = reg
+            nxt.append(total)
+        if len(values) % 2:
+            odd = values[-1]
+            if registered:
+                odd = delay(m, odd, 1, name=f"{name}_l{level}_pass", enable=enable)
+            nxt.append(odd)
+        values = nxt
+        level += 1
+    return values[0]
+
+
+def max_tree(values: Sequence):
+    """Balanced tree of 2-input maxima: depth ceil(log2 n) comparators instead of n - 1."""
+    level = list(values)
+    if not level:
+        raise ValueError("Max tree needs at least one value")
+    while len(level) > 1:
+        nxt = [Mux(a > b, a, b) for a, b in zip(level[0::2], level[1::2])]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def leading_one(m: Module, value, name: str):
+    """Index of the highest set bit of ``value`` (0 when ``value`` is 0)."""
+    value = Value.cast(value)
+    pos = Signal(range(max(2, len(value))), name=name)
+    for i in range(len(value)):     # later (higher) bits override: the top set bit wins
+        with m.If(value[i]):
+            m.d.comb += pos.eq(i)
+    return pos

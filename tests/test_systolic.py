@@ -245,3 +245,21 @@ def test_cycle_model_equals_amaranth_sim(config_seed, dataflow):
     first = np.cumsum([0] + rows_per_job)[:-1]
     assert [out[f] for f in first] == [j.first_out for j in model], repr(cfg)
     assert [out[f + r - 1] for f, r in zip(first, rows_per_job)] == [j.last_out for j in model]
+
+
+def test_presets_really_overflow():
+    """A preset that names an overflow mode must be able to reach it: the worst-case sum of its
+    longest job (most-negative operands) leaves the accumulator's range. Both modes, both
+    dataflows and the flattened array are covered."""
+    from gen.config.flattened import FlattenedArrayConfig  # noqa: F401 (kind registered)
+    seen = set()
+    for kind in ("systolic_array", "flattened_array"):
+        for cfg in preset_configs(kind):
+            k = cfg.block_size if getattr(cfg, "mxint", False) else cfg.max_k
+            worst = k * (1 << (cfg.a_width - 1)) * (1 << (cfg.b_width - 1))
+            if cfg.accumulator_width < cfg.exact_acc_width:
+                assert worst > (1 << (cfg.accumulator_width - 1)) - 1, cfg.name
+                seen.add((kind, getattr(cfg, "dataflow", "flattened"), cfg.overflow))
+    assert {("systolic_array", "output_stationary", "wrap"),
+            ("systolic_array", "weight_stationary", "saturate"),
+            ("flattened_array", "flattened", "saturate")} <= seen, seen

@@ -136,7 +136,7 @@ def _int_in(option: str, lo: int, hi: int):
 
 
 def cmd_check(args) -> int:
-    from gen.estimate import WARN_CELLS, estimate, format_count
+    from gen.estimate import WARN_CELLS, estimate, format_count, format_seconds
 
     configs = _load_all(args.configs)
     limit = _max_cells_default()
@@ -152,8 +152,9 @@ def cmd_check(args) -> int:
                   "unless --max-cells is raised", file=sys.stderr)
         elif est.cells > WARN_CELLS:
             print(f"{path}: warning: estimated ~{format_count(est.cells)} cells (above "
-                  f"{WARN_CELLS:,}): generation alone takes about a minute or more, synthesis "
-                  "and co-simulation far longer", file=sys.stderr)
+                  f"{WARN_CELLS:,}): generation takes ~{format_seconds(est.seconds)}, synthesis "
+                  "and a Verilator build far longer (a 219k-cell array: 12 min of synthesis)",
+                  file=sys.stderr)
     return EXIT_OK
 
 

@@ -31,14 +31,14 @@ from typing import Callable, Iterator
 __all__ = ["SizeEstimate", "estimate", "WARN_CELLS", "DEFAULT_MAX_CELLS", "CALIBRATION",
            "heartbeat", "format_count", "format_seconds"]
 
-#: ``check`` warns above this many estimated cells: generation still takes under half a minute,
+#: ``check`` warns above this many estimated cells: generation takes half a minute or so,
 #: but synthesis takes a quarter of an hour and more (the 16x16 int8 array, 219k cells: 12 min),
 #: and a Verilator build several minutes.
 WARN_CELLS = 250_000
 #: ``rtl``/``lint``/``cosim``/``synth`` refuse designs above this many estimated cells unless
-#: ``--max-cells`` (or ACCELGEN_MAX_CELLS) raises it: about a minute of generation and several
-#: GB of memory, 4x the largest array the benchmarks build (16x16 int8, 219k cells) and 5x the
-#: largest preset (flattened_b8_m32_int4_mxint8, ~170k).
+#: ``--max-cells`` (or ACCELGEN_MAX_CELLS) raises it: about a minute of generation, hours of
+#: synthesis; 4.5x the largest array the benchmarks build (16x16 int8, 219k cells) and almost 7x
+#: the largest preset (flattened_b8_m32_int4_mxint8, ~146k).
 DEFAULT_MAX_CELLS = 1_000_000
 
 # Flip-flop areas as gen.synth costs them (enable, no reset: datapath; enable + reset: control).
@@ -50,23 +50,24 @@ _MUX2 = 2.33
 #: ``accelgen bench estimate`` (gen/bench/estimate.py): area factor = median of synthesized area
 #: over the structural sum, GE per cell = median of gen.synth's area / cells, both over the
 #: presets small enough to synthesize in a minute plus the synthesis figures the README and docs
-#: publish (systolic 4x4..16x16 OS/WS, flattened 4x16, nine MXInt dot products); generation
-#: speed = Amaranth elaboration + Verilog conversion without cache on the shared 2-core machine,
-#: rounded down to the slowest configs measured (weight-stationary arrays, large FP16 ternary
-#: units), so the time is an upper estimate. Worst cells error of the fit: 1.2x systolic and
-#: flattened, 1.6x MXInt (2-bit dot product, 2-bit linear layer), 1.04x float_add.
+#: publish (systolic 4x4..16x16 OS/WS, flattened 4x16 and square 8x8, nine MXInt dot products).
+#: Generation speed = Amaranth elaboration + Verilog conversion without cache, measured on the
+#: shared 2-core machine at load averages from 1 to 12; the slower figures are kept, so the
+#: printed time is an upper estimate on a busy machine. Estimated / synthesized cells of the fit:
+#: systolic 0.89-1.02, flattened 1.00, MXInt 0.81-1.54 (worst: 2-bit dot product), float_add
+#: 0.98-1.02; ternary area comes from gen.cost_model (mean 3.5% error on 73 configs).
 CALIBRATION: dict[str, tuple[float, float, float]] = {
-    "systolic_array": (1.02, 2.15, 15000.0),
-    "flattened_array": (1.02, 2.05, 20000.0),
-    "mxint_cast": (0.90, 1.60, 15000.0),
-    "mxint_dot": (0.98, 1.57, 15000.0),
-    "mxint_accumulator": (0.95, 1.81, 15000.0),
+    "systolic_array": (1.02, 2.15, 8000.0),
+    "flattened_array": (1.02, 2.05, 10000.0),
+    "mxint_cast": (0.90, 1.60, 5000.0),
+    "mxint_dot": (0.98, 1.57, 10000.0),
+    "mxint_accumulator": (0.95, 1.81, 8000.0),
     "mxint_linear": (0.76, 1.53, 15000.0),
-    "ternary_lut": (1.00, 1.46, 4000.0),    # area from gen.cost_model (3.5% mean error)
-    "float_add": (1.03, 1.58, 15000.0),
+    "ternary_lut": (1.00, 1.46, 4000.0),
+    "float_add": (1.03, 1.58, 8000.0),
 }
-#: Fixed cost of any generation (imports, Verilog back end start-up), seconds.
-_BASE_SECONDS = 0.3
+#: Fixed cost of any generation (imports, hashing the generator sources, the Verilog back end).
+_BASE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def _add_max_cells(p: argparse.ArgumentParser) -> None:
     from gen.estimate import DEFAULT_MAX_CELLS
     p.add_argument("--max-cells", type=_positive_int("--max-cells"), default=None, metavar="N",
                    help="refuse configs whose estimated size is above N mapped cells (default: "
-                        f"ACCELGEN_MAX_CELLS or {DEFAULT_MAX_CELLS:,}, about five minutes of "
+                        f"ACCELGEN_MAX_CELLS or {DEFAULT_MAX_CELLS:,}, about a minute of "
                         "generation; 'accelgen check' prints each config's estimate)")
 
 
@@ -351,7 +351,7 @@ def _cosim_epilog() -> str:
         except Exception:  # noqa: BLE001 - help must always print
             module, tests = "?", None
         lines.append(f"  {kind} ({module}): " + (", ".join(tests) if tests else "-"))
-    lines.append("Exit status: 0 every result matched, 1 a mismatch or build failure, "
+    lines.append("\nExit status: 0 every result matched, 1 a mismatch or build failure, "
                  "2 bad config or arguments.")
     return "\n".join(lines)
 
@@ -477,6 +477,21 @@ def cmd_fuzz(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps each line of a description or epilog to the terminal, keeping the line breaks and
+    indentation written into it (lists of tests and benchmarks stay one per line)."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+        lines = []
+        for line in text.splitlines():
+            lead = line[:len(line) - len(line.lstrip())]
+            hang = "  " if lead else ""         # an indented line is a list item
+            lines += textwrap.wrap(line.strip(), width, initial_indent=indent + lead,
+                                   subsequent_indent=indent + lead + hang) or [""]
+        return "\n".join(lines)
+
+
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose epilog may be computed when help is shown (``epilog_fn``), so help
     pages can list benchmarks and cocotb tests without every command paying for it."""
@@ -496,7 +511,7 @@ def add_command(sub, name: str, func, summary: str, description: str | None = No
     """One subcommand: ``summary`` in ``accelgen --help``, ``description`` (default: the summary)
     atop ``accelgen NAME --help``."""
     p = sub.add_parser(name, help=summary, description=description or summary, epilog=epilog,
-                       epilog_fn=epilog_fn, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog_fn=epilog_fn, formatter_class=_Formatter)
     p.set_defaults(func=func)
     return p
 
@@ -535,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "All or nothing: every config is generated into a staging folder inside OUT "
                     "first and the folders are moved into place only when all succeeded; a "
                     "config owns OUT/<name>/ and nothing else is touched.",
-                    "Exit status: 0 ok, 1 generation or lint failed (nothing written), "
+                    "Exit status: 0 ok, 1 a generation failed (nothing written) or lint failed, "
                     "2 bad config, too large (--max-cells) or bad arguments.")
     p.add_argument("configs", nargs="*", metavar="CONFIG",
                    help="YAML config file(s); default: every file in configs/")
@@ -606,6 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "design-space exploration sweep (see 'accelgen dse --help')")
     try:
         importlib.import_module("gen.dse").add_arguments(p)
+        import textwrap                         # its epilog is a verbatim file format:
+        p.description = textwrap.fill(p.description or "", 78)   # wrap only the description
     except ImportError:
         p.add_argument("sweep", nargs="?")
 

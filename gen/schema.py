@@ -425,6 +425,9 @@ def _unwrap_optional(tp) -> tuple[Any, bool]:
     return tp, False
 
 
+_YAML_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
 def yaml_text(value: Any) -> str:
     """A default as YAML spells it: ``int8`` and ``wrap`` bare, ``null``, ``true``, ``[1, 2]``."""
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", value) \
@@ -437,7 +440,7 @@ def _yaml_type_name(tp, f: dataclasses.Field) -> str:
     """The YAML type a key takes: a field parsed from text (``int8``) is a string in YAML even
     when the dataclass holds a number."""
     inner, optional = _unwrap_optional(tp)
-    names = {int: "integer", float: "number", bool: "boolean", str: "string"}
+    names = _YAML_TYPES
     if f.metadata.get("parse") is not None:
         name = "string"
     elif typing.get_origin(inner) is tuple:
@@ -457,14 +460,15 @@ def _allowed_text(tp, f: dataclasses.Field) -> str:
     inner, optional = _unwrap_optional(tp)
     if meta.get("choices") is not None:
         text = "one of " + ", ".join(_show(c) for c in meta["choices"])
-    elif typing.get_origin(inner) is tuple:
-        elem = typing.get_args(inner)[0]
-        text = f"a list of {elem.__name__}"
     elif isinstance(inner, type) and issubclass(inner, ConfigBase):
         text = "a mapping"
     else:
+        is_list = typing.get_origin(inner) is tuple
+        elem = typing.get_args(inner)[0] if is_list else inner
         name = {int: "integer", float: "number", bool: "true or false", str: "string"}.get(
-            inner, getattr(inner, "__name__", str(inner)))
+            elem, getattr(elem, "__name__", str(elem)))
+        if is_list:
+            name = f"a list of {name}s" if name != "true or false" else "a list of true/false"
         lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and hi is not None:
             text = f"{name} {lo} .. {hi}"
@@ -507,7 +511,8 @@ def _convert(raw: Any, tp, f: dataclasses.Field, path: str, problems: list[Probl
         ok = True
         for i, item in enumerate(raw):
             if not _is_type(item, elem):
-                problems.append(Problem(f"{path}[{i}]", item, f"{elem.__name__}"))
+                problems.append(Problem(f"{path}[{i}]", item,
+                                        f"{_YAML_TYPES.get(elem, elem.__name__)}"))
                 ok = False
             else:
                 out.append(item)

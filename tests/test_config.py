@@ -137,6 +137,20 @@ def test_misspelt_kind_still_reports_the_other_problems(tmp_path, capsys):
     assert "colz: unknown key (did you mean 'cols'?)" in err
 
 
+@pytest.mark.parametrize("kind, nearest", [
+    ("Systolic_Array", "systolic_array"), ("systolic", "systolic_array"), ("lut", "ternary_lut"),
+    ("flattened-array", "flattened_array"), ("mxint_dots", "mxint_dot"), ("banana", None),
+])
+def test_kind_suggestions(tmp_path, capsys, kind, nearest):
+    path = _write(tmp_path, "k.yaml", f"kind: {kind}\n")
+    code, _out, err = _run(capsys, "check", str(path))
+    assert code == 2
+    if nearest:
+        assert f"(did you mean '{nearest}'?)" in err
+    else:
+        assert "did you mean" not in err
+
+
 # --------------------------------------------------------------------------- names
 
 

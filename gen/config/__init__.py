@@ -56,27 +56,43 @@ def config_from_dict(data: Any, *, source: str = "<config>", default_name: str |
         cls = config_class(kind)
         return cls.from_dict(data, source=source, defaults=_name_default(default_name))
     known = sorted(GENERATORS)
-    close = (difflib.get_close_matches(kind, known, n=1, cutoff=0.6)
-             if isinstance(kind, str) else [])
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    close, similar = _nearest_kind(kind, known)
+    hint = f" (did you mean '{close}'?)" if close else ""
     value = show_value(kind) if "kind" in data else "nothing (the key is required)"
     problems = [Problem("kind", kind, "", message=(
         f"got {value}{hint}; allowed: one of " + ", ".join(known)))]
-    if close:
+    if close and similar:
         # Check everything else as the nearest kind would, so a typo in 'kind' does not hide
         # the other problems of the file.
         try:
-            config_class(close[0]).from_dict({**data, "kind": close[0]}, source=source,
-                                             defaults=_name_default(default_name))
+            config_class(close).from_dict({**data, "kind": close}, source=source,
+                                          defaults=_name_default(default_name))
         except ConfigError as exc:
             problems += [replace(p, message=(p.message or f"got {show_value(p.value)}; allowed: "
-                                             f"{p.allowed}") + f" (checked as {close[0]})")
+                                             f"{p.allowed}") + f" (checked as {close})")
                          for p in exc.problems]
     elif "name" in data:
         why = name_problem(data["name"])
         if why is not None:
             problems.append(Problem("name", data["name"], why))
     raise ConfigError(source, problems)
+
+
+def _nearest_kind(kind: Any, known: list[str]) -> tuple[str | None, bool]:
+    """The known kind nearest to ``kind`` (ignoring case, '-' for '_'), and whether it is near
+    enough to check the rest of the file against (a suggestion costs nothing; checking against
+    a wrong kind would bury the real problems)."""
+    if not isinstance(kind, str) or not kind.strip():
+        return None, False
+    text = kind.strip().lower().replace("-", "_").replace(" ", "_")
+    scored = sorted(((difflib.SequenceMatcher(None, text, k).ratio(), k) for k in known),
+                    reverse=True)
+    ratio, best = scored[0]
+    if text in best.split("_") or best.startswith(text):      # 'lut', 'systolic', 'mxint'
+        ratio = max(ratio, 0.6)
+    if ratio < 0.4:
+        return None, False
+    return best, ratio >= 0.6
 
 
 def _name_default(default_name: str | None) -> dict:

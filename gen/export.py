@@ -227,7 +227,7 @@ def export_many(configs: list[ConfigBase], root: str | Path, *, use_cache: bool 
             start = time.monotonic()
             try:
                 verilog_name, manifest = _write_files(config, folder, use_cache=use_cache)
-            except (Exception, KeyboardInterrupt) as exc:
+            except Exception as exc:    # Ctrl-C passes through; the staging folder goes either way
                 raise ExportError(
                     f"generating {config.name} ({n + 1} of {len(configs)}) failed: "
                     f"{type(exc).__name__}: {exc}; nothing was written to {root}") from exc

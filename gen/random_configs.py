@@ -30,7 +30,7 @@ SMALL: dict[str, dict[str, Any]] = {
         "result_buffer": (1, 12),
     },
     "flattened_array": {
-        "blen": (1, 4), "mlen": [4, 8, 16], "a_type": [f"int{w}" for w in range(2, 9)],
+        "blen": (1, 4), "mlen": [1, 2, 4, 8, 16], "a_type": [f"int{w}" for w in range(2, 9)],
         "b_type": [f"int{w}" for w in range(2, 9)], "block_size": [1, 2, 4, 8, 16],
         "exponent_width": (2, 4), "max_blocks": (1, 8), "max_k": (1, 40),
         "acc_width": (4, 24), "heads": (1, 4), "result_buffer": (1, 24),

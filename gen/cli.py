@@ -439,9 +439,50 @@ def _cycle_steps(config, m: int, k: int, n: int) -> int:
     return -(-k // config.rows) * col_tiles * m
 
 
-def cmd_cycles(args) -> int:
-    from software_model.systolic import scalesim_cycles, tiled_gemm_cycles
+#: Longest SCALE-Sim run ``accelgen cycles --json`` starts (about three minutes).
+SCALESIM_MAX_CYCLES = 1_000_000
 
+
+def cycles_report(config, m: int, k: int, n: int) -> dict:
+    """The cycle model's figures for an M x K x N GEMM on a systolic config, SCALE-Sim's closed
+    form beside them and, when the optional ``scalesim`` group is installed, the simulator's."""
+    from gen.bench.systolic import SCALESIM_MEMORY_BUDGET, native_memory
+    from gen.scalesim import available, scalesim_cached, scalesim_run
+    from software_model.systolic import ksplit_accumulation, scalesim_cycles, tiled_gemm_cycles
+
+    kw = {"rows": config.rows, "cols": config.cols, "dataflow": config.dataflow}
+    mem = native_memory(config)
+    ours = tiled_gemm_cycles(m, k, n, **kw, buffer_rows=config.result_buffer_rows,
+                             max_k=config.max_k, memory=mem)
+    closed = scalesim_cycles(m, k, n, **kw)
+    macs = m * k * n
+    real = scalesim_cached(m, k, n, **kw)
+    if real is None and available():
+        # SCALE-Sim walks every cycle (~0.2 ms and ~40 bytes per array edge word each): run it
+        # only where that stays within a few minutes and the benches' memory budget.
+        if closed <= SCALESIM_MAX_CYCLES and \
+                closed * (config.rows + config.cols) * 40 <= SCALESIM_MEMORY_BUDGET:
+            real = scalesim_run(m, k, n, **kw)
+        else:
+            real = {"skipped": f"{closed:,} cycles: above the {SCALESIM_MAX_CYCLES:,}-cycle or "
+                               "memory limit of an interactive run (python -m gen.scalesim_fill "
+                               "style runs have none)"}
+    return {
+        "config": config.name, "m": m, "k": k, "n": n, "array": f"{config.rows}x{config.cols}",
+        "dataflow": config.dataflow,
+        "model": {"source": "software_model.systolic.tiled_gemm_cycles (= RTL, cocotb "
+                            "cycle_model)",
+                  "cycles": ours["cycles"], "utilization": ours["utilization"], "macs": macs,
+                  "ksplit": ksplit_accumulation(m, k, n, **kw, max_k=config.max_k,
+                                                acc_width=config.accumulator_width),
+                  "memory_bound": ours["memory"]},
+        "scalesim_closed_form": {"cycles": closed,
+                                 "utilization": macs / ((closed - 1) * config.rows * config.cols)},
+        "scalesim": real,
+    }
+
+
+def cmd_cycles(args) -> int:
     config = _load_all([args.config])[0]
     if config.kind != "systolic_array":
         raise _Usage(f"{args.config} is a {config.kind}; the cycle model covers "
@@ -452,6 +493,10 @@ def cmd_cycles(args) -> int:
         raise _Usage(f"--m {args.m} --k {args.k} --n {args.n} tiles into {steps:,} array {unit} "
                      f"on '{config.name}'; the cycle model walks at most {CYCLE_STEPS_MAX:,} (a "
                      "smaller GEMM has the same utilization once it is many tiles long)")
+    if args.json:
+        print(json.dumps(cycles_report(config, args.m, args.k, args.n), indent=2))
+        return EXIT_OK
+    from software_model.systolic import scalesim_cycles, tiled_gemm_cycles
     max_k = config.max_k if config.dataflow == "output_stationary" else None
     ours = tiled_gemm_cycles(args.m, args.k, args.n, rows=config.rows, cols=config.cols,
                              dataflow=config.dataflow, buffer_rows=config.result_buffer_rows,
@@ -598,8 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(sub, "cycles", cmd_cycles,
                     "analytical cycles of an M x K x N GEMM on a systolic config",
                     "Cycles and PE utilization of an M x K x N GEMM tiled onto a systolic_array "
-                    "config (the cycle model the RTL is held equal to), beside SCALE-Sim's "
-                    "analytical estimate. Output-stationary jobs are split at the config's "
+                    "config (the cycle model the RTL is held equal to), beside the closed form of "
+                    "what SCALE-Sim v3 simulates (--json: also the real simulator, memory-bound "
+                    "cycles and the K-split cost). Output-stationary jobs are split at the config's "
                     f"max_k. Dimensions 1 .. 2^31; at most {CYCLE_STEPS_MAX:,} steps of the model "
                     "(output-stationary jobs, or weight-stationary jobs x M).")
     p.add_argument("config", metavar="CONFIG", help="systolic_array YAML config")
@@ -609,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reduction length")
     p.add_argument("--n", type=_positive_int("--n", GEMM_DIM_MAX), required=True,
                    help="columns of B and C")
+    p.add_argument("--json", action="store_true",
+                   help="the full report as JSON: the model's cycles, its memory-bound cycles and "
+                        "K-split cost, SCALE-Sim's closed form and, with the optional scalesim "
+                        "group, the real simulator's cycles and utilization")
 
     p = add_command(sub, "bench", cmd_bench, "run benchmarks; JSON/CSV/PNG results into --out",
                     "Run benchmarks; each writes machine-readable results (JSON, CSV, PNG) into "

@@ -645,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Cycles and PE utilization of an M x K x N GEMM tiled onto a systolic_array "
                     "config (the cycle model the RTL is held equal to), beside the closed form of "
                     "what SCALE-Sim v3 simulates (--json: also the real simulator, memory-bound "
-                    "cycles and the K-split cost). Output-stationary jobs are split at the config's "
+                    "cycles and the K-split cost). Output-stationary jobs are split at the "
+                    "config's "
                     f"max_k. Dimensions 1 .. 2^31; at most {CYCLE_STEPS_MAX:,} steps of the model "
                     "(output-stationary jobs, or weight-stationary jobs x M).")
     p.add_argument("config", metavar="CONFIG", help="systolic_array YAML config")

@@ -13,13 +13,14 @@ synthesized hierarchically, from the unit's own RTL at smaller sizes:
 * For FP16/BF16 the same holds along L: L tables of identical float adders, L lookups and L - 1
   float adders per lane tree (no widths grow), so the area is bilinear in (L, K) and four flat
   syntheses at L in (2, 4) (or the point's own L when it is smaller) and K in (1, 2) give it.
-  (L in (1, 2) for LUT units with mu >= 3, whose float tables are large.) Integer trees widen
-  with L, so integer points are always synthesized at their own L.
+  (L in (1, 2, 3) for LUT units with mu >= 3, whose float tables are large.) Integer trees
+  widen with L, so integer points are always synthesized at their own L.
 
 The area is a least-squares fit of that structure to every synthesis of the same architecture,
-activation and mu (:func:`family_points`), which averages out ABC's run-to-run spread. ``FLAT_CHECKS``
-are mid-size points also synthesized flat, to show the hierarchical figure agrees with a flat
-synthesis (computed from the shortest base, K = 1 and 2, and nothing else). Every synthesis goes through :func:`gen.dse.synthesize_cached`
+activation and mu (:func:`family_points`), which averages out ABC's run-to-run spread.
+``FLAT_CHECKS`` are mid-size points also synthesized flat, to show the hierarchical figure agrees
+with a flat synthesis (computed from the shortest base, K = 1 and 2, and nothing else). Every
+synthesis goes through :func:`gen.dse.synthesize_cached`
 (build/dse/synth/<config hash>.json), so an interrupted campaign loses at most the synthesis it
 was running:
 
@@ -112,7 +113,7 @@ FLAT_CHECKS: list[tuple] = [
 
 def point_config(arch: str, act: str, mu: int, lanes_l: int, lanes_k: int):
     from gen.config import config_from_dict
-    from gen.dse import _point_name
+    from gen.dse.ternary import _point_name
 
     data = {"kind": "ternary_lut", "architecture": arch, "activation": act, "mu": mu,
             "lanes_l": lanes_l, "lanes_k": lanes_k, "mirrored": True,

@@ -87,7 +87,7 @@ def _digest() -> str:
     root = Path(__file__).parents[2]
     text = b"".join((root / p).read_bytes() for p in (
         "gen/estimate.py", "software_model/systolic.py", "software_model/flattened.py",
-        "gen/dse/arrays.py"))
+        "software_model/memory.py", "gen/cycles.py", "gen/dse/arrays.py"))
     return hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -247,10 +247,8 @@ class SystolicDse(_ArrayDse):
 
     @staticmethod
     def gemm_cycles(config, m, k, n) -> int:
-        from software_model.systolic import tiled_gemm_cycles
-        return tiled_gemm_cycles(m, k, n, rows=config.rows, cols=config.cols,
-                                 dataflow=config.dataflow, buffer_rows=config.result_buffer_rows,
-                                 max_k=config.max_k)["cycles"]
+        from gen.cycles import systolic_cycles
+        return systolic_cycles(config, m, k, n, scalesim=False)["model"]["cycles"]
 
 
 class FlattenedDse(_ArrayDse):
@@ -281,13 +279,5 @@ class FlattenedDse(_ArrayDse):
 
     @staticmethod
     def gemm_cycles(config, m, k, n) -> int:
-        from software_model.flattened import flat_tiled_cycles
-        if config.mxint:
-            return flat_tiled_cycles(m, k, n, blen=config.blen, mlen=config.mlen,
-                                     buffer_rows=config.result_buffer_rows,
-                                     block_size=config.block_size)["cycles"]
-        chunks = math.ceil(k / config.max_k)
-        return sum(flat_tiled_cycles(m, min(config.max_k, k - c * config.max_k), n,
-                                     blen=config.blen, mlen=config.mlen,
-                                     buffer_rows=config.result_buffer_rows)["cycles"]
-                   for c in range(chunks))
+        from gen.cycles import flattened_cycles
+        return flattened_cycles(config, m, k, n, scalesim=False)["model"]["cycles"]

@@ -15,14 +15,12 @@ import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gen.registry import KINDS
+
 __all__ = ["DseKind", "DSE_KINDS", "dse_kind"]
 
-#: kind -> "module:Class" of its DseKind, imported on first use.
-DSE_KINDS: dict[str, str] = {
-    "ternary_lut": "gen.dse.ternary:TernaryDse",
-    "systolic_array": "gen.dse.arrays:SystolicDse",
-    "flattened_array": "gen.dse.arrays:FlattenedDse",
-}
+#: kind -> "module:Class" of its DseKind (the registry's ``dse`` entries), imported on first use.
+DSE_KINDS: dict[str, str] = {name: record.dse for name, record in KINDS.items() if record.dse}
 
 _cache: dict[str, "DseKind"] = {}
 

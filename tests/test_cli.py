@@ -210,17 +210,23 @@ def test_cycles_argument_ranges(capsys, argv, fragment):
 
 def test_cycles_on_a_non_systolic_config(capsys):
     code, _out, err = _run(capsys, "cycles", SMALL, "--m", "1", "--k", "1", "--n", "1")
-    assert code == 2 and "cycle model covers systolic_array" in err
+    assert code == 2 and "has no cycle model; kinds with one: systolic_array" in err
 
 
 def test_cycles_splits_output_stationary_jobs_at_max_k(capsys):
     os_preset = str(preset_paths(prefix="systolic_os_4x4")[0])
-    code, out, _err = _run(capsys, "cycles", os_preset, "--m", "4", "--k", "1024", "--n", "4")
+    code, out, _err = _run(capsys, "cycles", os_preset, "--m", "4", "--k", "1024", "--n", "4",
+                           "--json")
     assert code == 0
+    from gen.config import load_config
     from software_model.systolic import tiled_gemm_cycles
+    cfg = load_config(os_preset)
+    assert cfg.max_k < 1024
     expected = tiled_gemm_cycles(4, 1024, 4, rows=4, cols=4, dataflow="output_stationary",
-                                 buffer_rows=8, max_k=256)
-    assert json.loads(out)["cycles"] == expected["cycles"]
+                                 buffer_rows=cfg.result_buffer_rows, max_k=cfg.max_k)
+    unsplit = tiled_gemm_cycles(4, 1024, 4, rows=4, cols=4, dataflow="output_stationary",
+                                buffer_rows=cfg.result_buffer_rows)
+    assert json.loads(out)["model"]["cycles"] == expected["cycles"] != unsplit["cycles"]
 
 
 @pytest.mark.parametrize("argv, fragment", [

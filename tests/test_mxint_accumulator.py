@@ -1,10 +1,17 @@
-"""MXIntAccumulator: config rules and the bit-exact cocotb regression over every preset."""
+"""MXIntAccumulator: config rules, constructor checks, the fast amaranth.sim tier and the
+bit-exact cocotb regression over every preset."""
+import re
+
+import numpy as np
 import pytest
 
+from cosim.mxint_accumulator import corner_sums, random_sum, sum_expected, term_beats
+from cosim.pysim import run_streams
 from cosim.runner import run_cosim
 from cosim.runner import preset_configs
 from gen.config import config_from_dict
 from gen.schema import ConfigError
+from hw.mxint_accumulator import MXIntAccumulator
 
 PRESETS = preset_configs("mxint_accumulator")
 
@@ -45,6 +52,90 @@ def test_mode_choices():
     assert "t.yaml: mode: got 'round'; allowed: one of 'exact', 'shift'" in _reject(
         {"mode": "round"})
 
+
+# ------------------------------------------------------------------ constructor checks
+
+_ACC = dict(lanes=2, input_width=8, exponent_width=4)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"lanes": 0}, "Lanes must be a positive integer, not 0"),
+    ({"input_width": 1}, "Input width must be an integer >= 2, not 1"),
+    ({"exponent_width": "4"}, "Exponent width must be an integer >= 2, not '4'"),
+    ({"mode": "round"}, "Mode must be one of 'exact', 'shift', not 'round'"),
+    ({"mode": "shift", "acc_width": 7},
+     "Accumulator width must be an integer >= input width (8) in shift mode, not 7"),
+    ({"mode": "shift"},
+     "Accumulator width must be an integer >= input width (8) in shift mode, not None"),
+    ({"acc_width": 32}, "Accumulator width must be None in exact mode (the width follows from "
+                        "the input and exponent widths and max_terms), not 32"),
+    ({"max_terms": 0}, "Max terms must be a positive integer, not 0"),
+])
+def test_accumulator_rejects_bad_arguments(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MXIntAccumulator(**{**_ACC, **change})
+
+
+def test_config_maps_onto_parameters():
+    for c in PRESETS:
+        unit = c.elaborate()
+        assert (unit.sum_width, unit.exponent_min) == (c.sum_width, c.exponent_min)
+        assert c.parameters() == {"lanes": c.lanes, "input_width": c.input_width,
+                                  "exponent_width": c.exponent_width, "mode": c.mode,
+                                  "acc_width": c.acc_width, "max_terms": c.max_terms}
+
+
+def test_shift_exponent_holds_the_longest_sum():
+    """Regression: the shift-mode sum exponent had exponent_width + 2 bits, but negative terms
+    (whose floor shift never reaches 0) renormalise again and again; 200 terms of -8 at the top
+    exponent took the exponent of the narrow preset (acc_width 4) to 58, which wrapped to 12."""
+    cfg = config_from_dict({"kind": "mxint_accumulator", "lanes": 1, "input_width": 4,
+                            "exponent_width": 4, "mode": "shift", "acc_width": 4,
+                            "max_terms": 200})
+    exps, values = [7] * 200, np.full((200, 1), -8)
+    expected = sum_expected(cfg, exps, values)
+    run = run_streams(cfg.elaborate(), {"terms": term_beats(exps, values)}, {"sums": 1})
+    assert run.outputs["sums"] == [expected]
+    assert expected["exponent"] > (1 << (cfg.exponent_width + 1)) - 1   # beyond the old field
+
+
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+def random_fields(seed):
+    rng = np.random.default_rng(seed)
+    fields = {"lanes": int(rng.integers(1, 5)), "input_width": int(rng.integers(2, 25)),
+              "exponent_width": int(rng.integers(2, 7)), "max_terms": int(rng.integers(1, 65)),
+              "mode": str(rng.choice(["exact", "shift"]))}
+    if fields["mode"] == "shift":
+        fields["acc_width"] = fields["input_width"] + int(rng.integers(0, 9))
+    return fields
+
+
+FAST_CONFIGS = [
+    {"lanes": 1, "input_width": 2, "exponent_width": 2, "max_terms": 1},
+    {"lanes": 1, "input_width": 2, "exponent_width": 2, "mode": "shift", "acc_width": 2},
+    {"lanes": 3, "input_width": 5, "exponent_width": 3, "mode": "shift", "acc_width": 7},
+    random_fields(1), random_fields(3),
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_accumulator_fast(fields, profile):
+    cfg = config_from_dict({"kind": "mxint_accumulator", **fields})
+    rng = np.random.default_rng(7)
+    longest = min(12, cfg.max_terms)
+    jobs = corner_sums(cfg) + [random_sum(cfg, rng, int(rng.integers(1, longest + 1)))
+                               for _ in range(16)]
+    beats = [beat for exps, values in jobs for beat in term_beats(exps, values)]
+    expected = [sum_expected(cfg, exps, values) for exps, values in jobs]
+    run = run_streams(cfg.elaborate(), {"terms": beats}, {"sums": len(expected)},
+                      profile=profile, seed=5)
+    assert len(run.outputs["sums"]) == len(expected) >= 17
+    assert run.outputs["sums"] == expected
 
 
 @pytest.mark.cosim

@@ -1,10 +1,19 @@
-"""MXIntCast: config rules and the bit-exact cocotb regression over every preset."""
+"""MXIntCast: config rules, constructor checks, the fast amaranth.sim tier and the bit-exact
+cocotb regression over every preset."""
+import re
+
+import numpy as np
 import pytest
 
+from cosim.mxint_cast import cast_expected
+from cosim.mxint_common import corner_float_blocks, random_float_block
+from cosim.pysim import run_streams
 from cosim.runner import preset_configs
 from cosim.runner import run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
+from hw.mxint_cast import MXIntCast
+from software_model.mxint import MXIntFormat
 
 PRESETS = preset_configs("mxint_cast")
 
@@ -28,6 +37,66 @@ def test_config_rejects(key, value, allowed):
         config_from_dict({"kind": "mxint_cast", key: value}, source="t.yaml")
     assert f"t.yaml: {key}: got" in str(info.value) and allowed in str(info.value)
 
+
+# ------------------------------------------------------------------ constructor checks
+
+_CAST = dict(input_format="fp16", fmt=MXIntFormat(8, 8, 5))
+
+
+@pytest.mark.parametrize("change,error,message", [
+    ({"input_format": "fp8"}, ValueError,
+     "Input format must be one of 'fp16', 'bf16', 'fp32', not 'fp8'"),
+    ({"fmt": "mxint8"}, TypeError, "Format must be an MXIntFormat, not 'mxint8'"),
+])
+def test_cast_rejects_bad_arguments(change, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        MXIntCast(**{**_CAST, **change})
+
+
+def test_config_maps_onto_parameters():
+    cfg = config_from_dict({"kind": "mxint_cast", "input_format": "bf16", "block_size": 4,
+                            "element_width": 5, "exponent_width": 3, "rounding": "half_away"})
+    assert cfg.parameters() == {"input_format": "bf16",
+                                "fmt": MXIntFormat(5, 4, 3, "half_away", "twos_complement")}
+    assert repr(cfg.elaborate()).startswith("MXIntCast(input_format='bf16', fmt=MXIntFormat(")
+
+
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+def random_fields(seed):
+    """Seeded random valid parameters, small blocks so the simulation stays quick."""
+    rng = np.random.default_rng(seed)
+    return {"input_format": str(rng.choice(["fp16", "bf16", "fp32"])),
+            "block_size": int(rng.integers(1, 9)), "element_width": int(rng.integers(2, 17)),
+            "exponent_width": int(rng.integers(2, 11)),
+            "exponent_encoding": str(rng.choice(["twos_complement", "biased"])),
+            "rounding": str(rng.choice(["half_even", "half_away"]))}
+
+
+FAST_CONFIGS = [
+    {"input_format": "fp32", "block_size": 1, "element_width": 2, "exponent_width": 2},
+    {"input_format": "fp16", "block_size": 4, "element_width": 6, "exponent_width": 4,
+     "exponent_encoding": "biased", "rounding": "half_even"},
+    random_fields(1), random_fields(2),
+]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_cast_fast(fields, profile):
+    cfg = config_from_dict({"kind": "mxint_cast", **fields})
+    k = cfg.block_size
+    rng = np.random.default_rng(7)
+    blocks = corner_float_blocks(k, cfg.input_format)
+    blocks += [random_float_block(rng, k, cfg.input_format) for _ in range(24)]
+    expected = [cast_expected(cfg.fmt, cfg.input_format, bits) for bits in blocks]
+    run = run_streams(cfg.elaborate(), {"values": [[int(b) for b in bits] for bits in blocks]},
+                      {"blocks": len(expected)}, profile=profile, seed=5)
+    assert len(run.outputs["blocks"]) == len(expected) == 36
+    assert run.outputs["blocks"] == expected
 
 
 @pytest.mark.cosim

@@ -34,6 +34,8 @@ def corner_sums(cfg):
         ([lo, hi], np.array([[vmax] * lanes, [vmin] * lanes])),       # widest alignment
         ([hi, lo] * (n // 2), np.tile([[vmax] * lanes, [1] * lanes], (n // 2, 1))),
         ([0] * 4, np.array([[1] * lanes, [-1] * lanes, [vmin] * lanes, [vmax] * lanes])),
+        # lanes differ: odd lanes overflow (renormalising every lane), even lanes stay small
+        ([hi] * n, np.tile([[vmax if lane % 2 else 1 for lane in range(lanes)]], (n, 1))),
     ]
     # a sum holds 1 .. max_terms terms
     return [(exps, values) for exps, values in jobs if 1 <= len(exps) <= cfg.max_terms]

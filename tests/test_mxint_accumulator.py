@@ -10,6 +10,7 @@ from cosim.pysim import run_streams
 from cosim.runner import run_cosim
 from cosim.runner import preset_configs
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
 from hw.mxint_accumulator import MXIntAccumulator
 
@@ -104,38 +105,37 @@ def test_shift_exponent_holds_the_longest_sum():
 PROFILES = ("smooth", "backpressure", "bursty")
 
 
-def random_fields(seed):
-    rng = np.random.default_rng(seed)
-    fields = {"lanes": int(rng.integers(1, 5)), "input_width": int(rng.integers(2, 25)),
-              "exponent_width": int(rng.integers(2, 7)), "max_terms": int(rng.integers(1, 65)),
-              "mode": str(rng.choice(["exact", "shift"]))}
-    if fields["mode"] == "shift":
-        fields["acc_width"] = fields["input_width"] + int(rng.integers(0, 9))
-    return fields
-
-
 FAST_CONFIGS = [
     {"lanes": 1, "input_width": 2, "exponent_width": 2, "max_terms": 1},
     {"lanes": 1, "input_width": 2, "exponent_width": 2, "mode": "shift", "acc_width": 2},
     {"lanes": 3, "input_width": 5, "exponent_width": 3, "mode": "shift", "acc_width": 7},
-    random_fields(1), random_fields(3),
 ]
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
-def test_accumulator_fast(fields, profile):
-    cfg = config_from_dict({"kind": "mxint_accumulator", **fields})
-    rng = np.random.default_rng(7)
+def check_fast(cfg, profile, seed=5):
+    rng = np.random.default_rng(seed)
     longest = min(12, cfg.max_terms)
     jobs = corner_sums(cfg) + [random_sum(cfg, rng, int(rng.integers(1, longest + 1)))
                                for _ in range(16)]
     beats = [beat for exps, values in jobs for beat in term_beats(exps, values)]
     expected = [sum_expected(cfg, exps, values) for exps, values in jobs]
     run = run_streams(cfg.elaborate(), {"terms": beats}, {"sums": len(expected)},
-                      profile=profile, seed=5)
-    assert len(run.outputs["sums"]) == len(expected) >= 17
-    assert run.outputs["sums"] == expected
+                      profile=profile, seed=seed)
+    assert len(run.outputs["sums"]) == len(expected) >= 18
+    assert run.outputs["sums"] == expected, f"{cfg!r} under {profile}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_accumulator_fast(fields, profile):
+    check_fast(config_from_dict({"kind": "mxint_accumulator", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_accumulator_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_accumulator", 1, config_seed + index)[0], profile,
+               seed=index)
 
 
 @pytest.mark.cosim

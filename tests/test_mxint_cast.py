@@ -11,6 +11,7 @@ from cosim.pysim import run_streams
 from cosim.runner import preset_configs
 from cosim.runner import run_cosim
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
 from hw.mxint_cast import MXIntCast
 from software_model.mxint import MXIntFormat
@@ -66,37 +67,36 @@ def test_config_maps_onto_parameters():
 PROFILES = ("smooth", "backpressure", "bursty")
 
 
-def random_fields(seed):
-    """Seeded random valid parameters, small blocks so the simulation stays quick."""
-    rng = np.random.default_rng(seed)
-    return {"input_format": str(rng.choice(["fp16", "bf16", "fp32"])),
-            "block_size": int(rng.integers(1, 9)), "element_width": int(rng.integers(2, 17)),
-            "exponent_width": int(rng.integers(2, 11)),
-            "exponent_encoding": str(rng.choice(["twos_complement", "biased"])),
-            "rounding": str(rng.choice(["half_even", "half_away"]))}
-
-
 FAST_CONFIGS = [
     {"input_format": "fp32", "block_size": 1, "element_width": 2, "exponent_width": 2},
     {"input_format": "fp16", "block_size": 4, "element_width": 6, "exponent_width": 4,
      "exponent_encoding": "biased", "rounding": "half_even"},
-    random_fields(1), random_fields(2),
 ]
+
+
+def check_fast(cfg, profile, seed=5):
+    """Corner and random blocks through the cast in amaranth.sim: every block bit-exact."""
+    k = cfg.block_size
+    rng = np.random.default_rng(seed)
+    blocks = corner_float_blocks(k, cfg.input_format)
+    blocks += [random_float_block(rng, k, cfg.input_format) for _ in range(24)]
+    expected = [cast_expected(cfg.fmt, cfg.input_format, bits) for bits in blocks]
+    run = run_streams(cfg.elaborate(), {"values": [[int(b) for b in bits] for bits in blocks]},
+                      {"blocks": len(expected)}, profile=profile, seed=seed)
+    assert len(run.outputs["blocks"]) == len(expected) == 36
+    assert run.outputs["blocks"] == expected, f"{cfg!r} under {profile}"
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
 def test_cast_fast(fields, profile):
-    cfg = config_from_dict({"kind": "mxint_cast", **fields})
-    k = cfg.block_size
-    rng = np.random.default_rng(7)
-    blocks = corner_float_blocks(k, cfg.input_format)
-    blocks += [random_float_block(rng, k, cfg.input_format) for _ in range(24)]
-    expected = [cast_expected(cfg.fmt, cfg.input_format, bits) for bits in blocks]
-    run = run_streams(cfg.elaborate(), {"values": [[int(b) for b in bits] for bits in blocks]},
-                      {"blocks": len(expected)}, profile=profile, seed=5)
-    assert len(run.outputs["blocks"]) == len(expected) == 36
-    assert run.outputs["blocks"] == expected
+    check_fast(config_from_dict({"kind": "mxint_cast", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_cast_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_cast", 1, config_seed + index)[0], profile, seed=index)
 
 
 @pytest.mark.cosim

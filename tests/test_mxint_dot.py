@@ -10,6 +10,7 @@ from cosim.pysim import run_streams
 from cosim.runner import preset_configs
 from cosim.runner import run_cosim
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
 from hw.mxint_dot import MXIntDotProduct
 from software_model.mxint import MXIntFormat
@@ -72,30 +73,31 @@ def test_config_maps_onto_parameters():
 PROFILES = ("smooth", "backpressure", "bursty")
 
 
-def random_fields(seed):
-    rng = np.random.default_rng(seed)
-    return {"block_size": int(rng.integers(1, 9)), "element_width": int(rng.integers(2, 17)),
-            "exponent_width": int(rng.integers(2, 11)),
-            "exponent_encoding": str(rng.choice(["twos_complement", "biased"]))}
-
-
 FAST_CONFIGS = [
     {"block_size": 1, "element_width": 2, "exponent_width": 2},
     {"block_size": 5, "element_width": 4, "exponent_width": 3, "exponent_encoding": "biased"},
-    random_fields(1), random_fields(2),
 ]
+
+
+def check_fast(cfg, profile, seed=5):
+    pairs = corner_pairs(cfg.fmt) + random_pairs(cfg.fmt, np.random.default_rng(seed), 30)
+    expected = [pair_expected(cfg.fmt, pair) for pair in pairs]
+    run = run_streams(cfg.elaborate(), {"operands": [pair_beat(cfg.fmt, p) for p in pairs]},
+                      {"results": len(expected)}, profile=profile, seed=seed)
+    assert len(run.outputs["results"]) == len(expected) == 35
+    assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
 def test_dot_fast(fields, profile):
-    cfg = config_from_dict({"kind": "mxint_dot", **fields})
-    pairs = corner_pairs(cfg.fmt) + random_pairs(cfg.fmt, np.random.default_rng(7), 30)
-    expected = [pair_expected(cfg.fmt, pair) for pair in pairs]
-    run = run_streams(cfg.elaborate(), {"operands": [pair_beat(cfg.fmt, p) for p in pairs]},
-                      {"results": len(expected)}, profile=profile, seed=5)
-    assert len(run.outputs["results"]) == len(expected) == 35
-    assert run.outputs["results"] == expected
+    check_fast(config_from_dict({"kind": "mxint_dot", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_dot_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_dot", 1, config_seed + index)[0], profile, seed=index)
 
 
 @pytest.mark.cosim

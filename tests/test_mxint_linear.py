@@ -10,6 +10,7 @@ from cosim.pysim import run_streams
 from cosim.runner import run_cosim
 from cosim.runner import preset_configs
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
 from hw.mxint_linear import MXIntLinear
 from software_model.mxint import MXIntFormat
@@ -89,17 +90,6 @@ def test_component_widths_follow_the_config():
 PROFILES = ("smooth", "backpressure", "bursty")
 
 
-def random_fields(seed):
-    rng = np.random.default_rng(seed)
-    block_size, n_tile = int(rng.integers(1, 5)), int(rng.integers(1, 5))
-    return {"block_size": block_size, "in_features": block_size * int(rng.integers(1, 4)),
-            "n_tile": n_tile, "out_features": n_tile,
-            "element_width": int(rng.integers(2, 9)), "exponent_width": int(rng.integers(2, 7)),
-            "exponent_encoding": str(rng.choice(["twos_complement", "biased"])),
-            "rounding": str(rng.choice(["half_even", "half_away"])),
-            "output_format": str(rng.choice(["fp32", "mxint"]))}
-
-
 FAST_CONFIGS = [
     {"block_size": 1, "in_features": 1, "n_tile": 1, "out_features": 1, "element_width": 2,
      "exponent_width": 2, "output_format": "fp32"},
@@ -108,22 +98,30 @@ FAST_CONFIGS = [
     # 7 exponent bits: products reach FP32 subnormals (2^-126 and below) and overflow to Inf
     {"block_size": 2, "in_features": 4, "n_tile": 2, "out_features": 2, "element_width": 3,
      "exponent_width": 7, "exponent_encoding": "biased", "output_format": "fp32"},
-    random_fields(1), random_fields(4),
 ]
+
+
+def check_fast(cfg, profile, seed=5):
+    rng = np.random.default_rng(seed)
+    jobs = corner_tiles(cfg) + [random_tile(cfg, rng) for _ in range(16)]
+    beats = [beat for job in jobs for beat in tile_beats(cfg, job)]
+    expected = [tile_expected(cfg, job) for job in jobs]
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile=profile, seed=seed)
+    assert len(run.outputs["results"]) == len(expected) == 20
+    assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
 def test_linear_fast(fields, profile):
-    cfg = config_from_dict({"kind": "mxint_linear", **fields})
-    rng = np.random.default_rng(7)
-    jobs = corner_tiles(cfg) + [random_tile(cfg, rng) for _ in range(16)]
-    beats = [beat for job in jobs for beat in tile_beats(cfg, job)]
-    expected = [tile_expected(cfg, job) for job in jobs]
-    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
-                      profile=profile, seed=5)
-    assert len(run.outputs["results"]) == len(expected) == 20
-    assert run.outputs["results"] == expected
+    check_fast(config_from_dict({"kind": "mxint_linear", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_linear_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_linear", 1, config_seed + index)[0], profile, seed=index)
 
 
 @pytest.mark.cosim

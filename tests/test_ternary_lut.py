@@ -11,6 +11,7 @@ from cosim.runner import preset_configs, run_cosim
 from cosim.ternary_lut import corner_jobs, expected_results, job_beats, random_activations, \
     random_weights
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
 from hw.primitives import adder_tree
 from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
@@ -170,20 +171,6 @@ def test_adder_tree_order_is_the_golden_models():
 PROFILES = ("smooth", "backpressure", "bursty")
 
 
-def random_fields(seed):
-    """Seeded random valid parameters, small enough for a quick simulation."""
-    rng = np.random.default_rng(seed)
-    architecture = str(rng.choice(["lut", "addsub", "multiplier"]))
-    fields = {"architecture": architecture,
-              "mu": int(rng.integers(2 if architecture == "lut" else 1, 4)),
-              "lanes_l": int(rng.integers(1, 3)), "lanes_k": int(rng.integers(1, 4)),
-              "activation": str(rng.choice([f"int{w}" for w in range(2, 17)] + ["fp16", "bf16"])),
-              "max_reduction": int(rng.integers(1, 300))}
-    if architecture == "lut":
-        fields["mirrored"] = bool(rng.integers(2))
-    return fields
-
-
 FAST_CONFIGS = [
     dict(mu=2, lanes_l=1, lanes_k=1, activation="int2"),                     # smallest LUT
     dict(mu=3, lanes_l=2, lanes_k=2, activation="int8"),
@@ -191,16 +178,18 @@ FAST_CONFIGS = [
     dict(mu=2, lanes_l=2, lanes_k=1, activation="fp16"),
     dict(mu=2, lanes_l=1, lanes_k=2, activation="bf16", mirrored=False),
     dict(mu=1, lanes_l=1, lanes_k=1, activation="int2", architecture="addsub"),   # smallest
+    dict(mu=3, lanes_l=2, lanes_k=1, activation="int3", architecture="addsub", acc_width=6),
     dict(mu=2, lanes_l=2, lanes_k=1, activation="bf16", architecture="addsub"),
     dict(mu=1, lanes_l=1, lanes_k=1, activation="int2", architecture="multiplier"),
+    dict(mu=2, lanes_l=2, lanes_k=3, activation="int5", architecture="multiplier"),
     dict(mu=2, lanes_l=1, lanes_k=1, activation="fp16", architecture="multiplier"),
-    random_fields(1), random_fields(7), random_fields(14),
 ]
 
 
-def fast_jobs(config, rng):
+def check_fast(config, profile, seed=3):
     """Corner jobs (every other one for floats: -0, extremes, Inf - Inf, NaN, cancellation; all
-    of them for ints, wrap-around included) and four random jobs."""
+    of them for ints, wrap-around included) and random jobs, every result bit-exact."""
+    rng = np.random.default_rng(seed)
     jobs = corner_jobs(config, rng)
     if config.is_float:
         jobs = jobs[1::2]
@@ -208,20 +197,24 @@ def fast_jobs(config, rng):
         n = int(rng.integers(1, 3 * config.beat_reduction + 1))
         jobs.append((random_activations(rng, config, n),
                      random_weights(rng, config, n, config.lanes_k)))
-    return jobs
+    beats = [beat for x, w in jobs for beat in job_beats(config, x, w)]
+    expected = [expected_results(config, x, w) for x, w in jobs]
+    run = run_streams(config.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile=profile, seed=seed)
+    assert len(run.outputs["results"]) == len(expected) >= 10
+    assert run.outputs["results"] == expected, f"{config!r} under {profile}"
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
 def test_units_fast(fields, profile):
-    config = make(**fields)
-    jobs = fast_jobs(config, np.random.default_rng(3))
-    beats = [beat for x, w in jobs for beat in job_beats(config, x, w)]
-    expected = [expected_results(config, x, w) for x, w in jobs]
-    run = run_streams(config.elaborate(), {"operands": beats}, {"results": len(expected)},
-                      profile=profile, seed=5)
-    assert len(run.outputs["results"]) == len(expected) >= 10
-    assert run.outputs["results"] == expected
+    check_fast(make(**fields), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_units_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("ternary_lut", 1, config_seed + index)[0], profile, seed=index)
 
 
 # ------------------------------------------------------------------ Verilator co-simulation

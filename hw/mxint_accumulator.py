@@ -63,11 +63,8 @@ class MXIntAccumulator(wiring.Component):
             self.sum_width = input_width + (1 << exponent_width) - 1 + tree_depth(max_terms)
         self.sum_exponent_width = exponent_width + 2
         if mode == "shift":
-            # Renormalisation lifts the exponent by at most one per term after the first: a
-            # sum of max_terms terms ends at most at emax + max_terms - 1 (with acc_width =
-            # input_width and negative terms, whose floor shift never reaches 0, it gets there).
-            top = (1 << (exponent_width - 1)) - 1 + max_terms - 1
-            self.sum_exponent_width = max(self.sum_exponent_width, top.bit_length() + 1)
+            self.sum_exponent_width = max(self.sum_exponent_width,
+                                          self.shift_exponent_max().bit_length() + 1)
         self.term_layout = StructLayout({
             "exponent": signed(exponent_width),
             "values": ArrayLayout(signed(input_width), lanes),
@@ -85,6 +82,21 @@ class MXIntAccumulator(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "lanes", "input_width", "exponent_width", "mode",
                               "acc_width", "max_terms")
+
+    def shift_exponent_max(self) -> int:
+        """Largest exponent a shift-mode sum of ``max_terms`` terms can reach.
+
+        Only renormalisation lifts the exponent above emax, the inputs' largest. Right after one,
+        every lane is within 2^(a-2) + 2^(w-2) of zero (a = acc_width, w = input_width), and
+        while the exponent is above emax every term is shifted right at least once (|term| <=
+        2^(w-2)), so the next renormalisation takes at least 2^(a-w) terms. The first can come
+        at the second term: emax + 1 + (max_terms - 2) // 2^(a-w). With a = w that is one step
+        per term, and negative terms (whose floor shift never reaches 0) do get there.
+        """
+        emax = (1 << (self.exponent_width - 1)) - 1
+        if self.max_terms < 2:
+            return emax
+        return emax + 1 + (self.max_terms - 2) // (1 << (self.acc_width - self.input_width))
 
     def elaborate(self, platform):
         m = Module()

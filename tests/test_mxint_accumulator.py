@@ -100,6 +100,45 @@ def test_shift_exponent_holds_the_longest_sum():
     assert expected["exponent"] > (1 << (cfg.exponent_width + 1)) - 1   # beyond the old field
 
 
+def _worst_shift_exponents(acc_width, input_width, exponent_width, terms):
+    """Largest exponent reachable after 1 .. terms terms, by exhaustive search over the
+    (exponent, accumulator) states of one lane (a renormalisation shifts every lane, and every
+    lane obeys the same bounds), following mxint_accumulate's shift rule."""
+    lo_e, hi_e = -(1 << (exponent_width - 1)), (1 << (exponent_width - 1)) - 1
+    values = range(-(1 << (input_width - 1)), 1 << (input_width - 1))
+    lo, hi = -(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1
+    states = {(e, v) for e in range(lo_e, hi_e + 1) for v in values}
+    worst = [hi_e]
+    for _ in range(terms - 1):
+        reached = set()
+        for exponent, acc in states:
+            for e in range(lo_e, hi_e + 1):
+                for v in values:
+                    top = max(exponent, e)
+                    s = (acc >> (top - exponent)) + (v >> (top - e))
+                    reached.add((top + 1, s >> 1) if not lo <= s <= hi else (top, s))
+        states = reached
+        worst.append(max(e for e, _ in states))
+    return worst
+
+
+@pytest.mark.parametrize("input_width,acc_width", [(2, 2), (2, 3), (2, 4), (3, 3), (3, 5)])
+def test_shift_exponent_bound_holds_every_reachable_exponent(input_width, acc_width):
+    """The component's bound on the shift-mode exponent (which sizes its exponent field) is
+    never below what some sequence of terms reaches, for every sum length up to 12 (and is
+    reached exactly with 2-bit inputs in a 2-bit accumulator)."""
+    worst = _worst_shift_exponents(acc_width, input_width, 2, 12)
+    bounds = []
+    for terms, reached in enumerate(worst, start=1):
+        unit = MXIntAccumulator(lanes=1, input_width=input_width, exponent_width=2,
+                                mode="shift", acc_width=acc_width, max_terms=terms)
+        bounds.append(unit.shift_exponent_max())
+        assert unit.shift_exponent_max() <= (1 << (unit.sum_exponent_width - 1)) - 1
+    assert all(r <= b for r, b in zip(worst, bounds)), (worst, bounds)
+    if input_width == acc_width == 2:
+        assert worst == bounds
+
+
 # ------------------------------------------------------------------ fast tier (amaranth.sim)
 
 PROFILES = ("smooth", "backpressure", "bursty")

@@ -49,7 +49,46 @@ def corner_tiles(cfg):
          np.full((t, kb, k), 1), np.full(t, emin), np.full(t, 0)),             # smallest |y|
         (np.full(kb, emax), np.full((kb, k), hi), np.full((t, kb), emin),
          np.full((t, kb, k), -1), np.full(t, emax), np.full(t, hi)),           # cancellation
-    ]
+    ] + fp32_edge_tiles(cfg)
+
+
+def unit_tile(cfg, product_exponent, bias_exponent=None, bias_sign=1):
+    """A tile whose every output is 2^product_exponent (one product 1 * 1) plus, if given,
+    bias_sign * 2^bias_exponent; None where the format's exponents cannot express it."""
+    f = cfg.fmt
+    kb, t, k, fb = cfg.k_blocks, cfg.n_tile, f.block_size, f.fraction_bits
+    total = product_exponent + 2 * fb              # e_x + e_w
+    ex = min(f.emax, max(f.emin, total - f.emax))
+    ew = total - ex
+    eb = f.emin if bias_exponent is None else bias_exponent + fb
+    if not (f.emin <= ew <= f.emax and f.emin <= eb <= f.emax):
+        return None
+    code = lambda e: int(encode_exponent(e, f))              # noqa: E731
+    xe, we = np.full(kb, code(f.emin)), np.full((t, kb), code(f.emin))
+    xm, wm = np.zeros((kb, k), int), np.zeros((t, kb, k), int)
+    xe[0], we[:, 0], xm[0, 0], wm[:, 0, 0] = code(ex), code(ew), 1, 1
+    bias = np.full(t, 0 if bias_exponent is None else bias_sign)
+    return xe, xm, we, wm, np.full(t, code(eb)), bias
+
+
+def fp32_edge_tiles(cfg):
+    """FP32 output only: the edges of the one rounding, wherever the exponents reach them:
+    exact ties (2^p + 2^(p-24) and 2^p - 2^(p-25), half-even rounds both to 2^p, half-away
+    away from it; 2^-150, half the smallest subnormal), both sides of the subnormal boundary,
+    2^127 and 2^128 (Inf)."""
+    if cfg.output_format != "fp32":
+        return []
+    f = cfg.fmt
+    low, high = 2 * f.emin - 2 * f.fraction_bits, 2 * f.emax      # product exponents reachable
+    wanted = [(-127, None, 1), (-126, None, 1), (-150, None, 1), (-149, None, 1),
+              (127, None, 1), (128, None, 1)]
+    for below, sign in ((24, 1), (25, -1)):
+        # the largest and the smallest p whose tie partner 2^(p - below) the bias can hold
+        ties = [p for p in range(low, high + 1)
+                if f.emin <= p - below + f.fraction_bits <= f.emax]
+        wanted += [(p, p - below, sign) for p in ties[-1:] + ties[:1]]
+    tiles = [unit_tile(cfg, *w) for w in wanted]
+    return [tile for tile in tiles if tile is not None]
 
 
 def tile_expected(cfg, job):

@@ -108,7 +108,7 @@ def check_fast(cfg, profile, seed=5):
     expected = [tile_expected(cfg, job) for job in jobs]
     run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
                       profile=profile, seed=seed)
-    assert len(run.outputs["results"]) == len(expected) == 20
+    assert len(run.outputs["results"]) == len(expected) >= 20
     assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
 
 

@@ -225,9 +225,9 @@ class FloatAdderUnit(wiring.Component):
         m = Module()
         f = self.float_format
         ctl = GlobalEnable(m, source=self.operands, sink=self.sums, stages=self.latency)
-        operands = delay(m, self.operands.payload, 1, name="operands", enable=ctl.advance)
-
-        parts = _add_align(m, operands.a, operands.b, f, "fadd")
+        a, b = (delay(m, self.operands.payload[name], 1, name=name, enable=ctl.advance)
+                for name in ("a", "b"))
+        parts = _add_align(m, a, b, f, "fadd")
         if self.pipeline_stages:
             staged = Signal(_add_parts_layout(f), reset_less=True)
             with m.If(ctl.advance):

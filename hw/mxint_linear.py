@@ -139,12 +139,12 @@ class MXIntLinear(wiring.Component):
         # -- stage 2: exact accumulation -------------------------------------------------------
         acc = Signal(ArrayLayout(signed(acc_width), t), reset_less=True)
         final = Signal(ArrayLayout(signed(acc_width), t), reset_less=True)
-        with m.If(advance & s1_beat):
-            for n in range(t):
-                start = Signal(signed(acc_width), name=f"start_{n}")
-                m.d.comb += start.eq(Mux(s1_first, bias_val[n] << bias_shift[n], acc[n]))
-                total = Signal(signed(acc_width), name=f"acc_next_{n}")
-                m.d.comb += total.eq(start + (totals[n] << dot_shift[n]))
+        for n in range(t):
+            start = Signal(signed(acc_width), name=f"start_{n}")
+            m.d.comb += start.eq(Mux(s1_first, bias_val[n] << bias_shift[n], acc[n]))
+            total = Signal(signed(acc_width), name=f"acc_next_{n}")
+            m.d.comb += total.eq(start + (totals[n] << dot_shift[n]))
+            with m.If(advance & s1_beat):
                 m.d.sync += acc[n].eq(total)
                 with m.If(ctl.valid[1]):            # the tile's last beat
                     m.d.sync += final[n].eq(total)

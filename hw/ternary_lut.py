@@ -206,10 +206,12 @@ class TernaryUnitBase(wiring.Component):
 
         accumulators = [Signal(self.result_shape, name=f"acc_{k}", reset_less=True)
                         for k in range(self.lanes_k)]
+        # The adders are built outside the enable's `If`: comb logic inside one is gated by it.
+        totals = [self.add(m, acc, beat_sum, f"acc_add_{k}")
+                  for k, (acc, beat_sum) in enumerate(zip(accumulators, sums))]
         with m.If(advance & valid):
-            for k, (acc, beat_sum) in enumerate(zip(accumulators, sums)):
+            for acc, beat_sum, total in zip(accumulators, sums, totals):
                 # The first beat loads rather than adds to zero: 0 + (-0) would turn -0 to +0.
-                total = self.add(m, acc, beat_sum, f"acc_add_{k}")
                 m.d.sync += acc.eq(Mux(first, beat_sum, total))
         m.d.comb += [self.results.payload[k].eq(acc) for k, acc in enumerate(accumulators)]
         return m

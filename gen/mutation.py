@@ -150,6 +150,57 @@ CATALOGUE: tuple[Mutant, ...] = (
            "m.d.comb += a_rel.eq(tag.a_exp[r].as_unsigned() ^ half)",
            "m.d.comb += a_rel.eq(tag.a_exp[r].as_unsigned())",
            "A's exponent is read as unsigned instead of two's complement", _FLAT),
+    # -- MXInt datapaths ----------------------------------------------------------------------
+    Mutant("cast_tie_rule_inverted", "mxint_cast", "hw/mxint_common.py",
+           "up = round_bit & (sticky | q[0]) if", "up = round_bit & (sticky | ~q[0]) if",
+           "half-even rounding breaks ties toward odd", ("tests/test_mxint_cast.py",)),
+    Mutant("cast_emax_unclamped", "mxint_linear", "hw/mxint_common.py",
+           "    with m.Elif(e_true > fmt.emax):", "    with m.Elif(e_true > fmt.emax + 1):",
+           "a shared exponent one above emax is not clamped",
+           ("tests/test_mxint_linear.py", "tests/test_mxint_cast.py")),
+    Mutant("dot_biased_exponent", "mxint_dot", "hw/mxint_dot.py",
+           "+ decode_exponent(b.exponent, f))", "+ b.exponent.as_signed())",
+           "B's biased exponent is read as two's complement", ("tests/test_mxint_dot.py",)),
+    Mutant("accumulator_lane0_overflow", "mxint_accumulator", "hw/mxint_accumulator.py",
+           "Cat(s[a] ^ s[a - 1] for s in sums)", "Cat(s[a] ^ s[a - 1] for s in sums[:1])",
+           "shift-mode overflow is detected on lane 0 only",
+           ("tests/test_mxint_accumulator.py",)),
+    Mutant("accumulator_exponent_narrow", "mxint_accumulator", "hw/mxint_accumulator.py",
+           "self.shift_exponent_max().bit_length() + 1)", "0)",
+           "the shift-mode sum exponent is too narrow for long sums (the bug the fast tier found)",
+           ("tests/test_mxint_accumulator.py",)),
+    Mutant("linear_fp32_half_away", "mxint_linear", "hw/mxint_linear.py",
+           'rounding="half_even", name=f"fp_{n}")', 'rounding="half_away", name=f"fp_{n}")',
+           "FP32 outputs round ties away from zero", ("tests/test_mxint_linear.py",)),
+    Mutant("linear_subnormal_boundary", "mxint_linear", "hw/mxint_linear.py",
+           "normal = top >= -126", "normal = top >= -127",
+           "FP32 subnormal boundary off by one (-127)", ("tests/test_mxint_linear.py",)),
+    Mutant("linear_subnormal_boundary_up", "mxint_linear", "hw/mxint_linear.py",
+           "normal = top >= -126", "normal = top >= -125",
+           "FP32 subnormal boundary off by one (-125)", ("tests/test_mxint_linear.py",)),
+    # -- floating-point adder and ternary units -----------------------------------------------
+    Mutant("float_add_stall_ignored", "float_add", "hw/float_add.py",
+           "            with m.If(ctl.advance):\n                m.d.sync += [getattr(staged",
+           "            with m.If(1):\n                m.d.sync += [getattr(staged",
+           "the pipelined adder's middle stage loads while the pipeline is stalled",
+           ("tests/test_float_add.py",)),
+    Mutant("lut_negation_carry_dropped", "ternary_lut", "hw/ternary_lut.py",
+           "            total = total + sum(negations)", "            total = total",
+           "the +1 of inverted (negated) integer lookups is dropped",
+           ("tests/test_ternary_lut.py",)),
+    Mutant("addsub_float_not_negated", "ternary_lut", "hw/ternary_baseline.py",
+           "Cat(a[:-1], a[-1] ^ code[1])", "Cat(a[:-1], a[-1])",
+           "float activations of -1 weights are added, not subtracted",
+           ("tests/test_ternary_lut.py",)),
+    Mutant("multiplier_lanes_reversed", "ternary_lut", "hw/ternary_baseline.py",
+           "product = float_mul(m, activations[r], lane[r],",
+           "product = float_mul(m, activations[r], lane[-1 - r],",
+           "the multiplier baseline takes a lane's weights in reverse order",
+           ("tests/test_ternary_lut.py",)),
+    Mutant("ternary_job_restart_lost", "ternary_lut", "hw/ternary_lut.py",
+           'first = delay(m, ~in_job, depth, name="beat_first", enable=advance)',
+           'first = delay(m, C(0), depth, name="beat_first", enable=advance)',
+           "a job's first beat adds to the previous job's sum", ("tests/test_ternary_lut.py",)),
     # -- an equivalent mutant, kept to show the report explains them ----------------------------
     Mutant("tree_operands_swapped", "primitives", "hw/primitives.py",
            "total = add(values[p], values[p + 1])",
@@ -159,6 +210,10 @@ CATALOGUE: tuple[Mutant, ...] = (
 
 #: Mutants known to be equivalent, and why no test can kill them.
 EQUIVALENT: dict[str, str] = {
+    "linear_subnormal_boundary_up": "at a result exponent of -126 the normal and the subnormal "
+                                    "encodings give the same FP32 bits (the subnormal path "
+                                    "shifts by zero), so the comparison's boundary cannot be "
+                                    "told apart there",
     "tree_operands_swapped": "every adder in the tree is commutative (wrapping or saturating "
                              "two's-complement addition of two operands gives the same result in "
                              "either order); the pairing, which does matter, is unchanged",

@@ -153,11 +153,6 @@ class MXIntAccumulatorConfig(ConfigBase):
         span = (1 << self.exponent_width) - 1
         return self.input_width + span + max(0, (self.max_terms - 1).bit_length())
 
-    @property
-    def sum_exponent_width(self) -> int:
-        """Shift mode: renormalisation can lift the exponent above the inputs' maximum."""
-        return self.exponent_width + 2
-
     def parameters(self) -> dict:
         return {"lanes": self.lanes, "input_width": self.input_width,
                 "exponent_width": self.exponent_width, "mode": self.mode,

@@ -27,6 +27,9 @@ GENERATORS: dict[str, str] = {
     "mxint_dot": "gen.config.mxint:MXIntDotConfig",
     "mxint_accumulator": "gen.config.mxint:MXIntAccumulatorConfig",
     "mxint_linear": "gen.config.mxint:MXIntLinearConfig",
+    "mxint_softmax": "gen.config.mxint_softmax:MXIntSoftmaxConfig",
+    "mxint_layernorm": "gen.config.mxint_layernorm:MXIntLayerNormConfig",
+    "mxint_gelu": "gen.config.mxint_gelu:MXIntGELUConfig",
     "flattened_array": "gen.config.flattened:FlattenedArrayConfig",
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from collections import deque
 from pathlib import Path
@@ -331,7 +332,9 @@ class Testbench:
         sb = self.scoreboard
         out_dir = Path(os.environ.get("ACCELGEN_RECORD_DIR", "."))
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{self.test_name}.json").write_text(json.dumps({
+        # parametrized tests are named "test/param=value": keep the name, not the slash, in the file
+        safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.test_name)
+        (out_dir / f"{safe}.json").write_text(json.dumps({
             "test": self.test_name, "checked": sb.checked, "mismatches": len(sb.mismatches),
             "seed": self.seed, "samples": self.samples, "records": self.records,
         }, indent=1, sort_keys=True))

@@ -70,5 +70,7 @@ async def full_throughput(dut):
     check_one_per_cycle(tb, sink, n)
     measured = sink.beat_cycles[0] - source.beat_cycles[0]
     tb.record("latency", measured)
-    tb.scoreboard.check(tb.config.elaborate().latency, measured, "cycles from input to output")
+    model = tb.config.elaborate()
+    model._MustUse__silence = True           # built only to read its latency
+    tb.scoreboard.check(model.latency, measured, "cycles from input to output")
     tb.finish(min_checked=n + 2)

@@ -124,7 +124,9 @@ async def cycle_model(dut):
     steady-state rate."""
     tb = await Testbench.start(dut)
     cfg = tb.config
-    lat = cfg.elaborate().latencies
+    dut_model = cfg.elaborate()
+    dut_model._MustUse__silence = True       # built only to read its latencies
+    lat = dut_model.latencies
     rows = random_rows(tb.rng, cfg, 24)
     full = [random_rows(tb.rng, cfg, 1)[0][:1] * cfg.max_row_blocks for _ in range(8)]
     rows += full

@@ -63,6 +63,12 @@ CALIBRATION: dict[str, tuple[float, float, float]] = {
     "mxint_dot": (0.98, 1.57, 10000.0),
     "mxint_accumulator": (0.95, 1.81, 8000.0),
     "mxint_linear": (0.76, 1.53, 15000.0),
+    # Nonlinear units: area factor = median of synthesized / structural area over their three
+    # presets each (docs/mxint.md table; per preset 1.00-1.11, 1.40-1.50, 0.83-0.94); GE per
+    # cell and generation speed taken from the MXInt datapaths (not yet re-measured).
+    "mxint_softmax": (1.00, 1.57, 5000.0),
+    "mxint_layernorm": (1.44, 1.57, 5000.0),
+    "mxint_gelu": (0.85, 1.57, 5000.0),
     "ternary_lut": (1.00, 1.46, 4000.0),
     "float_add": (1.03, 1.58, 8000.0),
 }
@@ -271,6 +277,65 @@ def _mxint_linear(cfg) -> tuple[dict, float]:
     return {"multipliers": n * k}, area
 
 
+def _rom(entries: int, bits: int) -> float:
+    """A constant table read by an index: about half a gate per stored bit after logic
+    minimisation, and the output multiplexer's levels."""
+    return 0.5 * entries * bits + bits * max(1, (entries - 1).bit_length()) * _MUX2
+
+
+def _poly(segments: int, degree: int, bits: int) -> float:
+    """Piecewise polynomial by Horner: a coefficient table, degree multiply-adds, registers."""
+    return (_rom(segments, (degree + 1) * bits) + degree * (_mul(bits, bits) + _add(2 * bits))
+            + _ff((degree + 1) * bits))
+
+
+def _mxint_softmax(cfg) -> tuple[dict, float]:
+    # Default row buffer: a whole row plus the first pass's and the reciprocal's latency.
+    k, w, ow = cfg.block_size, cfg.element_width, cfg.out_element_width
+    fixed = cfg.range_bits + cfg.exp_frac_bits + 1
+    lane = (_shifter(fixed, 1 << min(cfg.exponent_width, 5)) + _add(fixed)
+            + _mul(w, cfg.scale_frac_bits) + _add(fixed)
+            + _poly(1 << cfg.exp_segment_bits, max(1, cfg.exp_degree), cfg.exp_bits)
+            + _shifter(cfg.exp_bits, 1 << min(cfg.range_bits, 5)) + _add(cfg.exp_bits + 8)
+            + _mul(cfg.exp_bits, cfg.recip_bits) + _lod(cfg.exp_bits) + _shifter(ow, ow)
+            + _ff(3 * fixed + 2 * cfg.exp_bits + ow))
+    row = (_rom(1 << cfg.recip_table_bits, cfg.recip_bits)
+           + cfg.newton_steps * 2 * _mul(cfg.recip_bits + 2, cfg.recip_bits + 2)
+           + _lod(cfg.exp_bits + 8) + _ff(4 * cfg.recip_bits))
+    buffer = cfg.buffer_blocks or cfg.max_row_blocks + 28
+    area = k * lane + row + _fifo(buffer, k * (fixed + 2) + cfg.exponent_width)
+    return {"lanes": k, "multipliers": k * (2 + max(1, cfg.exp_degree))}, area
+
+
+def _mxint_layernorm(cfg) -> tuple[dict, float]:
+    k, w = cfg.block_size, cfg.element_width
+    fixed = cfg.int_bits + cfg.frac_bits + 1
+    sq = 2 * fixed + cfg.row_length.bit_length()
+    lane = (_shifter(fixed, 1 << min(cfg.exponent_width, 5)) + _mul(fixed, fixed)
+            + 2 * _add(sq) + _add(fixed)
+            + _mul(fixed, cfg.rsqrt_bits) + _mul(cfg.norm_frac_bits + 4, cfg.param_element_width)
+            + _shifter(cfg.out_frac_bits + cfg.out_int_bits, 32) + _add(cfg.out_frac_bits + 8)
+            + _lod(cfg.out_frac_bits + cfg.out_int_bits)
+            + _shifter(cfg.out_element_width, cfg.out_element_width)
+            + _ff(2 * sq + 2 * fixed + cfg.rsqrt_bits + 2 * cfg.param_element_width))
+    row = (_rom(1 << cfg.rsqrt_table_bits, cfg.rsqrt_bits)
+           + cfg.newton_steps * 3 * _mul(cfg.rsqrt_bits + 2, cfg.rsqrt_bits + 2)
+           + _mul(sq, sq) // 2 + _lod(sq) + _shifter(sq, sq) + _ff(4 * sq))
+    buffer = cfg.buffer_blocks or cfg.row_blocks + 32
+    area = k * lane + row + _fifo(buffer, k * w + cfg.exponent_width)
+    return {"lanes": k, "multipliers": 3 * k}, area
+
+
+def _mxint_gelu(cfg) -> tuple[dict, float]:
+    k, w = cfg.block_size, cfg.element_width
+    fixed = cfg.int_bits + cfg.frac_bits + 1
+    bits = cfg.out_frac_bits + 2
+    lane = (_shifter(fixed, 1 << min(cfg.exponent_width, 5))
+            + _poly(1 << cfg.segment_bits, cfg.degree, bits) + _lod(fixed + bits)
+            + _shifter(cfg.out_element_width, fixed) + _ff(2 * fixed + bits))
+    return {"lanes": k, "multipliers": k * cfg.degree}, k * lane + _ff(k * w)
+
+
 def _ternary(cfg) -> tuple[dict, float]:
     from gen.cost_model import estimate as cost_estimate
     est = cost_estimate(cfg, _units())
@@ -292,6 +357,9 @@ _MODELS: dict[str, Callable] = {
     "systolic_array": _systolic,
     "flattened_array": _flattened,
     "mxint_cast": _mxint_cast,
+    "mxint_softmax": _mxint_softmax,
+    "mxint_layernorm": _mxint_layernorm,
+    "mxint_gelu": _mxint_gelu,
     "mxint_dot": _mxint_dot,
     "mxint_accumulator": _mxint_accumulator,
     "mxint_linear": _mxint_linear,

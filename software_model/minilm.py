@@ -29,7 +29,8 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 __all__ = [
-    "MODEL_PACKAGE", "LINEAR_KINDS", "BertConfig", "MiniLM", "model_dir", "float_linear",
+    "MODEL_PACKAGE", "LINEAR_KINDS", "BertConfig", "MiniLM", "FloatOps", "model_dir",
+    "float_linear",
     "quantized_linear",
     "linear_names", "gelu_erf", "layer_norm", "record_linear_inputs", "limited_blas_threads",
 ]
@@ -132,6 +133,42 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     shifted = scores - scores.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+class FloatOps:
+    """Every operation of the encoder besides the embedding lookup, in float32: the reference.
+
+    ``MiniLM.forward(ops=...)`` calls these hooks; software_model/minilm_mxint.py replaces them
+    with the MXInt golden models (all at once, or all but some for an ablation).  Names:
+    ``linear(name, x, weight, bias)`` (the ``linear`` hook of ``forward``), ``scores(q, k)`` the
+    unscaled attention scores per head (heads, seq, seq), ``softmax(scores, scale)`` over the
+    keys of ``scale * scores``, ``context(probs, v)``, ``add(name, a, b)`` the residual adds,
+    ``layer_norm(name, x, gamma, beta, eps)``, ``gelu(x)``.
+    """
+
+    def __init__(self, linear: Optional[LinearFn] = None):
+        self._linear = float_linear if linear is None else linear
+
+    def linear(self, name: str, x, weight, bias):
+        return np.asarray(self._linear(x, weight, bias), dtype=np.float32)
+
+    def scores(self, q, k):
+        return q @ k.transpose(0, 2, 1)
+
+    def softmax(self, scores, scale):
+        return _softmax(scores * scale)
+
+    def context(self, probs, v):
+        return probs @ v
+
+    def add(self, name: str, a, b):
+        return a + b
+
+    def layer_norm(self, name: str, x, gamma, beta, eps):
+        return layer_norm(x, gamma, beta, eps)
+
+    def gelu(self, x):
+        return gelu_erf(x)
 
 
 @dataclass(frozen=True)
@@ -240,27 +277,33 @@ class MiniLM:
         return np.asarray(self.tokenizer.encode(sentence).ids, dtype=np.int64)
 
     def forward(self, token_ids: np.ndarray, linear: Optional[LinearFn] = None,
-                observe: Optional[ObserveFn] = None) -> np.ndarray:
-        """Last hidden states (tokens, hidden) of one unpadded sequence (token type 0 throughout)."""
+                observe: Optional[ObserveFn] = None, ops: Optional["FloatOps"] = None
+                ) -> np.ndarray:
+        """Last hidden states (tokens, hidden) of one unpadded sequence (token type 0 throughout).
+
+        ``ops`` (a :class:`FloatOps`-like object) computes every operation; without it the float32
+        operations run with the ``linear`` hook for the linear layers."""
         cfg, w = self.config, self.weights
         token_ids = np.asarray(token_ids)
         if token_ids.ndim != 1 or not 1 <= len(token_ids) <= cfg.max_position_embeddings:
             raise ValueError(f"token_ids must be a 1-D sequence of 1..{cfg.max_position_embeddings}"
                              f" ids, not shape {token_ids.shape}")
-        linear = float_linear if linear is None else linear
+        if ops is None:
+            ops = FloatOps(linear)
+        elif linear is not None:
+            raise ValueError("pass either linear or ops, not both")
         seq = len(token_ids)
 
         def dense(name: str, prefix: str, x: np.ndarray) -> np.ndarray:
             if observe is not None:
                 observe(name, x)
-            y = linear(x, w[prefix + ".weight"], w[prefix + ".bias"])
-            return np.asarray(y, dtype=np.float32)
+            return ops.linear(name, x, w[prefix + ".weight"], w[prefix + ".bias"])
 
         h = (w["embeddings.word_embeddings.weight"][token_ids]
              + w["embeddings.position_embeddings.weight"][:seq]
              + w["embeddings.token_type_embeddings.weight"][0])
-        h = layer_norm(h, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
-                       cfg.layer_norm_eps)
+        h = ops.layer_norm("embeddings.ln", h, w["embeddings.LayerNorm.weight"],
+                           w["embeddings.LayerNorm.bias"], cfg.layer_norm_eps)
         heads, dh = cfg.num_attention_heads, cfg.head_size
         scale = np.float32(1.0 / math.sqrt(dh))
         for i in range(cfg.num_hidden_layers):
@@ -269,27 +312,31 @@ class MiniLM:
             q = dense(*names["query"], h).reshape(seq, heads, dh).transpose(1, 0, 2)
             k = dense(*names["key"], h).reshape(seq, heads, dh).transpose(1, 0, 2)
             v = dense(*names["value"], h).reshape(seq, heads, dh).transpose(1, 0, 2)
-            # The two attention matmuls are activation x activation, not linear layers: they stay
-            # float32 (the study quantizes weights' layers only).
-            probs = _softmax((q @ k.transpose(0, 2, 1)) * scale)
-            context = (probs @ v).transpose(1, 0, 2).reshape(seq, cfg.hidden_size)
+            # The two attention matmuls are activation x activation, not linear layers (the
+            # linear hook does not see them; ops does).
+            probs = ops.softmax(ops.scores(q, k), scale)
+            context = ops.context(probs, v).transpose(1, 0, 2).reshape(seq, cfg.hidden_size)
             attn = dense(*names["attn_out"], context)
-            h = layer_norm(attn + h, w[f"{p}.attention.output.LayerNorm.weight"],
-                           w[f"{p}.attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
-            inner = gelu_erf(dense(*names["ffn_in"], h))
+            h = ops.layer_norm(f"layer{i}.attn_ln", ops.add(f"layer{i}.attn_res", attn, h),
+                               w[f"{p}.attention.output.LayerNorm.weight"],
+                               w[f"{p}.attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+            inner = ops.gelu(dense(*names["ffn_in"], h))
             out = dense(*names["ffn_out"], inner)
-            h = layer_norm(out + h, w[f"{p}.output.LayerNorm.weight"],
-                           w[f"{p}.output.LayerNorm.bias"], cfg.layer_norm_eps)
-        return h.astype(np.float32, copy=False)
+            h = ops.layer_norm(f"layer{i}.ffn_ln", ops.add(f"layer{i}.ffn_res", out, h),
+                               w[f"{p}.output.LayerNorm.weight"],
+                               w[f"{p}.output.LayerNorm.bias"], cfg.layer_norm_eps)
+        return np.asarray(h, np.float32)
 
     def encode(self, sentences: Iterable[str], linear: Optional[LinearFn] = None,
-               observe: Optional[ObserveFn] = None, normalize: bool = True) -> np.ndarray:
+               observe: Optional[ObserveFn] = None, normalize: bool = True,
+               ops: Optional[FloatOps] = None) -> np.ndarray:
         """Sentence embeddings (n, hidden): mean of the token states, then L2-normalised."""
         if isinstance(sentences, str):
             raise TypeError("sentences must be an iterable of strings, not a single string")
         rows = []
         for sentence in sentences:
-            states = self.forward(self.tokenize(sentence), linear=linear, observe=observe)
+            states = self.forward(self.tokenize(sentence), linear=linear, observe=observe,
+                                  ops=ops)
             pooled = states.mean(axis=0)
             if normalize:
                 # sentence-transformers' Normalize: x / max(||x||, 1e-12)

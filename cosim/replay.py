@@ -109,7 +109,7 @@ async def _replay(dut, case: int):
     if all_expected:
         for sink in sinks.values():
             sink.gate = _DrainGate(sink.gate, complete)
-    wall = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     status = "ok"
     done_at = None
     quiet = 0
@@ -141,7 +141,7 @@ async def _replay(dut, case: int):
         if cycle - last_event >= meta["timeout"]:
             status = "timeout"
             break
-    wall = time.perf_counter() - wall
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     for name in expect:
         if len(received[name]) > expect[name]:
             status = "extra_beats"
@@ -158,7 +158,8 @@ async def _replay(dut, case: int):
     all_cycles = [c for k, v in out.items() if k.startswith("cyc_") for c in v[-1:]]
     result_meta = {"status": status, "sim_cycles": cycles_run,
                    "total_cycles": int(max(all_cycles)) + 1 if all_cycles else 0,
-                   "wall_seconds": wall, "profile": profile.name, "seed": tb.seed}
+                   "wall_seconds": wall, "cpu_seconds": cpu, "profile": profile.name,
+                   "seed": tb.seed}
     np.savez(_OUTS[case], meta=np.array(json.dumps(result_meta)), **out)
     tb.record("status", status)
     tb.record("sim_cycles", cycles_run)

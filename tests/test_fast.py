@@ -3,6 +3,8 @@ same answers as cocotb and amaranth.sim, and tiled GEMMs on the fast path."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 
 import numpy as np
@@ -298,3 +300,59 @@ def test_long_gemm_runs_on_native_harness():
     # exact accumulators: the K-chunk partial sums add up to A . B
     ops = random_operands(cfg, 64, 1024, 64, seed=1)
     assert (run.c.astype(np.int64) == ops["a"] @ ops["b"]).all()
+
+
+# -- accelgen sim ----------------------------------------------------------------------------------
+
+
+def _cli(capsys, *args):
+    from gen.cli import main
+    code = main(["sim", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_sim_rejects_bad_arguments(tmp_path, capsys):
+    cfg = str(preset_paths(prefix="float_add_fp16")[0])
+    np.savez(tmp_path / "bad.npz", **{"sums.a": np.zeros(3)})
+    np.savez(tmp_path / "partial.npz", **{"operands.a": np.zeros(3, int)})
+    (tmp_path / "bad.yaml").write_text("kind: float_add\nformat: fp17\n")
+    cases = [
+        ([cfg, "--inputs", str(tmp_path / "none.npz")], "--inputs .*none.npz: no such file"),
+        ([cfg, "--inputs", str(tmp_path / "bad.npz")],
+         "sums.a: float_add_fp16 has no input stream 'sums'; inputs: operands"),
+        ([cfg, "--inputs", str(tmp_path / "partial.npz")], "payload field 'b' missing"),
+        ([cfg, "--random", "10", "--expect", "sums=x"], "--expect 'sums=x': allowed: STREAM=N"),
+        ([cfg, "--random", "10", "--expect", "results=3"], "has no output stream 'results'"),
+        ([cfg, "--random", "10", "--timeout", "0"], "--timeout: got 0; allowed: a positive"),
+        ([str(tmp_path / "bad.yaml"), "--random", "10"], "bad.yaml: format: got 'fp17'"),
+    ]
+    for args, message in cases:
+        code, _out, err = _cli(capsys, *args)
+        assert code == 2, (args, err)
+        assert re.search(message, err), (message, err)
+
+
+@pytest.mark.cosim
+def test_cli_sim_round_trip(tmp_path, capsys):
+    """npz in, npz out: output fields, words and handshake cycles equal the Python API's."""
+    design = _design("systolic_os_4x4")
+    a, _b, beats = _os_jobs(np.random.default_rng(8), 30)
+    np.savez(tmp_path / "x.npz", **{f"operands.{k}": v for k, v in beats.items()})
+    cfg = str(preset_paths(prefix="systolic_os_4x4")[0])
+    code, out, err = _cli(capsys, cfg, "--inputs", str(tmp_path / "x.npz"), "--out",
+                          str(tmp_path / "y.npz"), "--profile", "bursty", "--seed", "4",
+                          "--expect", f"results={4 * len(a)}", "--opt", "O2")
+    assert code == 0, err
+    assert "systolic_os_4x4_int8: ok" in out
+    ref = simulate(design, {"operands": beats}, expect={"results": 4 * len(a)},
+                   profile="bursty", seed=4, opt="O2")
+    with np.load(tmp_path / "y.npz") as y:
+        assert (y["results.c"] == ref.outputs["results"]["c"]).all()
+        assert (y["results@words"] == ref.words["results"]).all()
+        assert (y["operands@cycles"] == ref.cycles["operands"]).all()
+        assert (y["results@cycles"] == ref.cycles["results"]).all()
+        assert json.loads(str(y["meta"]))["status"] == "ok"
+    code, _out, err = _cli(capsys, cfg, "--inputs", str(tmp_path / "x.npz"), "--opt", "O2",
+                           "--expect", f"results={4 * len(a) - 1}")
+    assert code == 1 and "extra_beats" in err

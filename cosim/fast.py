@@ -41,7 +41,7 @@ import numpy as np
 
 from cosim.payload import columns_from_values, pack_beats, to_values, unpack_beats, words_for
 from cosim.traffic import Profile, profile as make_profile
-from cosim.verilator import Build, build_model
+from cosim.verilator import Build, BuildError, build_model
 
 __all__ = ["Design", "Stream", "FastRun", "FastSimError", "Words", "simulate", "build",
            "harness_sources", "cpp_port_name", "bare_loop", "read_inputs_npz", "write_run_npz",
@@ -610,36 +610,56 @@ def build(design: Design, *, harness: str = "fast", opt: str | None = None,
     ``harness="fast"``: the native harness alone (default ``-O2``, for long workloads).
     ``harness="cocotb"``: cocotb's Verilator main plus the native harness in one executable
     (default ``-O0``); :mod:`cosim.runner` uses this build for every cocotb regression, so a test
-    that also runs the native harness on a preset needs no build of its own.
+    that also runs the native harness on a preset needs no build of its own. ``waves`` (cocotb
+    only): FST tracing, or VCD where the compiler lacks ``lz4.h`` (which Verilator's FST writer
+    needs).
     """
-    if not design.streams:
-        raise ValueError(f"{design.top} has no stream ports; the native harness drives streams")
     sources = harness_sources(design)
     if harness == "fast":
-        sources["accelgen_main.cpp"] = _FAST_MAIN_CPP
-        return build_model(design.verilog, design.top, harness="fast" + ("-waves" if waves else ""),
-                           sources=sources, main="accelgen_main.cpp", opt=opt or "O2",
-                           verilator_args=["--trace-fst"] if waves else [])
-    if harness == "cocotb":
-        import cocotb_tools.config as cocotb_config
-
-        libs = cocotb_config.libs_dir
-        main_cpp = cocotb_config.share_dir / "lib" / "verilator" / "verilator.cpp"
-        sources["accelgen_main.cpp"] = _COCOTB_MAIN_CPP.replace("@COCOTB_MAIN@", str(main_cpp))
-        # cocotb's main is included by path: hash its text too, so a cocotb upgrade rebuilds.
-        sources["cocotb_verilator.cpp.ref"] = main_cpp.read_text()
-        # Only the top-level ports are made visible to VPI (cocotb's runner would pass
-        # --public-flat-rw, which quadruples the C++ of a 16x8 array and its compile time): the
-        # testbenches only touch ports.
-        vargs = ["--vpi", "--public-depth", "1"]
+        if not design.streams:
+            raise ValueError(f"{design.top} has no stream ports; the native harness drives "
+                             "streams")
         if waves:
-            vargs += ["--trace-fst", "--trace-structs"]
-        return build_model(design.verilog, design.top,
-                           harness="cocotb" + ("-waves" if waves else ""), sources=sources,
-                           main="accelgen_main.cpp", opt=opt or "O0", verilator_args=vargs,
-                           ldflags=f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-                           make_vars=[f"VM_TRACE={int(waves)}"])
-    raise ValueError(f"harness must be 'fast' or 'cocotb', not {harness!r}")
+            raise ValueError("waveforms come from the cocotb build (accelgen cosim --waves)")
+        sources["accelgen_main.cpp"] = _FAST_MAIN_CPP
+        return build_model(design.verilog, design.top, harness="fast", sources=sources,
+                           main="accelgen_main.cpp", opt=opt or "O2")
+    if harness != "cocotb":
+        raise ValueError(f"harness must be 'fast' or 'cocotb', not {harness!r}")
+    import cocotb_tools.config as cocotb_config
+
+    libs = cocotb_config.libs_dir
+    main_cpp = cocotb_config.share_dir / "lib" / "verilator" / "verilator.cpp"
+    sources["accelgen_main.cpp"] = _COCOTB_MAIN_CPP.replace("@COCOTB_MAIN@", str(main_cpp))
+    # cocotb's main is included by path: hash its text too, so a cocotb upgrade rebuilds.
+    sources["cocotb_verilator.cpp.ref"] = main_cpp.read_text()
+    # Only the top-level ports are made visible to VPI (cocotb's runner would pass
+    # --public-flat-rw, which quadruples the C++ of a 16x8 array and its compile time): the
+    # testbenches only touch ports.
+    common = dict(sources=sources, main="accelgen_main.cpp", opt=opt or "O0",
+                  ldflags=f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+                  make_vars=[f"VM_TRACE={int(waves)}"])
+    vargs = ["--vpi", "--public-depth", "1"]
+    if not waves:
+        return build_model(design.verilog, design.top, harness="cocotb", verilator_args=vargs,
+                           **common)
+    try:
+        return build_model(design.verilog, design.top, harness="cocotb-fst",
+                           verilator_args=[*vargs, "--trace-fst", "--trace-structs"], **common)
+    except BuildError as exc:
+        if "lz4.h" not in str(exc) and "lz4.h" not in _log_text(exc):
+            raise
+    return build_model(design.verilog, design.top, harness="cocotb-vcd",
+                       verilator_args=[*vargs, "--trace", "--trace-structs"], **common)
+
+
+def _log_text(exc: Exception) -> str:
+    import re
+    match = re.search(r"log: (\S+)", str(exc))
+    try:
+        return Path(match.group(1)).read_text() if match else ""
+    except OSError:
+        return ""
 
 
 # ------------------------------------------------------------------------------------------------

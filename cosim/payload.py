@@ -253,14 +253,13 @@ def _extract(w64: np.ndarray, off: int, width: int, signed: bool) -> np.ndarray:
         u = u | (w64[:, w + 1] << np.uint64(32 - sh))
     if sh + width > 64:
         u = u | (w64[:, w + 2] << np.uint64(64 - sh))
-    if width < 64:
-        u = u & np.uint64((1 << width) - 1)
-    if not signed:
-        return u.astype(np.int64) if width < 64 else u
     if width == 64:
-        return u.view(np.int64)
-    v = u.astype(np.int64)
-    return np.where(v >= (1 << (width - 1)), v - (1 << width), v)
+        return u.view(np.int64) if signed else u
+    # Shift the field to the top, then back down: the bits above it fall off, and an arithmetic
+    # shift of the signed view sign-extends it (two passes instead of mask, compare and select).
+    top = np.uint64(64 - width)
+    u <<= top
+    return (u.view(np.int64) if signed else u) >> (64 - width if signed else top)
 
 
 def _unpack_wide(words: np.ndarray, off: int, width: int, signed: bool) -> np.ndarray:

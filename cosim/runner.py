@@ -137,13 +137,16 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
         message, tally = result
         if rerun_with_waves and not waves:
             failed = [name for name, t in tally.tests.items() if t.get("failed")] or testcase
-            wave_result = _run_once(config, config_path, test_module, build_dir, failed, seed,
-                                    samples, True, gap, stall, timeout_cycles, env)
+            try:
+                _run_once(config, config_path, test_module, build_dir, failed, seed, samples,
+                          True, gap, stall, timeout_cycles, env)
+            except CosimFailure as exc:     # keep the failure itself, not the rerun's problem
+                message += f"\n(the rerun with waveforms failed: {str(exc).splitlines()[0]})"
             wave_dir = build_dir / "waves"
-            fsts = sorted(str(p) for p in wave_dir.rglob("*.fst")) if wave_dir.exists() else []
+            fsts = sorted(str(p) for p in wave_dir.rglob("*.fst")) + \
+                sorted(str(p) for p in wave_dir.rglob("*.vcd")) if wave_dir.exists() else []
             if fsts:
                 message += "\nWaveform: " + ", ".join(fsts)
-            del wave_result
         raise CosimFailure(message)
 
 
@@ -172,7 +175,7 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
             env[key] = str(value)
         elif os.environ.get(key):
             env[key] = os.environ[key]
-    for key, value in os.environ.items():     # e.g. ACCELGEN_BENCH_GEMM for benchmark-only tests
+    for key, value in os.environ.items():     # e.g. ACCELGEN_REPLAY for cosim.replay
         if key.startswith("ACCELGEN_") and key not in env:
             env[key] = value
     env.update(extra_env or {})
@@ -237,7 +240,8 @@ def main_cosim(args) -> int:
         print(f"{config.name} {name}: {tally.get('checked', 0)} results checked, "
               f"{tally.get('mismatches', 0)} mismatches")
     if args.waves:
-        for fst in sorted((result.build_dir / "waves").rglob("*.fst")):
-            print(f"waveform: {fst}")
+        wave_dir = result.build_dir / "waves"
+        for trace in sorted([*wave_dir.rglob("*.fst"), *wave_dir.rglob("*.vcd")]):
+            print(f"waveform: {trace}")
     print(f"total: {result.checked} results checked, 0 mismatches")
     return 0

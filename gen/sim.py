@@ -23,10 +23,17 @@ SIM_ROOT = REPO_ROOT / "build" / "sim"
 
 def design_for(config: ConfigBase, out_dir: str | Path | None = None) -> Design:
     """Export ``config`` (once per config hash, under ``build/sim/``) and describe it as data."""
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
     from gen.export import export_rtl
 
     folder = Path(out_dir) if out_dir else SIM_ROOT / f"{config.name}-{config.config_hash[:12]}"
     if not (folder / "manifest.json").exists():
+        # export elaborates the config even when its Verilog is cached; that unused component
+        # is expected, not a warning for the user
+        warnings.filterwarnings("ignore", category=UnusedElaboratable)
         export_rtl(config, folder)
     return Design.from_folder(folder)
 

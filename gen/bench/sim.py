@@ -20,6 +20,7 @@ seconds are the steadier figure). Writes ``sim.json`` and ``sim.png``.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -146,7 +147,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     rows = []
     for cfg, cocotb_cycles, fast_cycles in _presets(quick):
         print(f"  {cfg.name}: building and running ...", flush=True)
+        load = os.getloadavg()[0]
         row = _measure(cfg, cocotb_cycles, fast_cycles)
+        row["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         rows.append(row)
         print(f"  {cfg.name:<32} cocotb {row['cocotb']['cycles_per_second']:>10,.0f}  native "
               f"{row['native']['cycles_per_second']:>12,.0f}  bare "
@@ -169,7 +172,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         targets["4x4: native >= 1 M cycles/s"] = {
             "wall": r["cycles_per_second"], "cpu": r["cycles_per_cpu_second"],
             "met": min(r["cycles_per_second"], r["cycles_per_cpu_second"]) >= 1e6}
-    result = {"benchmark": "sim", "quick": quick, "native_opt": OPT, "rows": rows,
+    result = {"benchmark": "sim", "quick": quick, "native_opt": OPT,
+              "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "rows": rows,
               "targets": targets,
               "all_identical": all(r["cocotb"]["identical_to_native"] for r in rows)}
     (out_dir / "sim.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -131,12 +131,20 @@ def pack_beats(layout: dict, columns: Any) -> np.ndarray:
     for leaf in leaves(layout):
         raw = _get(columns, leaf.path, leaf)
         values = np.asarray(raw, dtype=object if leaf.width > 64 else None)
-        if values.dtype.kind not in "iub" and not (values.dtype == object and leaf.width > 64):
-            if values.dtype == object:
-                values = values.astype(np.int64)
-            else:
-                raise TypeError(f"payload field {leaf.name} must hold integers, not "
-                                f"{values.dtype}")
+        if values.dtype == object:
+            # Python ints (the slow path): check them here, then use a fixed-width integer type
+            # where the field fits one (uint64 for unsigned 64-bit fields, whose top half an
+            # int64 cannot hold).
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                       for v in values.flat):
+                raise TypeError(f"payload field {leaf.name} must hold integers")
+            if values.size:
+                _check_range(leaf, values)
+            if leaf.width <= 64:
+                values = values.astype(np.uint64 if leaf.width == 64 and not leaf.signed
+                                       else np.int64)
+        elif values.dtype.kind not in "iub":
+            raise TypeError(f"payload field {leaf.name} must hold integers, not {values.dtype}")
         if values.ndim != 1 + len(leaf.shape) or tuple(values.shape[1:]) != leaf.shape:
             want = "(beats" + "".join(f", {d}" for d in leaf.shape) + ")"
             raise ValueError(f"payload field {leaf.name} must have shape {want}, not "
@@ -289,8 +297,8 @@ def columns_from_values(layout: dict, values: list) -> Any:
     column tree."""
     kind = layout["type"]
     if kind == "int":
-        return np.array([int(v) for v in values],
-                        dtype=object if layout["width"] > 64 else np.int64).reshape(len(values))
+        dtype = Leaf((), 0, layout["width"], bool(layout["signed"])).dtype()
+        return np.array([int(v) for v in values], dtype=dtype).reshape(len(values))
     if kind == "struct":
         out = {}
         for name, field in layout["fields"].items():

@@ -51,10 +51,11 @@ class ReplayRun:
 
 
 def run_both(config, design: Design, cases: list[Case], *, seed: int = 1,
-             fast_harness: str = "cocotb", fast_opt: str | None = None
-             ) -> list[tuple[FastRun, ReplayRun]]:
+             fast_harness: str = "cocotb", fast_opt: str | None = None,
+             cocotb_opt: str | None = None) -> list[tuple[FastRun, ReplayRun]]:
     """Every case through both harnesses. ``config`` is what :func:`cosim.runner.run_cosim` takes
-    (it builds and runs the cocotb side); ``design`` the same design as plain data."""
+    (it builds and runs the cocotb side, ``cocotb_opt``: its build's C++ optimisation, default
+    the regressions' -O0); ``design`` the same design as plain data."""
     from cosim.runner import run_cosim
 
     fast_runs, stims, outs = [], [], []
@@ -76,7 +77,7 @@ def run_both(config, design: Design, cases: list[Case], *, seed: int = 1,
             write_stimulus(stim, packed, profile=prof, expect=expect, drain=case.drain)
             stims.append(stim)
             outs.append(out)
-        run_cosim(config, "cosim.replay", seed=seed, rerun_with_waves=False,
+        run_cosim(config, "cosim.replay", seed=seed, rerun_with_waves=False, build_opt=cocotb_opt,
                   env={"ACCELGEN_REPLAY": os.pathsep.join(stims),
                        "ACCELGEN_REPLAY_OUT": os.pathsep.join(outs)})
         replays = []

@@ -453,21 +453,23 @@ _FAST_MAIN_CPP = r"""// Native harness executable: main() is the accelgen harnes
 #include "accelgen_harness.h"
 double sc_time_stamp() { return 0; }
 int main(int argc, char** argv) {
-    if (argc > 1 && !strcmp(argv[1], "--accelgen-fast")) return accelgen_fast_main(argc - 2, argv + 2);
+    if (argc > 1 && !strcmp(argv[1], "--accelgen-fast"))
+        return accelgen_fast_main(argc - 2, argv + 2);
     return accelgen_fast_main(argc - 1, argv + 1);
 }
 """
 
-_COCOTB_MAIN_CPP = r"""// cocotb's Verilator main and the accelgen native harness in one executable, so a test that
-// runs both on one design shares one build: `--accelgen-fast` as the first argument selects
-// the native harness, anything else is cocotb's main, untouched.
+_COCOTB_MAIN_CPP = r"""// cocotb's Verilator main and the accelgen native harness in one executable,
+// so a test that runs both on one design shares one build: `--accelgen-fast` as the first
+// argument selects the native harness, anything else is cocotb's main, untouched.
 #include <cstring>
 #define main accelgen_cocotb_main
 #include "@COCOTB_MAIN@"
 #undef main
 #include "accelgen_harness.h"
 int main(int argc, char** argv) {
-    if (argc > 1 && !strcmp(argv[1], "--accelgen-fast")) return accelgen_fast_main(argc - 2, argv + 2);
+    if (argc > 1 && !strcmp(argv[1], "--accelgen-fast"))
+        return accelgen_fast_main(argc - 2, argv + 2);
     return accelgen_cocotb_main(argc, argv);
 }
 """

@@ -65,7 +65,7 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build(config: ConfigBase, build_dir: Path, waves: bool):
+def _build(config: ConfigBase, build_dir: Path, waves: bool, opt: str | None = None):
     """Export ``config`` and build (or find in the shared cache) its cocotb simulation binary.
 
     The build is :func:`cosim.fast.build` with ``harness="cocotb"``: cocotb's Verilator main and
@@ -79,7 +79,8 @@ def _build(config: ConfigBase, build_dir: Path, waves: bool):
     apply_verilator_env()
     export = export_rtl(config, build_dir / "rtl")
     try:
-        made = build(Design(export.verilog, export.manifest), harness="cocotb", waves=waves)
+        made = build(Design(export.verilog, export.manifest), harness="cocotb", waves=waves,
+                     opt=opt)
     except BuildError as exc:
         raise CosimFailure(str(exc)) from None
     return get_runner("verilator"), export, made.binary.parent
@@ -108,12 +109,15 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
               testcase: str | list[str] | None = None, seed: int | None = None,
               samples: int | None = None, waves: bool | None = None, gap: float | None = None,
               stall: float | None = None, timeout_cycles: int | None = None,
-              rerun_with_waves: bool = True, env: dict[str, str] | None = None) -> CosimResult:
+              rerun_with_waves: bool = True, env: dict[str, str] | None = None,
+              build_opt: str | None = None) -> CosimResult:
     """Build ``config`` (a dataclass or a YAML path) and run the cocotb tests in ``test_module``.
 
     Seed, sample count and waves default to ``ACCELGEN_SEED``, ``ACCELGEN_SAMPLES`` and
-    ``ACCELGEN_WAVES`` from the environment; ``env`` adds variables for the test module. Raises :class:`CosimFailure` on any failed test or
-    mismatch, with the seed and a one-line reproduction command.
+    ``ACCELGEN_WAVES`` from the environment; ``env`` adds variables for the test module;
+    ``build_opt`` overrides the build's C++ optimisation (default -O0, see cosim.verilator). Raises
+    :class:`CosimFailure` on any failed test or mismatch, with the seed and a one-line
+    reproduction command.
     """
     config_path = None
     if not isinstance(config, ConfigBase):
@@ -131,7 +135,7 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
     build_dir = BUILD_ROOT / config.name
     with _locked(BUILD_ROOT / f".{config.name}.lock"):
         result = _run_once(config, config_path, test_module, build_dir, testcase, seed, samples,
-                           waves, gap, stall, timeout_cycles, env)
+                           waves, gap, stall, timeout_cycles, env, build_opt)
         if result[0] is None:
             return result[1]
         message, tally = result
@@ -139,7 +143,7 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
             failed = [name for name, t in tally.tests.items() if t.get("failed")] or testcase
             try:
                 _run_once(config, config_path, test_module, build_dir, failed, seed, samples,
-                          True, gap, stall, timeout_cycles, env)
+                          True, gap, stall, timeout_cycles, env, build_opt)
             except CosimFailure as exc:     # keep the failure itself, not the rerun's problem
                 message += f"\n(the rerun with waveforms failed: {str(exc).splitlines()[0]})"
             wave_dir = build_dir / "waves"
@@ -151,8 +155,8 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
 
 
 def _run_once(config, config_path, test_module, build_dir, testcase, seed, samples, waves, gap,
-              stall, timeout_cycles, extra_env=None):
-    runner, export, binary_dir = _build(config, build_dir, waves)
+              stall, timeout_cycles, extra_env=None, build_opt=None):
+    runner, export, binary_dir = _build(config, build_dir, waves, build_opt)
     # The binary lives in the shared build cache; this config's runs (results, records, logs,
     # waveforms) get a folder of their own.
     sim_dir = build_dir / ("waves" if waves else "sim")

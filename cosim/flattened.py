@@ -10,6 +10,8 @@ Tests per config (every mode, random input gaps and output backpressure unless n
   / zero / alternating operands (largest products, saturation when the accumulator is narrow).
 * ``cycle_model``: no gaps, always ready; every job's last-beat and result cycles must equal
   :func:`software_model.flattened.flat_schedule`.
+
+Tiled GEMMs (long workloads) run on the native harness instead: :mod:`cosim.gemm`.
 """
 
 from __future__ import annotations
@@ -285,42 +287,3 @@ async def cycle_model(dut):
     tb.record("model_last_out", [j for j, (_b, m) in zip(model, jobs) if m][-1].last_out)
     tb.record("rtl_last_out", out[-1] - origin)
     tb.finish(min_checked=len(model))
-
-
-def tiled_shape(config) -> tuple[int, int, int]:
-    """GEMM shape of ``tiled_gemm``: ``ACCELGEN_FLAT_SHAPE=M,K,N`` or a small default."""
-    import os
-    text = os.environ.get("ACCELGEN_FLAT_SHAPE")
-    if text:
-        m, k, n = (int(v) for v in text.split(","))
-        return m, k, n
-    k = 2 * config.block_size if config.mxint else config.max_k
-    return config.blen + 1, k, 3 * config.blen
-
-
-@cocotb.test()
-async def tiled_gemm(dut):
-    """A whole M x K x N GEMM tiled as the cycle model tiles it (N tiles outer, M tiles inner),
-    no gaps, always ready: every value checked and total cycles == flat_tiled_cycles."""
-    from software_model.flattened import flat_tiled_cycles
-    tb = await Testbench.start(dut)
-    h = _Harness(tb, gap=0.0, stall=0.0)
-    cfg = tb.config
-    m, k, n = tiled_shape(cfg)
-    if k > cfg.max_k and not cfg.mxint:
-        raise ValueError(f"K={k} exceeds max_k={cfg.max_k}")
-    rows = 0
-    for _col in range(-(-n // cfg.blen)):
-        for r0 in range(0, m, cfg.blen):
-            h.add(k, min(cfg.blen, m - r0), "uniform", "uniform")
-            rows += min(cfg.blen, m - r0)
-    await h.run()
-    rtl_cycles = h.results.beat_cycles[-1] - h.operands.beat_cycles[0] + 1
-    model = flat_tiled_cycles(m, k, n, blen=cfg.blen, mlen=cfg.mlen,
-                              buffer_rows=cfg.result_buffer_rows,
-                              block_size=cfg.block_size if cfg.mxint else None)
-    tb.scoreboard.check(model["cycles"], rtl_cycles, f"cycles of the {m}x{k}x{n} GEMM")
-    tb.record("shape", [m, k, n])
-    tb.record("rtl_cycles", rtl_cycles)
-    tb.record("model_cycles", model["cycles"])
-    tb.finish(min_checked=rows + 1)

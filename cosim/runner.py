@@ -1,15 +1,16 @@
 """pytest/CLI side of co-simulation: export a config, build it with Verilator, run cocotb tests.
 
-One build directory per config (``build/cosim/<config name>/``), reused while the Verilog is
-byte-identical; a waveform build lives beside it in ``waves/``. A failing run is repeated once with
-waveforms on, so the FST of the failure is kept, and the error names the seed and the one command
-that reproduces it.
+Binaries come from the shared, content-addressed build cache (``build/verilator/``, see
+:mod:`cosim.verilator`): one build per (Verilog, harness, flags), reused by every test and bench
+that needs it. Each config's runs (exported RTL, results, records, logs) live in
+``build/cosim/<config name>/``; a waveform run in its ``waves/``. A failing run is repeated once
+with waveforms on, so the FST of the failure is kept, and the error names the seed and the one
+command that reproduces it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shlex
@@ -20,23 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cosim.verilator import BuildError, apply_verilator_env
 from gen.config import REPO_ROOT, load_config, preset_paths
 from gen.export import export_rtl
 from gen.schema import ConfigBase
-from gen.toolchain import apply_verilator_env
 
 __all__ = ["CosimFailure", "CosimResult", "run_cosim", "preset_configs", "BUILD_ROOT"]
 
 BUILD_ROOT = REPO_ROOT / "build" / "cosim"
-
-#: Verilator build options. Lint is a separate step (gen.lint) with its own waivers, so the
-#: simulation build must not stop on style warnings. The C++ compile, not the simulation,
-#: dominates a regression's wall time, hence the modest optimisation levels below.
-VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
-                        "--x-initial", "fast"]
-#: C++ optimisation off: the regressions are bound by cocotb's Python per beat, and -O0 compiles
-#: about 25% faster than -O1 (30 s vs 40 s CPU for a 16x8 array).
-VERILATOR_MAKE_ARGS = ["OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0"]
 
 
 class CosimFailure(AssertionError):
@@ -73,63 +65,25 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _verilator_commands(verilog: Path, top: str, sim_dir: Path, waves: bool) -> list[list[str]]:
-    """Verilator build of a cocotb simulation binary.
+def _build(config: ConfigBase, build_dir: Path, waves: bool, opt: str | None = None):
+    """Export ``config`` and build (or find in the shared cache) its cocotb simulation binary.
 
-    The same command cocotb's runner issues, except that only the top-level ports are made visible
-    to VPI instead of every signal (``--public-flat-rw``): the testbenches only touch ports, and
-    making every internal signal public quadruples the C++ and its compile time
-    (``--public-depth 1``: the top module's signals only).
+    The build is :func:`cosim.fast.build` with ``harness="cocotb"``: cocotb's Verilator main and
+    the native stream harness in one executable, content-addressed by Verilog, harness and flags
+    under ``build/verilator/``, so every test and bench that needs this design shares it.
     """
-    import cocotb_tools.config as cocotb_config
-
-    from gen.toolchain import verilator_root
-
-    libs = cocotb_config.libs_dir
-    main_cpp = cocotb_config.share_dir / "lib" / "verilator" / "verilator.cpp"
-    verilate = [str(verilator_root() / "bin" / "verilator"), "-cc", "--exe", "-Mdir", str(sim_dir),
-                "--top-module", top, "--vpi", "--public-depth", "1", "--prefix", "Vtop", "-o", top,
-                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-                *VERILATOR_BUILD_ARGS, *(["--trace-fst", "--trace-structs"] if waves else []),
-                str(main_cpp), str(verilog)]
-    compile_ = ["make", "-j", str(min(2, os.cpu_count() or 1)), "-C", str(sim_dir), "-f", "Vtop.mk",
-                f"VM_TRACE={int(waves)}", *VERILATOR_MAKE_ARGS]
-    return [verilate, compile_]
-
-
-def _build(config: ConfigBase, build_dir: Path, waves: bool):
-    import subprocess
-
     from cocotb_tools.runner import get_runner
 
-    from gen.toolchain import verilator_env
+    from cosim.fast import Design, build
 
     apply_verilator_env()
-    rtl_dir = build_dir / "rtl"
-    export = export_rtl(config, rtl_dir)
-    sim_dir = build_dir / ("waves" if waves else "sim")
-    commands = _verilator_commands(export.verilog, config.top_name, sim_dir, waves)
-    digest = hashlib.sha256(export.verilog.read_bytes()
-                            + json.dumps(commands[0][1:-2] + commands[1][5:]).encode()).hexdigest()
-    stamp = sim_dir / "accelgen.stamp"
-    binary = sim_dir / config.top_name
-    if not (stamp.exists() and stamp.read_text() == digest and binary.exists()):
-        if sim_dir.exists():
-            shutil.rmtree(sim_dir)
-        sim_dir.mkdir(parents=True)
-        log_path = build_dir / ("build-waves.log" if waves else "build.log")
-        with open(log_path, "w") as log:
-            for cmd in commands:
-                log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
-                log.flush()
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                      env=verilator_env())
-                if proc.returncode != 0:
-                    raise CosimFailure(f"Verilator build of {config.name} failed "
-                                       f"(exit {proc.returncode}); log: {log_path}\n"
-                                       + "\n".join(log_path.read_text().splitlines()[-20:]))
-        stamp.write_text(digest)
-    return get_runner("verilator"), export, sim_dir
+    export = export_rtl(config, build_dir / "rtl")
+    try:
+        made = build(Design(export.verilog, export.manifest), harness="cocotb", waves=waves,
+                     opt=opt)
+    except BuildError as exc:
+        raise CosimFailure(str(exc)) from None
+    return get_runner("verilator"), export, made.binary.parent
 
 
 def _repro_command(config: ConfigBase, config_path: Path | None, seed: int, samples: int | None,
@@ -155,12 +109,15 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
               testcase: str | list[str] | None = None, seed: int | None = None,
               samples: int | None = None, waves: bool | None = None, gap: float | None = None,
               stall: float | None = None, timeout_cycles: int | None = None,
-              rerun_with_waves: bool = True) -> CosimResult:
+              rerun_with_waves: bool = True, env: dict[str, str] | None = None,
+              build_opt: str | None = None) -> CosimResult:
     """Build ``config`` (a dataclass or a YAML path) and run the cocotb tests in ``test_module``.
 
     Seed, sample count and waves default to ``ACCELGEN_SEED``, ``ACCELGEN_SAMPLES`` and
-    ``ACCELGEN_WAVES`` from the environment. Raises :class:`CosimFailure` on any failed test or
-    mismatch, with the seed and a one-line reproduction command.
+    ``ACCELGEN_WAVES`` from the environment; ``env`` adds variables for the test module;
+    ``build_opt`` overrides the build's C++ optimisation (default -O0, see cosim.verilator). Raises
+    :class:`CosimFailure` on any failed test or mismatch, with the seed and a one-line
+    reproduction command.
     """
     config_path = None
     if not isinstance(config, ConfigBase):
@@ -178,25 +135,32 @@ def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *
     build_dir = BUILD_ROOT / config.name
     with _locked(BUILD_ROOT / f".{config.name}.lock"):
         result = _run_once(config, config_path, test_module, build_dir, testcase, seed, samples,
-                           waves, gap, stall, timeout_cycles)
+                           waves, gap, stall, timeout_cycles, env, build_opt)
         if result[0] is None:
             return result[1]
         message, tally = result
         if rerun_with_waves and not waves:
             failed = [name for name, t in tally.tests.items() if t.get("failed")] or testcase
-            wave_result = _run_once(config, config_path, test_module, build_dir, failed, seed,
-                                    samples, True, gap, stall, timeout_cycles)
+            try:
+                _run_once(config, config_path, test_module, build_dir, failed, seed, samples,
+                          True, gap, stall, timeout_cycles, env, build_opt)
+            except CosimFailure as exc:     # keep the failure itself, not the rerun's problem
+                message += f"\n(the rerun with waveforms failed: {str(exc).splitlines()[0]})"
             wave_dir = build_dir / "waves"
-            fsts = sorted(str(p) for p in wave_dir.rglob("*.fst")) if wave_dir.exists() else []
+            fsts = sorted(str(p) for p in wave_dir.rglob("*.fst")) + \
+                sorted(str(p) for p in wave_dir.rglob("*.vcd")) if wave_dir.exists() else []
             if fsts:
                 message += "\nWaveform: " + ", ".join(fsts)
-            del wave_result
         raise CosimFailure(message)
 
 
 def _run_once(config, config_path, test_module, build_dir, testcase, seed, samples, waves, gap,
-              stall, timeout_cycles):
-    runner, export, sim_dir = _build(config, build_dir, waves)
+              stall, timeout_cycles, extra_env=None, build_opt=None):
+    runner, export, binary_dir = _build(config, build_dir, waves, build_opt)
+    # The binary lives in the shared build cache; this config's runs (results, records, logs,
+    # waveforms) get a folder of their own.
+    sim_dir = build_dir / ("waves" if waves else "sim")
+    sim_dir.mkdir(parents=True, exist_ok=True)
     record_dir = sim_dir / "records"
     if record_dir.exists():
         shutil.rmtree(record_dir)
@@ -215,14 +179,15 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
             env[key] = str(value)
         elif os.environ.get(key):
             env[key] = os.environ[key]
-    for key, value in os.environ.items():     # e.g. ACCELGEN_BENCH_GEMM for benchmark-only tests
+    for key, value in os.environ.items():     # e.g. ACCELGEN_REPLAY for cosim.replay
         if key.startswith("ACCELGEN_") and key not in env:
             env[key] = value
+    env.update(extra_env or {})
     if waves:
         env["ACCELGEN_WAVES"] = "1"
     results_xml = runner.test(test_module=test_module, hdl_toplevel=config.top_name,
                               hdl_toplevel_lang="verilog",
-                              build_dir=sim_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
+                              build_dir=binary_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
                               extra_env=env, waves=waves, results_xml=str(sim_dir / "results.xml"),
                               log_file=sim_dir / "sim.log")
     tally = CosimResult(config=config, build_dir=build_dir)
@@ -279,7 +244,8 @@ def main_cosim(args) -> int:
         print(f"{config.name} {name}: {tally.get('checked', 0)} results checked, "
               f"{tally.get('mismatches', 0)} mismatches")
     if args.waves:
-        for fst in sorted((result.build_dir / "waves").rglob("*.fst")):
-            print(f"waveform: {fst}")
+        wave_dir = result.build_dir / "waves"
+        for trace in sorted([*wave_dir.rglob("*.fst"), *wave_dir.rglob("*.vcd")]):
+            print(f"waveform: {trace}")
     print(f"total: {result.checked} results checked, 0 mismatches")
     return 0

@@ -11,11 +11,11 @@ native harnesses):
   extremes; for weight-stationary also one-row and long activation packets.
 * ``cycle_model``: gap-free inputs and an always-ready output; every job's accept and result cycles
   must equal :func:`software_model.systolic.os_schedule` / ``ws_schedule`` exactly.
+
+Tiled GEMMs (long workloads) run on the native harness instead: :mod:`cosim.gemm`.
 """
 
 from __future__ import annotations
-
-import os
 
 import cocotb
 import numpy as np
@@ -197,42 +197,3 @@ async def cycle_model(dut):
     tb.record("model_last_out", model[-1].last_out)
     tb.record("rtl_last_out", out[-1] - origin)
     tb.finish(min_checked=len(model))
-
-
-_BENCH_GEMM = os.environ.get("ACCELGEN_BENCH_GEMM", "")
-
-
-@cocotb.test(skip=not _BENCH_GEMM)
-async def gemm_bench(dut):
-    """Benchmark only (``accelgen bench systolic``): one tiled M x K x N GEMM, gap-free, every tile
-    checked; records RTL cycles, the cycle model's prediction and simulation speed."""
-    import math
-    import time
-
-    from software_model.systolic import tiled_gemm_cycles
-
-    m, k, n = (int(v) for v in _BENCH_GEMM.split(","))
-    tb = await Testbench.start(dut)
-    h = _Harness(tb, gap=0.0, stall=0.0)
-    cfg = tb.config
-    if h.os:
-        chunk = min(k, cfg.max_k)
-        for _ in range(math.ceil(m / cfg.rows) * math.ceil(n / cfg.cols) * math.ceil(k / chunk)):
-            h.random_job(chunk, "uniform", "uniform")
-    else:
-        for _ in range(math.ceil(n / cfg.cols) * math.ceil(k / cfg.rows)):
-            h.random_job(min(cfg.rows, k), "uniform", "uniform", m=m)
-    start_wall = time.perf_counter()
-    await h.run()
-    first_in = h.operands.beat_cycles[0] if h.os else h.weights.beat_cycles[0]
-    # inclusive, as the model counts: first operand cycle .. last result cycle
-    cycles = h.results.beat_cycles[-1] - first_in + 1
-    wall = time.perf_counter() - start_wall
-    model = tiled_gemm_cycles(m, k, n, rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow,
-                              buffer_rows=cfg.result_buffer_rows, max_k=cfg.max_k)
-    tb.record("rtl_cycles", cycles)
-    tb.record("model_cycles", model["cycles"])
-    tb.record("jobs", len(h.jobs))
-    tb.record("wall_seconds", round(wall, 3))
-    tb.record("sim_cycles_per_second", round(cycles / wall, 1))
-    tb.finish(min_checked=len(h.jobs))

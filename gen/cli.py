@@ -383,6 +383,11 @@ def cmd_cosim(args) -> int:
     return main_cosim(args)
 
 
+def cmd_sim(args) -> int:
+    from gen.sim import main_sim
+    return main_sim(args)
+
+
 def bench_modules() -> list[str]:
     from gen.registry import BENCHES
     return list(BENCHES)
@@ -595,6 +600,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module", default=None,
                    help="cocotb test module (default: the generator's, e.g. cosim.systolic)")
     _add_max_cells(p)
+
+    from gen.sim import SIM_EPILOG, add_arguments as add_sim_arguments
+    p = add_command(sub, "sim", cmd_sim,
+                    "run stream beats through a config's Verilog in a native Verilator harness "
+                    "(long workloads, .npz in and out)",
+                    "Simulate CONFIG's Verilog with Verilator in a native C++ stream harness: input "
+                    "beats from an .npz (or seeded random ones), the shared traffic profiles, "
+                    "output beats and the cycle of every handshake back as .npz. Same beats and "
+                    "cycles as the cocotb harness; 40-70x faster on most presets, 17x on a 16x16 "
+                    "array whose model dominates (accelgen bench sim).",
+                    SIM_EPILOG)
+    add_sim_arguments(p)
 
     from gen.cycles import STEPS_MAX
     from gen.registry import KINDS

@@ -108,6 +108,8 @@ BENCHES: dict[str, Bench] = {b.name: b for b in (
     Bench("estimate", "gen.bench.estimate", "size-estimate calibration against synthesis"),
     Bench("mutation", "gen.bench.mutation",
           "mutation score: single faults injected into the RTL, killed or survived"),
+    Bench("sim", "gen.bench.sim",
+          "simulation speed: cocotb vs the native stream harness vs a bare C++ loop"),
 )}
 
 

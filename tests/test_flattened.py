@@ -278,7 +278,7 @@ def test_flattened_cosim(config):
     for mode, variants in (("gemm_mode", len(STRESS_PROFILES)), ("gemv_mode", len(STRESS_PROFILES)),
                            ("per_head_mode", 2), ("corner_cases", 2)):
         assert sum(n.startswith(mode) for n in names) == variants, names
-    assert {"cycle_model", "tiled_gemm"} <= set(names)
+    assert "cycle_model" in names   # tiled GEMMs run natively: tests/test_fast.py
     for name, tally in result.tests.items():
         samples = tally["records"].get("samples")
         if name.startswith("gemm_mode"):
@@ -287,8 +287,6 @@ def test_flattened_cosim(config):
             assert tally["checked"] >= samples, name
     records = result.records("cycle_model")
     assert records["rtl_last_out"] == records["model_last_out"]
-    tiled = result.records("tiled_gemm")
-    assert tiled["rtl_cycles"] == tiled["model_cycles"]
     assert all(t["mismatches"] == 0 for t in result.tests.values())
 
 

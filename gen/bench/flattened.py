@@ -6,8 +6,8 @@
   prefill shapes, for BLEN 4 x MLEN 1024 and BLEN 8 x MLEN 512 against the foundation generator's
   64 x 64 output-stationary array (4096 multipliers each), plus the small pair BLEN 4 x MLEN 16
   vs 8 x 8 (64 multipliers each).
-* RTL: the cocotb ``tiled_gemm`` test runs small GEMMs on configs/flattened_b4_m16_int8.yaml in
-  Verilator and records measured cycles next to the model's (they must be equal).
+* RTL: small tiled GEMMs on configs/flattened_b4_m16_int8.yaml in Verilator (native harness,
+  cosim.gemm), measured cycles next to the model's (they must be equal).
 * Yosys (gen.synth): BLEN 4 x MLEN 16 vs 8 x 8 (int8, max_k 64): cells, NAND2-equivalent area,
   flops, longest path; and the adder tree synthesized alone (its extra area).
 
@@ -25,7 +25,6 @@ Writes flattened.json, flattened.md (the tables for docs/README) and flattened.p
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -142,28 +141,22 @@ def _util_curves(quick: bool) -> dict:
 
 
 def _rtl_rows(quick: bool) -> list[dict]:
-    """Measured Verilator cycles of small tiled GEMMs vs the cycle model."""
-    from cosim.runner import run_cosim
+    """Measured Verilator cycles of small tiled GEMMs vs the cycle model (native harness,
+    cosim.gemm: every result row checked against the golden model)."""
     from gen.config import REPO_ROOT, load_config
+    from gen.sim import tiled_gemm
     cfg = load_config(REPO_ROOT / "configs" / "flattened_b4_m16_int8.yaml")
     shapes = [(1, 64, 64), (8, 64, 16)] if quick else \
         [(1, 64, 64), (4, 64, 32), (8, 64, 16), (13, 40, 12)]
     rows = []
     for m, k, n in shapes:
-        old = os.environ.get("ACCELGEN_FLAT_SHAPE")
-        os.environ["ACCELGEN_FLAT_SHAPE"] = f"{m},{k},{n}"
-        try:
-            result = run_cosim(cfg, testcase="tiled_gemm", rerun_with_waves=False)
-        finally:
-            if old is None:
-                del os.environ["ACCELGEN_FLAT_SHAPE"]
-            else:
-                os.environ["ACCELGEN_FLAT_SHAPE"] = old
-        rec = result.records("tiled_gemm")
+        run = tiled_gemm(cfg, m, k, n, seed=1)
+        if run.mismatches:
+            raise AssertionError(f"{cfg.name} {m}x{k}x{n}: " + "; ".join(run.mismatches[:3]))
         rows.append({"config": cfg.name, "M": m, "K": k, "N": n,
-                     "rtl_cycles": rec["rtl_cycles"], "model_cycles": rec["model_cycles"],
-                     "checked": result.tests["tiled_gemm"]["checked"],
-                     "utilization": round(m * k * n / (rec["rtl_cycles"] * cfg.multipliers), 4)})
+                     "rtl_cycles": run.rtl_cycles, "model_cycles": run.model_cycles,
+                     "checked": run.checked,
+                     "utilization": round(m * k * n / (run.rtl_cycles * cfg.multipliers), 4)})
     return rows
 
 

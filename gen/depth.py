@@ -253,7 +253,7 @@ def analyse_stage(log_text: str, word: dict, verilog_lines: list[str], top: str)
             cone = back & graph.forward(a_bit)
             counts: Counter = Counter()
             srcs: dict[str, Counter] = {}
-            for cname in cone:
+            for cname in sorted(cone):     # sorted: ties resolve the same every run
                 cell = graph.cells[cname]
                 ctype = cell["type"]
                 op = OP_NAMES.get(ctype, ctype.lstrip("$"))

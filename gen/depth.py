@@ -86,13 +86,28 @@ class Segment:
     end: str
     levels: int
     operations: list[dict]          # [{"op": "add", "cell": "$add", "count": n, "src": [...]}]
+    chain: list[dict] = field(default_factory=list)   # heaviest word-level chain, in order
+
+    @property
+    def main(self) -> dict | None:
+        """The operation with the most estimated levels on the chain, and its heaviest cell."""
+        totals: Counter = Counter()
+        for c in self.chain:
+            if c["op"] not in ("wire", "bitwise", "logic"):
+                totals[c["op"]] += c["levels"]
+        if not totals:
+            return None
+        op = max(sorted(totals), key=lambda o: (totals[o], -_DEPTH_RANK.get(o, 9)))
+        cell = max((c for c in self.chain if c["op"] == op), key=lambda c: c["levels"])
+        count = sum(1 for c in self.chain if c["op"] == op)
+        top = [f"{o} {totals[o]}" for o in sorted(totals, key=lambda o: (-totals[o], o))[:3]]
+        return {"op": op, "src": cell["src"], "count": count, "estimate": totals[op],
+                "top": top}
 
     @property
     def main_op(self) -> str | None:
-        ops = [o for o in self.operations if o["op"] in _DEPTH_RANK]
-        if not ops:
-            return None
-        return min(ops, key=lambda o: (_DEPTH_RANK[o["op"]], -o["count"]))["op"]
+        main = self.main
+        return main["op"] if main else None
 
 
 @dataclass
@@ -112,7 +127,7 @@ class StageReport:
 
     def summary(self) -> str:
         d = self.deepest
-        what = d["op"] or "logic"
+        what = ", ".join(d.get("ops_estimated_levels") or []) or d["op"] or "logic"
         where = f" ({d['src']}: {d['text']})" if d.get("src") else ""
         return (f"{self.block}: {self.start} -> {self.end}; {d['levels']} of {self.length} levels "
                 f"in {what} {d['start']} -> {d['end']}{where}")
@@ -190,6 +205,74 @@ class _Graph:
             return [d] if isinstance(d, int) else []
         return list(self._ports(cname, "input"))
 
+    def width(self, cname: str, port: str) -> int:
+        return len(self.cells[cname]["connections"].get(port, ()))
+
+    def levels_estimate(self, cname: str) -> int:
+        """Rough gate levels of one word-level cell as Yosys maps it without ABC's restructuring:
+        ripple adders and comparators one level per bit, log-depth reductions and shifters, a
+        multiplier its two widths. Only used to rank the operations of one segment."""
+        ctype = self.cells[cname]["type"]
+        op = OP_NAMES.get(ctype, "")
+        a, b, y = (self.width(cname, p) for p in ("A", "B", "Y"))
+        if op in ("add", "subtract", "negate", "multiply-add"):
+            return max(a, b, y, 1)
+        if op == "multiply":
+            return a + b
+        if ctype in ("$lt", "$le", "$gt", "$ge"):
+            return max(a, b, 1)
+        if op == "shift":
+            return 2 * max(b, 1)
+        if op in ("compare", "reduce"):
+            return max(a, b, 1).bit_length() + 1
+        if ctype == "$pmux":
+            return max(self.width(cname, "S"), 1).bit_length() + 1
+        return 1
+
+    def heaviest_chain(self, cone: set[str]) -> list[str]:
+        """Cells of ``cone`` on the chain with the largest summed ``levels_estimate``."""
+        succ: dict[str, set[str]] = {c: set() for c in cone}
+        for c in cone:
+            for ob in self._ports(c, "output"):
+                for r in self.readers.get(ob, ()):
+                    if r in cone and r != c:
+                        succ[c].add(r)
+        best: dict[str, tuple[int, str | None]] = {}
+        on_stack: set[str] = set()
+
+        def visit(c: str) -> int:
+            if c in best:
+                return best[c][0]
+            on_stack.add(c)
+            tail, nxt = 0, None
+            for r in sorted(succ[c]):
+                if r in on_stack:       # a word-level loop the bits do not close: skip it
+                    continue
+                w = visit(r)
+                if w > tail:
+                    tail, nxt = w, r
+            on_stack.discard(c)
+            best[c] = (self.levels_estimate(c) + tail, nxt)
+            return best[c][0]
+
+        import sys
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 10 * len(cone) + 1000))
+        try:
+            starts = sorted(cone)
+            for c in starts:
+                visit(c)
+        finally:
+            sys.setrecursionlimit(limit)
+        if not best:
+            return []
+        head = max(sorted(best), key=lambda c: best[c][0])
+        chain = []
+        while head is not None:
+            chain.append(head)
+            head = best[head][1]
+        return chain
+
     def backward(self, bit: int) -> set[str]:
         seen, queue = set(), deque([bit])
         visited_bits = {bit}
@@ -245,6 +328,7 @@ def analyse_stage(log_text: str, word: dict, verilog_lines: list[str], top: str)
             continue        # the D input to Q of the end register: no logic
         a_bit, b_bit = graph.bit(a.wire, a.bit), graph.bit(b.wire, b.bit)
         ops: list[dict] = []
+        chain: list[dict] = []
         if a_bit is not None and b_bit is not None:
             if b.level is None:         # end register: the path reaches its D input
                 back = set().union(*(graph.backward(x) for x in graph.d_inputs(b_bit)))
@@ -266,7 +350,12 @@ def analyse_stage(log_text: str, word: dict, verilog_lines: list[str], top: str)
             for (op, ctype), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 ops.append({"op": op, "cell": ctype, "count": n,
                             "src": [s for s, _ in srcs.get(op, Counter()).most_common(3)]})
-        segments.append(Segment(_bit_label(a), _bit_label(b), b_level - a_level, ops))
+            for cname in graph.heaviest_chain(cone):
+                cell = graph.cells[cname]
+                chain.append({"op": OP_NAMES.get(cell["type"], cell["type"].lstrip("$")),
+                              "cell": cell["type"], "levels": graph.levels_estimate(cname),
+                              "src": _src_key(cell.get("attributes", {}).get("src", ""))})
+        segments.append(Segment(_bit_label(a), _bit_label(b), b_level - a_level, ops, chain))
     start = _bit_label(nodes[0]) if nodes else ""
     end = _bit_label(end_node) if end_node else (_bit_label(nodes[-1]) if nodes else "")
     end_wire = end_node.wire if end_node else (nodes[-1].wire if nodes else top)
@@ -283,13 +372,18 @@ def analyse_stage(log_text: str, word: dict, verilog_lines: list[str], top: str)
     deepest = {"levels": 0, "start": start, "end": end, "op": None, "src": None, "text": ""}
     if segments:
         seg = max(segments, key=lambda s: s.levels)
-        op = seg.main_op
-        src = next((o["src"][0] for o in seg.operations if o["op"] == op and o["src"]), None)
-        deepest = {"levels": seg.levels, "start": seg.start, "end": seg.end, "op": op,
-                   "src": src, "text": text_of(src) if src else ""}
+        main = seg.main or {}
+        src = main.get("src")
+        deepest = {"levels": seg.levels, "start": seg.start, "end": seg.end,
+                   "op": main.get("op"), "op_cells": main.get("count"),
+                   "ops_estimated_levels": main.get("top", []), "src": src,
+                   "text": text_of(src) if src else ""}
     for seg in segments:
         for o in seg.operations:
             for s in o["src"]:
                 text_of(s)
+        for c in seg.chain:
+            if c["src"]:
+                text_of(c["src"])
     return StageReport(top=top, length=length, block=_block_of(end_wire, top), start=start,
                        end=end, segments=segments, deepest=deepest, source_lines=lines)

@@ -54,6 +54,7 @@ def _row(cfg, rep, stage, seconds) -> dict:
         "block": stage.block if stage else None,
         "stage_from": stage.start if stage else None, "stage_to": stage.end if stage else None,
         "deepest_levels": deep.get("levels"), "deepest_op": deep.get("op"),
+        "deepest_ops_estimated_levels": deep.get("ops_estimated_levels"),
         "deepest_from": deep.get("start"), "deepest_to": deep.get("end"),
         "deepest_src": deep.get("src"), "deepest_text": deep.get("text"),
         "path_ops": " ".join(f"{s.main_op or '-'}:{s.levels}" for s in stage.segments)
@@ -106,8 +107,9 @@ def _op_text(r) -> str:
         return "-"
     src = f" `{r['deepest_text']}`" if r["deepest_text"] else ""
     where = f" ({r['deepest_src']})" if r["deepest_src"] else ""
-    return (f"{r['deepest_levels']} levels: {r['deepest_op'] or 'logic'} "
-            f"{r['deepest_from']} -> {r['deepest_to']}{where}{src}")
+    ops = ", ".join(r.get("deepest_ops_estimated_levels") or []) or r["deepest_op"] or "logic"
+    return (f"{r['deepest_levels']} levels {r['deepest_from']} -> {r['deepest_to']}: {ops}; "
+            f"heaviest{where}{src}")
 
 
 def markdown_table(rows) -> str:

@@ -10,10 +10,10 @@ block's ports are not timed (in context they meet the neighbours' registers); th
 promoted to a global network, so its routing is ordinary fabric routing. Both tools run as
 WebAssembly from PyPI and see only their working folder, so every file is passed by relative path.
 
-Caching: the ECP5 netlist is cached by the Verilog's hash (and the DSP choice) under
-``build/fpga/<top>-<hash>/``; each place-and-route result under ``pnr-<device>-<package>-<speed>-
-<freq>-<seed>/`` inside it, so a rerun, or another clock target for the same Verilog, skips what
-was done. A design that does not fit the part is a result (``fits: false`` with nextpnr's reason),
+Caching: the ECP5 netlist is cached by the hash of the Verilog below its comment header (and the
+DSP choice) under ``build/fpga/<top>-<hash>/``; each place-and-route result under
+``pnr-<device>-<package>-<speed>-<freq>-<seed>/`` inside it, so a rerun, or another clock target
+for the same Verilog, skips what was done. A design that does not fit the part is a result (``fits: false`` with nextpnr's reason),
 not an error; so is a timeout.
 """
 
@@ -126,10 +126,22 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _logic_of(verilog_text: str) -> str:
+    """The Verilog without its leading comment block: the provenance header records the config
+    (whose canonical form grows when a kind gains a key), and comments change no gate."""
+    lines = verilog_text.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and lines[n].lstrip().startswith("//"):
+        n += 1
+    return "".join(lines[n:])
+
+
 def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool = True,
                timeout: float = 3600) -> tuple[Path, dict, float]:
-    """Run ``synth_ecp5``; return (work folder, cell counts by type, seconds). Cached."""
-    digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{dsp}\n{verilog_text}".encode()).hexdigest()
+    """Run ``synth_ecp5``; return (work folder, cell counts by type, seconds). Cached by the
+    Verilog's logic (not its comment header) and the DSP choice."""
+    digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{dsp}\n{_logic_of(verilog_text)}"
+                            .encode()).hexdigest()
     workdir = fpga_cache_root() / f"{top}-{digest[:16]}"
     done = workdir / "synth.json"
     if use_cache and done.exists() and (workdir / "design.json").exists():

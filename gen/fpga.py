@@ -136,49 +136,72 @@ def _logic_of(verilog_text: str) -> str:
     return "".join(lines[n:])
 
 
+def _abc9_failure(output: str) -> str:
+    """One line saying why a synth_ecp5 run failed (for the report of the fallback)."""
+    for pattern in (r"wasm trap: [^\n]+", r"ERROR: [^\n]+"):
+        found = re.findall(pattern, output)
+        if found:
+            return found[-1].strip()
+    return _tail(output, 1)
+
+
 def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool = True,
-               timeout: float = 3600) -> tuple[Path, dict, float]:
-    """Run ``synth_ecp5``; return (work folder, cell counts by type, seconds). Cached by the
-    Verilog's logic (not its comment header) and the DSP choice."""
+               timeout: float = 3600) -> tuple[Path, dict, float, str]:
+    """Run ``synth_ecp5``; return (work folder, cell counts by type, seconds, LUT mapper).
+
+    The LUT mapper is ABC9 (synth_ecp5's default). If that run fails, the netlist is made again
+    with classic ABC (``-noabc9``) and the mapper says why: inside WebAssembly, ABC9's XAIGER
+    analysis recurses once per gate along a path and exhausts the call stack on very deep logic
+    (mxint_linear_w2_k8_e7_fp32's 263-bit ripple negation). Cached by the Verilog's logic (not
+    its comment header) and the DSP choice.
+    """
     digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{dsp}\n{_logic_of(verilog_text)}"
                             .encode()).hexdigest()
     workdir = fpga_cache_root() / f"{top}-{digest[:16]}"
     done = workdir / "synth.json"
     if use_cache and done.exists() and (workdir / "design.json").exists():
         meta = json.loads(done.read_text())
-        return workdir, meta["cells"], meta["seconds"]
+        return workdir, meta["cells"], meta["seconds"], meta.get("mapper", "abc9")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.v").write_text(verilog_text)
-    script = "\n".join([
-        "read_verilog -sv design.v",
-        # Multi-bit wires split first: synth_ecp5's ABC9 step otherwise trips
-        # "Assert `count_id(wire->name) == 0'" on some Amaranth netlists (Yosys issue #4349; the
-        # workaround its maintainers name). Only wires are split; the logic is unchanged.
-        f"hierarchy -top {top}",
-        "proc",
-        "splitnets",
-        f"synth_ecp5 -top {top} {'' if dsp else '-nodsp '}-json design.json",
-        "tee -q -o stat.json stat -json",
-    ]) + "\n"
-    (workdir / "synth_ecp5.ys").write_text(script)
     start = time.monotonic()
-    try:
-        proc = subprocess.run([*yosys_command(), "-q", "-l", "synth_ecp5.log", "-s",
-                               "synth_ecp5.ys"], cwd=workdir, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise FpgaError(f"synth_ecp5 of {top} took longer than {timeout:.0f} s "
-                        f"(log: {workdir / 'synth_ecp5.log'})") from exc
+    mapper = "abc9"
+    for abc9 in (True, False):
+        script = "\n".join([
+            "read_verilog -sv design.v",
+            # Multi-bit wires split first: synth_ecp5's ABC9 step otherwise trips
+            # "Assert `count_id(wire->name) == 0'" on some Amaranth netlists (Yosys issue #4349;
+            # the workaround its maintainers name). Only wires are split; the logic is unchanged.
+            f"hierarchy -top {top}",
+            "proc",
+            "splitnets",
+            f"synth_ecp5 -top {top} {'' if dsp else '-nodsp '}{'' if abc9 else '-noabc9 '}"
+            "-json design.json",
+            "tee -q -o stat.json stat -json",
+        ]) + "\n"
+        (workdir / "synth_ecp5.ys").write_text(script)
+        try:
+            proc = subprocess.run([*yosys_command(), "-q", "-l", "synth_ecp5.log", "-s",
+                                   "synth_ecp5.ys"], cwd=workdir, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise FpgaError(f"synth_ecp5 of {top} took longer than {timeout:.0f} s "
+                            f"(log: {workdir / 'synth_ecp5.log'})") from exc
+        if proc.returncode == 0:
+            break
+        output = proc.stdout + proc.stderr
+        if not abc9:
+            raise FpgaError(f"synth_ecp5 failed on {top} (log: {workdir / 'synth_ecp5.log'}):\n"
+                            + _tail(output))
+        mapper = f"abc (abc9 failed: {_abc9_failure(output)})"
+        (workdir / "synth_ecp5_abc9_failed.log").write_text(output)
     seconds = round(time.monotonic() - start, 2)
-    if proc.returncode != 0:
-        raise FpgaError(f"synth_ecp5 failed on {top} (log: {workdir / 'synth_ecp5.log'}):\n"
-                        + _tail(proc.stdout + proc.stderr))
     stat = json.loads((workdir / "stat.json").read_text())
     module = stat["modules"].get(f"\\{top}") or next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in sorted(module.get("num_cells_by_type", {}).items())}
-    done.write_text(json.dumps({"cells": cells, "seconds": seconds}, indent=1, sort_keys=True)
-                    + "\n")
-    return workdir, cells, seconds
+    done.write_text(json.dumps({"cells": cells, "seconds": seconds, "mapper": mapper}, indent=1,
+                               sort_keys=True) + "\n")
+    return workdir, cells, seconds, mapper
 
 
 # -- nextpnr report ------------------------------------------------------------------------------
@@ -323,11 +346,12 @@ def place_and_route(workdir: Path, top: str, target: FpgaTarget, *, use_cache: b
 
 def run_fpga_verilog(verilog_text: str, top: str, target: FpgaTarget = FpgaTarget(), *,
                      use_cache: bool = True, timeout: float = 3600) -> FpgaReport:
-    workdir, cells, synth_seconds = synth_ecp5(verilog_text, top, dsp=target.dsp,
-                                               use_cache=use_cache, timeout=timeout)
+    workdir, cells, synth_seconds, mapper = synth_ecp5(verilog_text, top, dsp=target.dsp,
+                                                       use_cache=use_cache, timeout=timeout)
     pnr = place_and_route(workdir, top, target, use_cache=use_cache, timeout=timeout)
     digest = hashlib.sha256(verilog_text.encode()).hexdigest()
     extra = {k: pnr[k] for k in ("alu54", "before_packing") if k in pnr}
+    extra["lut_mapper"] = mapper
     return FpgaReport(
         top=top, device=target.device, package=target.package, speed=target.speed,
         freq_target_mhz=target.freq_mhz, dsp_inference=target.dsp, status=pnr["status"],

@@ -52,9 +52,18 @@ def _row(cfg, rep, macs, wall) -> dict:
     return row
 
 
+def _failed_row(cfg, macs, exc, wall) -> dict:
+    first = str(exc).strip().splitlines()
+    return {"config": cfg.name, "kind": cfg.kind, "macs_per_cycle": macs, "wall_seconds": wall,
+            "status": "failed", "fits": None, "message": " ".join(first[:1]),
+            "detail": str(exc)[-2000:], "luts": None, "ffs": None, "dsps": None, "brams": None,
+            "fmax_mhz": None, "critical_path": None, "luts_per_mac": None,
+            "synth_seconds": 0.0, "pnr_seconds": None, "extra": {}}
+
+
 def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import PRESET_DIR, load_config
-    from gen.fpga import FpgaTarget, run_fpga
+    from gen.fpga import FpgaError, FpgaTarget, run_fpga
     from gen.synth import synthesize
 
     out_dir = Path(out_dir)
@@ -67,12 +76,21 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             continue
         macs = macs_per_cycle(cfg)
         start = time.monotonic()
-        rep = run_fpga(cfg, target, timeout=TIMEOUT_S)
+        try:
+            rep = run_fpga(cfg, target, timeout=TIMEOUT_S)
+        except FpgaError as exc:        # one preset's tool failure must not hide the others
+            rows.append(_failed_row(cfg, macs, exc, round(time.monotonic() - start, 1)))
+            print(_line(rows[-1]), flush=True)
+            continue
         row = _row(cfg, rep, macs, round(time.monotonic() - start, 1))
         if rep.status == "does_not_fit" and "MULT18X18D" in rep.message:
             start = time.monotonic()
-            alt = run_fpga(cfg, FpgaTarget(dsp=False), timeout=TIMEOUT_S)
-            row["without_dsp"] = _row(cfg, alt, macs, round(time.monotonic() - start, 1))
+            try:
+                alt = run_fpga(cfg, FpgaTarget(dsp=False), timeout=TIMEOUT_S)
+                row["without_dsp"] = _row(cfg, alt, macs, round(time.monotonic() - start, 1))
+            except FpgaError as exc:
+                row["without_dsp"] = _failed_row(cfg, macs, exc,
+                                                 round(time.monotonic() - start, 1))
         rows.append(row)
         print(_line(row), flush=True)
     result = {"benchmark": "fpga", "quick": quick,
@@ -104,7 +122,8 @@ def _line(r) -> str:
 
 def _cells(r) -> str:
     if r["status"] != "ok":
-        what = "does not fit" if r["status"] == "does_not_fit" else r["status"]
+        what = {"does_not_fit": "does not fit", "failed": "tool failed"}.get(r["status"],
+                                                                          r["status"])
         return f"{what}: {r['message']}".replace("|", "\\|")
     cp = r["critical_path"] or {}
     path = (f"{cp.get('delay_ns', 0):.1f} ns, {cp.get('logic_levels', 0)} cells: "
@@ -126,7 +145,8 @@ def markdown_table(rows) -> str:
         cells = _cells(r)
         if r["status"] != "ok":
             cells = f"{cells} | | | | | | |"
-        body.append(f"| {r['config']} | {macs} | {cells} | {secs} |")
+        mark = "" if r.get("extra", {}).get("lut_mapper", "abc9") == "abc9" else " (abc)"
+        body.append(f"| {r['config']}{mark} | {macs} | {cells} | {secs} |")
         alt = r.get("without_dsp")
         if alt:
             secs = f"{alt['synth_seconds']:.0f} + {(alt['pnr_seconds'] or 0):.0f}"
@@ -134,7 +154,11 @@ def markdown_table(rows) -> str:
             if alt["status"] != "ok":
                 cells = f"{cells} | | | | | | |"
             body.append(f"| {r['config']} (no DSP) | {macs} | {cells} | {secs} |")
-    return head + "\n".join(body) + "\n"
+    notes = sorted({f"{r['config']}: {r['extra']['lut_mapper']}" for r in rows
+                    if r.get("extra", {}).get("lut_mapper", "abc9") != "abc9"})
+    tail = ("\n(abc): LUTs mapped with classic ABC (`synth_ecp5 -noabc9`) because ABC9 failed: "
+            + "; ".join(notes) + "\n") if notes else ""
+    return head + "\n".join(body) + "\n" + tail
 
 
 def _plot(rows, path):

@@ -95,6 +95,10 @@ BENCHES: dict[str, Bench] = {b.name: b for b in (
     Bench("estimate", "gen.bench.estimate", "size-estimate calibration against synthesis"),
     Bench("mutation", "gen.bench.mutation",
           "mutation score: single faults injected into the RTL, killed or survived"),
+    Bench("depth", "gen.bench.depth",
+          "every preset: cells, area, flops, longest path, latency, the deepest stage named"),
+    Bench("fpga", "gen.bench.fpga",
+          "every preset on an ECP5 LFE5U-85F: LUT4, FF, DSP, BRAM, Fmax, critical path"),
 )}
 
 

@@ -77,10 +77,19 @@ def test_target_rejects_bad_arguments(kwargs, message):
     assert message in str(err.value)
 
 
-def test_cli_rejects_a_bad_frequency_with_exit_2(capsys):
+@pytest.mark.parametrize("argv, fragment", [
+    (["--freq", "-5"], "argument --freq: got '-5'; allowed: a number of MHz in (0, 1000]"),
+    (["--freq", "fast"], "argument --freq: got 'fast'"),
+    (["--speed", "9"], "argument --speed: invalid choice: 9"),
+    (["--seed", "-1"], "argument --seed: got '-1'"),
+    (["--timeout", "0"], "argument --timeout: got '0'"),
+])
+def test_cli_rejects_bad_arguments_with_exit_2(capsys, argv, fragment):
     path = str(preset_paths(prefix="mxint_dot_w4_k8")[0])
-    assert main(["fpga", path, "--freq", "-5"]) == 2
-    assert "Frequency must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["fpga", path, *argv])
+    assert exc.value.code == 2
+    assert fragment in capsys.readouterr().err
 
 
 def test_cli_rejects_an_unknown_part(capsys):

@@ -19,8 +19,9 @@ from pathlib import Path
 
 __all__ = ["run", "latency_of", "PE_DEPTH_BUDGET"]
 
-#: Longest path of an int8 multiply-accumulate PE in mapped gates (systolic_os_4x4_int8 measures
-#: 37; issue 15 puts the target at "about 40"): the depth every block should come down to.
+#: Longest path of an int8 multiply-accumulate PE in mapped gates (issue 15 puts it at "about 40";
+#: systolic_os_4x4_int8's deepest stage, inside a PE, measures 33): the depth every block should
+#: come down to. A preset with wider operands has a deeper PE of its own (int4 x int16: 45).
 PE_DEPTH_BUDGET = 40
 
 QUICK_MAX_CELLS = 20000

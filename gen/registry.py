@@ -110,6 +110,10 @@ BENCHES: dict[str, Bench] = {b.name: b for b in (
           "mutation score: single faults injected into the RTL, killed or survived"),
     Bench("sim", "gen.bench.sim",
           "simulation speed: cocotb vs the native stream harness vs a bare C++ loop"),
+    Bench("depth", "gen.bench.depth",
+          "every preset: cells, area, flops, longest path, latency, the deepest stage named"),
+    Bench("fpga", "gen.bench.fpga",
+          "every preset on an ECP5 LFE5U-85F: LUT4, FF, DSP, BRAM, Fmax, critical path"),
 )}
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from gen.schema import ConfigBase
 from gen.toolchain import yosys_command
 
-__all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport", "synthesize",
-           "synthesize_verilog"]
+__all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport", "report_workdir",
+           "synthesize", "synthesize_verilog"]
 
 #: Combinational gates offered to ABC: name -> (area in GE, genlib function).
 GATE_LIBRARY: dict[str, tuple[float, str]] = {
@@ -100,6 +100,11 @@ def _gate_models() -> str:
 def _cache_root() -> Path:
     from gen.config import REPO_ROOT
     return REPO_ROOT / "build" / "synth"
+
+
+def report_workdir(report: SynthReport) -> Path:
+    """Cache folder of a report made with the default workdir (holds design.v and synth.log)."""
+    return _cache_root() / f"{report.top}-{report.verilog_sha256[:16]}"
 
 
 def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = None,

@@ -61,7 +61,7 @@ def test_rtl_writes_exactly_out_name_and_replaces_it(tmp_path, capsys):
     assert code == 0 and "[1/1] float_add_fp16: generated" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["float_add_fp16", "unrelated"]
     assert sorted(p.name for p in (out / "float_add_fp16").iterdir()) == \
-        ["filelist.f", "float_add_fp16.v", "manifest.json"]
+        ["filelist.f", "float_add_fp16.core", "float_add_fp16.v", "manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

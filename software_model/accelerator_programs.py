@@ -20,7 +20,7 @@ import numpy as np
 
 from software_model.accelerator import (AcceleratorParams, AcceleratorState, ExecutionError,
                                         check_instruction, execute, instruction_accesses,
-                                        matrix_addresses, quantize_matrix)
+                                        matrix_addresses, pack_words, quantize_matrix)
 from software_model.isa import Instruction, Opcode, Queue, TensorClass
 
 __all__ = ["Program", "Region", "SPAllocator", "HazardTracker", "attention_program",
@@ -78,6 +78,11 @@ class Program:
 
     def run(self, params: AcceleratorParams) -> AcceleratorState:
         return execute(self.instructions, self.initial_state(params))
+
+    def dram_image(self, params: AcceleratorParams) -> list[tuple[int, list[int]]]:
+        """The initial DRAM as ``(address, [word bit vectors])`` runs (``pack_words``): what a
+        testbench preloads."""
+        return [(address, pack_words(exps, mans, params)) for address, exps, mans in self.dram]
 
     def read(self, state: AcceleratorState, name: str):
         """``(exps, mans)`` of an output region after a run."""

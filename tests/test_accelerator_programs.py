@@ -80,6 +80,18 @@ def test_random_programs_have_every_kind_of_cross_queue_dependency():
     assert all(n > 0 for n in totals.values()), totals
 
 
+def test_dram_image_is_the_initial_state_as_bit_vectors():
+    from software_model.accelerator import unpack_words
+    params = preset("small")
+    prog = gemm_program(params, m=2, k=16, n=8, seed=0)
+    state = prog.initial_state(params)
+    for address, words in prog.dram_image(params):
+        e, m = unpack_words(words, params)
+        se, sm = state.dram.gather(address + np.arange(len(words)))
+        assert np.array_equal(e, se) and np.array_equal(m, sm)
+    assert state.dram.words_as_ints(params, 0, 4) == prog.dram_image(params)[0][1][:4]
+
+
 def test_random_programs_are_seeded_and_encode():
     params = preset("small")
     a, b = random_program(params, 7), random_program(params, 7)

@@ -38,7 +38,7 @@ def instructions(draw, op=None):
     return Instruction(op, **kwargs)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(instructions())
 def test_every_instruction_round_trips(instr):
     word = encode(instr)

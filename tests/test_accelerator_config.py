@@ -43,6 +43,8 @@ def _check(tmp_path, capsys, data):
     ({"accumulator": {"words": 2}}, "accumulator.words: got 2; allowed: at least rows (4)"),
     ({"scratchpad": {"words": 1000}}, "scratchpad.words: got 1000; allowed: a power of two"),
     ({"scratchpad": {"banks": 6}}, "scratchpad.banks: got 6; allowed: a power of two"),
+    ({"scratchpad": {"banks": 2}, "memory": {"port_words": 4}},
+     "memory.port_words: got 4; allowed: at most scratchpad.banks (2)"),
     ({"scratchpad": {"words": 64, "banks": 128}},
      "scratchpad.banks: got 128; allowed: at most scratchpad.words (64)"),
     # widths that overflow the golden model's int64

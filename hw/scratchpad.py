@@ -110,6 +110,7 @@ class Scratchpad(wiring.Component):
 
     def __init__(self, *, words: int, banks: int, word, read_ports: int, write_ports: int,
                  init=None):
+        # ``init``: raw word values (address order) the banks start with (simulation, tests)
         check_power_of_two("Words", words)
         check_power_of_two("Banks", banks)
         if banks > words:
@@ -173,6 +174,8 @@ class Scratchpad(wiring.Component):
             init = None
             if self.init is not None:
                 init = [self.init[a] for a in range(b, self.words, banks)]
+                if isinstance(self.word, data.Layout):       # raw words -> layout constants
+                    init = [self.word.from_bits(int(v)) for v in init]
             mem = m.submodules[f"bank{b}"] = memory.Memory(shape=self.word, depth=depth,
                                                            init=init or [])
             rp = mem.read_port()

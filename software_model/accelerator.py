@@ -44,7 +44,7 @@ from software_model.mxint_softmax import (OnlineSoftmax, OnlineTile, SoftmaxSpec
 __all__ = [
     "TensorFormat", "AcceleratorParams", "Memory", "AcceleratorState", "ExecutionError",
     "matmul", "accst", "accscale", "accnorm", "vadd", "vcast", "vgelu", "vlnorm", "vsmax",
-    "vsmaxo", "as_class", "round_to_exponent", "jam_shift_right", "convert_fixed",
+    "vsmaxo", "as_class", "round_to_exponent", "shift_right_sticky", "jam", "convert_fixed",
     "matrix_addresses", "acc_addresses", "pack_word", "unpack_word", "pack_words",
     "unpack_words", "quantize_matrix", "matrix_values",
     "check_instruction", "execute", "instruction_accesses", "Access",
@@ -286,16 +286,20 @@ class AcceleratorParams:
 # Conversions (shared by the operations)
 
 
-def jam_shift_right(v, s):
-    """``floor(v / 2^s)`` with the lowest bit set when any bit shifted out was set (a sticky
-    "jam"): the magnitude becomes the odd one of ``floor|v/2^s|``, ``ceil|v/2^s|`` whenever
-    the quotient is not an integer, which rounds identically to the exact quotient at every
-    position at least two bits up.  ``s >= 0``; ``|v| < 2^61``."""
+def shift_right_sticky(v, s):
+    """``(floor(v / 2^s), sticky)``: the floor and whether any bit shifted out was set.
+    ``s >= 0`` (shifts beyond 62 act as 62, enough for ``|v| < 2^61``)."""
     v = np.asarray(v, _I64)
     s = np.minimum(np.asarray(s, _I64), 62)
-    q = v >> s
-    sticky = (v & ((np.left_shift(_I64(1), s)) - 1)) != 0
-    return q | sticky.astype(_I64)
+    return v >> s, (v & (np.left_shift(_I64(1), s) - 1)) != 0
+
+
+def jam(floor_value, sticky):
+    """Set the lowest bit of ``floor_value`` where ``sticky``: for ``x`` not an integer,
+    ``jam(floor(x), 1)`` is the odd one of ``floor(x)``, ``ceil(x)``, in magnitude too, so it
+    rounds (and has its leading one) exactly like ``x`` at every position at least two bits
+    up: an exact sum only needs its bits down to two below the rounding point plus a sticky."""
+    return np.asarray(floor_value, _I64) | np.asarray(sticky, _I64)
 
 
 def round_to_exponent(values, lsb, exponent, fmt: MXIntFormat):
@@ -437,10 +441,10 @@ def vadd(a_exp, a_man, b_exp, b_man, params: AcceleratorParams, *, a_class=0, b_
     """``VADD``: element-wise ``a + b`` of two block arrays of the same shape (the caller
     broadcasts a bias row), the exact sum rounded once into ``d_class``.
 
-    The exact sum can span ``2^ew`` bits; this computes it on a grid ``W`` per block where at
-    most one operand is inexact and only by a sticky bit (:func:`jam_shift_right`) at least two
-    bits below the rounding position, which rounds (and saturates) identically: with ``lo``,
-    ``hi`` the two operands' LSB weights (``e - f``),
+    The exact sum can span ``2^ew`` bits; this computes it floored to a grid ``W`` per block
+    with a sticky bit (:func:`jam`) at least two bits below the rounding position, which rounds
+    (and saturates) identically: with ``lo``, ``hi`` the two operands' LSB weights
+    (``e - f``),
 
     * ``int`` destination (rounding position ``X = exp - f_d``): ``W = clip(X - 2, lo, hi)``;
     * ``mxint`` destination: ``W = hi - f_d - 3`` when ``hi - lo >= max(w_max, f_d + 3)`` and
@@ -449,7 +453,8 @@ def vadd(a_exp, a_man, b_exp, b_man, params: AcceleratorParams, *, a_class=0, b_
       (exact).
 
     The ``hi`` operand is shifted left (saturating at 62 bits: only reached when the result
-    saturates anyway), the ``lo`` operand right with the jam."""
+    saturates anyway), the ``lo`` operand right (floor), and the bits it lost are jammed into
+    the sum's lowest bit (:func:`jam`)."""
     a_exp, a_man = _blocks(a_exp, a_man, params, "vadd operand a")
     b_exp, b_man = _blocks(b_exp, b_man, params, "vadd operand b")
     la = a_exp - params.fraction_bits(a_class)
@@ -465,8 +470,8 @@ def vadd(a_exp, a_man, b_exp, b_man, params: AcceleratorParams, *, a_class=0, b_
     else:
         far = (hi - lo) >= max(params.element_bits, f_d + 3)
         w = np.where(far & np.any(m_hi != 0, axis=-1), hi - f_d - 3, lo)
-    v = scale_saturate(m_hi, (hi - w)[..., None], 62) + \
-        jam_shift_right(m_lo, (w - lo)[..., None])
+    q, sticky = shift_right_sticky(m_lo, (w - lo)[..., None])
+    v = jam(scale_saturate(m_hi, (hi - w)[..., None], 62) + q, sticky)
     return convert_fixed(v, w, params, d_class, exp)
 
 

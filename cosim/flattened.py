@@ -17,14 +17,17 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 
-from cosim.harness import Testbench, operand_matrix, signed_limits
+from cosim.harness import STRESS_PROFILES, Testbench, operand_matrix, signed_limits
 from software_model.flattened import flat_gemm, flat_mxint_gemm, flat_schedule
 
 
 STYLES = ("uniform", "uniform", "extreme", "sparse")
 
 
-class _Job:
+class FlatJob:
+    """One job: A is BLEN x K (rows >= M are junk the array must ignore), B is K x BLEN; MXInt
+    operands carry one exponent per row/column and block."""
+
     def __init__(self, a, b, rows: int, head: int, transpose: bool, a_exp=None, b_exp=None):
         self.a, self.b, self.rows, self.head, self.transpose = a, b, rows, head, transpose
         self.a_exp, self.b_exp = a_exp, b_exp
@@ -42,107 +45,114 @@ def _exponents(rng, shape, width: int, style: str) -> np.ndarray:
     return np.full(shape, lo if style == "min" else hi)
 
 
+def random_job(cfg, rng, k: int, rows: int, style_a: str, style_b: str, *, head: int = 0,
+               transpose: bool = False, exp_style: str | None = None) -> FlatJob:
+    """MXInt: K is whole blocks."""
+    a = operand_matrix(rng, (cfg.blen, k), cfg.a_width, style_a)
+    a[rows:] = operand_matrix(rng, (cfg.blen - rows, k), cfg.a_width, "uniform")
+    b = operand_matrix(rng, (k, cfg.blen), cfg.b_width, style_b)
+    a_exp = b_exp = None
+    if cfg.mxint:
+        blocks = k // cfg.block_size
+        style = exp_style or str(rng.choice(EXP_STYLES))
+        if cfg.a_format == "mxint":
+            a_exp = _exponents(rng, (cfg.blen, blocks), cfg.exponent_width, style)
+        if cfg.b_format == "mxint":
+            b_exp = _exponents(rng, (blocks, cfg.blen), cfg.exponent_width, style)
+    return FlatJob(a, b, rows, head, transpose and cfg.transpose_b, a_exp, b_exp)
+
+
+def job_beats(cfg, job: FlatJob) -> list[dict]:
+    """``operands`` beats of one job: beat t carries k-steps t*S .. t*S+S-1 (K padded with zeros
+    to whole beats); MXInt: one array job per block, its last beat carries the exponents."""
+    subs, blen = cfg.sub_arrays, cfg.blen
+    k = job.a.shape[1]
+    n_beats = -(-k // subs)
+    pad = n_beats * subs - k
+    # Padding k-steps are zero in both operands, so they add nothing (and never saturate).
+    a = np.concatenate([job.a, np.zeros((blen, pad), int)], axis=1)
+    b = np.concatenate([job.b, np.zeros((pad, blen), int)], axis=0)
+    out = []
+    for t in range(n_beats):
+        ks = slice(t * subs, (t + 1) * subs)
+        a_lanes = a[:, ks].T.reshape(-1)          # [s][i]
+        b_tile = b[ks, :]                          # [s][j]
+        b_lanes = (b_tile.T if job.transpose else b_tile).reshape(-1)
+        beat = {"a": [int(v) for v in a_lanes], "b": [int(v) for v in b_lanes],
+                "rows": job.rows, "head": job.head, "last": int(t == n_beats - 1)}
+        if cfg.mxint:
+            per_block = cfg.block_size // subs
+            blk, pos = divmod(t, per_block)
+            blocks = n_beats // per_block
+            beat["last"] = int(pos == per_block - 1)
+            beat["first"] = int(blk == 0)
+            beat["final"] = int(blk == blocks - 1)
+            if cfg.a_format == "mxint":
+                beat["a_exp"] = [int(v) for v in job.a_exp[:, blk]]
+            if cfg.b_format == "mxint":
+                beat["b_exp"] = [int(v) for v in job.b_exp[blk, :]]
+        if cfg.transpose_b:
+            beat["transpose"] = int(job.transpose)
+        out.append(beat)
+    return out
+
+
+def expected_rows(cfg, job: FlatJob) -> list[dict]:
+    """Result beats of one job: its first M rows of C, tagged with its head."""
+    if cfg.mxint:
+        c = flat_mxint_gemm(
+            job.a[:job.rows], job.b,
+            a_exp=None if job.a_exp is None else job.a_exp[:job.rows], b_exp=job.b_exp,
+            block_size=cfg.block_size, exponent_width=cfg.exponent_width,
+            sub_arrays=cfg.sub_arrays, a_width=cfg.a_width, b_width=cfg.b_width,
+            acc_width=cfg.accumulator_width, out_width=cfg.output_width)[0]
+    else:
+        c = flat_gemm(job.a[:job.rows], job.b, sub_arrays=cfg.sub_arrays, a_width=cfg.a_width,
+                      b_width=cfg.b_width, acc_width=cfg.accumulator_width,
+                      overflow=cfg.overflow)
+    return [{"c": [int(v) for v in c[r]], "head": job.head, "last": int(r == job.rows - 1)}
+            for r in range(job.rows)]
+
+
+def block_jobs(cfg, job: FlatJob) -> list[tuple[int, int]]:
+    """(beats, rows emitted) of each job the array sees: one per MXInt block."""
+    beats = len(job_beats(cfg, job))
+    if not cfg.mxint:
+        return [(beats, job.rows)]
+    blocks = job.a.shape[1] // cfg.block_size
+    per = beats // blocks
+    return [(per, job.rows if blk == blocks - 1 else 0) for blk in range(blocks)]
+
+
 class _Harness:
-    """Packs jobs into beats, drives them, and checks every result row in order."""
+    """Drives jobs and checks every result row in order."""
 
     def __init__(self, tb: Testbench, *, gap: float | None = None, stall: float | None = None):
         self.tb = tb
         self.cfg = tb.config
-        self.subs = self.cfg.sub_arrays
         self.operands = tb.source("operands", gap)
         self.results = tb.sink("results", stall)
-        self.jobs: list[_Job] = []
+        self.jobs: list[FlatJob] = []
 
     def add(self, k: int, rows: int, style_a: str, style_b: str, *, head: int = 0,
-            transpose: bool = False, exp_style: str | None = None) -> _Job:
-        """A is BLEN x K (rows >= M are junk the array must ignore), B is K x BLEN. MXInt: K is
-        whole blocks and each MXInt operand gets one exponent per row/column and block."""
-        cfg, rng = self.cfg, self.tb.rng
-        a = operand_matrix(rng, (cfg.blen, k), cfg.a_width, style_a)
-        a[rows:] = operand_matrix(rng, (cfg.blen - rows, k), cfg.a_width, "uniform")
-        b = operand_matrix(rng, (k, cfg.blen), cfg.b_width, style_b)
-        a_exp = b_exp = None
-        if cfg.mxint:
-            blocks = k // cfg.block_size
-            style = exp_style or str(rng.choice(EXP_STYLES))
-            if cfg.a_format == "mxint":
-                a_exp = _exponents(rng, (cfg.blen, blocks), cfg.exponent_width, style)
-            if cfg.b_format == "mxint":
-                b_exp = _exponents(rng, (blocks, cfg.blen), cfg.exponent_width, style)
-        job = _Job(a, b, rows, head, transpose and cfg.transpose_b, a_exp, b_exp)
+            transpose: bool = False, exp_style: str | None = None) -> FlatJob:
+        job = random_job(self.cfg, self.tb.rng, k, rows, style_a, style_b, head=head,
+                         transpose=transpose, exp_style=exp_style)
         self.jobs.append(job)
         return job
 
-    def block_jobs(self, job: _Job) -> list[tuple[int, int]]:
-        """(beats, rows emitted) of each job the array sees: one per MXInt block."""
-        beats = len(self.beats(job))
-        if not self.cfg.mxint:
-            return [(beats, job.rows)]
-        blocks = job.a.shape[1] // self.cfg.block_size
-        per = beats // blocks
-        return [(per, job.rows if blk == blocks - 1 else 0) for blk in range(blocks)]
-
-    def beats(self, job: _Job) -> list[dict]:
-        cfg, subs, blen = self.cfg, self.subs, self.cfg.blen
-        k = job.a.shape[1]
-        n_beats = -(-k // subs)
-        pad = n_beats * subs - k
-        # Padding k-steps are zero in both operands, so they add nothing (and never saturate).
-        a = np.concatenate([job.a, np.zeros((blen, pad), int)], axis=1)
-        b = np.concatenate([job.b, np.zeros((pad, blen), int)], axis=0)
-        out = []
-        for t in range(n_beats):
-            ks = slice(t * subs, (t + 1) * subs)
-            a_lanes = a[:, ks].T.reshape(-1)          # [s][i]
-            b_tile = b[ks, :]                          # [s][j]
-            b_lanes = (b_tile.T if job.transpose else b_tile).reshape(-1)
-            beat = {"a": [int(v) for v in a_lanes], "b": [int(v) for v in b_lanes],
-                    "rows": job.rows, "head": job.head, "last": int(t == n_beats - 1)}
-            if cfg.mxint:
-                # One array job per block: its last beat carries the block's exponents.
-                per_block = cfg.block_size // subs
-                blk, pos = divmod(t, per_block)
-                blocks = n_beats // per_block
-                beat["last"] = int(pos == per_block - 1)
-                beat["first"] = int(blk == 0)
-                beat["final"] = int(blk == blocks - 1)
-                if cfg.a_format == "mxint":
-                    beat["a_exp"] = [int(v) for v in job.a_exp[:, blk]]
-                if cfg.b_format == "mxint":
-                    beat["b_exp"] = [int(v) for v in job.b_exp[blk, :]]
-            if cfg.transpose_b:
-                beat["transpose"] = int(job.transpose)
-            out.append(beat)
-        return out
-
-    def expected(self, job: _Job) -> np.ndarray:
-        cfg = self.cfg
-        if cfg.mxint:
-            return flat_mxint_gemm(
-                job.a[:job.rows], job.b,
-                a_exp=None if job.a_exp is None else job.a_exp[:job.rows], b_exp=job.b_exp,
-                block_size=cfg.block_size, exponent_width=cfg.exponent_width,
-                sub_arrays=self.subs, a_width=cfg.a_width, b_width=cfg.b_width,
-                acc_width=cfg.accumulator_width, out_width=cfg.output_width)[0]
-        return flat_gemm(job.a[:job.rows], job.b, sub_arrays=self.subs, a_width=cfg.a_width,
-                         b_width=cfg.b_width, acc_width=cfg.accumulator_width,
-                         overflow=cfg.overflow)
-
-    async def _drive(self):
-        for job in self.jobs:
-            for beat in self.beats(job):
-                await self.operands.send(beat)
+    def block_jobs(self, job: FlatJob) -> list[tuple[int, int]]:
+        return block_jobs(self.cfg, job)
 
     async def run(self) -> None:
-        self.tb.fork(self._drive())
+        self.tb.fork(self.operands.send_all([b for job in self.jobs
+                                             for b in job_beats(self.cfg, job)]))
         for n, job in enumerate(self.jobs):
-            exp = self.expected(job)
-            for r in range(job.rows):
+            for r, row in enumerate(expected_rows(self.cfg, job)):
                 got = await self.results.recv()
                 self.tb.scoreboard.check(
-                    {"c": list(exp[r]), "head": job.head, "last": int(r == job.rows - 1)}, got,
-                    f"job {n} (K={job.a.shape[1]}, M={job.rows}, head={job.head}, "
-                    f"transpose={job.transpose}) row {r}")
+                    row, got, f"job {n} (K={job.a.shape[1]}, M={job.rows}, head={job.head}, "
+                              f"transpose={job.transpose}) row {r}")
 
 
 def _random_k(tb: Testbench) -> int:
@@ -164,32 +174,44 @@ def _styles(tb: Testbench) -> tuple[str, str]:
 
 
 @cocotb.test()
-async def gemm_mode(dut):
+@cocotb.parametrize(profile=STRESS_PROFILES)
+async def gemm_mode(dut, profile):
     tb = await Testbench.start(dut)
+    tb.use_profile(profile)
     h = _Harness(tb)
-    for _ in range(tb.samples):
+    samples = max(1, tb.samples // len(STRESS_PROFILES))
+    tb.record("samples", samples)
+    for _ in range(samples):
         h.add(_random_k(tb), tb.config.blen, *_styles(tb))
     await h.run()
-    tb.finish(min_checked=tb.samples * tb.config.blen)
+    tb.finish(min_checked=samples * tb.config.blen)
 
 
 @cocotb.test()
-async def gemv_mode(dut):
+@cocotb.parametrize(profile=STRESS_PROFILES)
+async def gemv_mode(dut, profile):
     tb = await Testbench.start(dut)
+    tb.use_profile(profile)
     h = _Harness(tb)
-    for _ in range(tb.samples):
+    samples = max(1, tb.samples // len(STRESS_PROFILES))
+    tb.record("samples", samples)
+    for _ in range(samples):
         h.add(_random_k(tb), 1, *_styles(tb))
     await h.run()
-    tb.finish(min_checked=tb.samples)
+    tb.finish(min_checked=samples)
 
 
 @cocotb.test()
-async def per_head_mode(dut):
+@cocotb.parametrize(profile=("mild", "bursty"))
+async def per_head_mode(dut, profile):
     tb = await Testbench.start(dut)
+    tb.use_profile(profile)
     h = _Harness(tb)
     cfg = tb.config
     rows = 0
-    while len(h.jobs) < tb.samples:
+    samples = max(1, tb.samples // 2)
+    tb.record("samples", samples)
+    while len(h.jobs) < samples:
         # One batch: every head's Q_h . K_h^T, a few jobs (N tiles) per head, same K per head.
         m = int(tb.rng.integers(1, cfg.blen + 1))
         k = _random_k(tb)
@@ -203,8 +225,10 @@ async def per_head_mode(dut):
 
 
 @cocotb.test()
-async def corner_cases(dut):
+@cocotb.parametrize(profile=("mild", "backpressure"))
+async def corner_cases(dut, profile):
     tb = await Testbench.start(dut)
+    tb.use_profile(profile)
     h = _Harness(tb)
     cfg = tb.config
     if cfg.mxint:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from collections import deque
 from pathlib import Path
@@ -22,9 +23,10 @@ from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.triggers import Event, ReadOnly, RisingEdge, with_timeout
 
-from cosim.traffic import Pattern, Profile, profile as make_profile
+from cosim.traffic import STRESS_PROFILES, Pattern, Profile, profile as make_profile
 
 __all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
+           "record_file_stem", "STRESS_PROFILES",
            "signed_limits", "operand_matrix", "OPERAND_STYLES"]
 
 CLOCK_PERIOD_NS = 10
@@ -331,7 +333,7 @@ class Testbench:
         sb = self.scoreboard
         out_dir = Path(os.environ.get("ACCELGEN_RECORD_DIR", "."))
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{self.test_name}.json").write_text(json.dumps({
+        (out_dir / f"{record_file_stem(self.test_name)}.json").write_text(json.dumps({
             "test": self.test_name, "checked": sb.checked, "mismatches": len(sb.mismatches),
             "seed": self.seed, "samples": self.samples, "records": self.records,
         }, indent=1, sort_keys=True))
@@ -344,6 +346,11 @@ class Testbench:
             raise AssertionError(f"only {sb.checked} results checked, expected at least "
                                  f"{min_checked} (seed {self.seed}). Reproduce with: {repro}")
         self.log.info("checked %d results, 0 mismatches", sb.checked)
+
+
+def record_file_stem(test_name: str) -> str:
+    """A parametrized cocotb test is named ``random_jobs/profile='mild'``: a safe file stem."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", test_name).strip("_")
 
 
 def _current_test_name() -> str:

@@ -73,7 +73,7 @@ class _Gate:
 
 def run_streams(component: wiring.Component, inputs: Mapping[str, Sequence[Any]],
                 expect: Mapping[str, int], *, profile: "str | Profile | None" = "smooth",
-                seed: int = 1, max_cycles: int = 200_000, drain_cycles: int = 16,
+                seed: int = 1, max_cycles: int = 50_000, drain_cycles: int = 16,
                 vcd: str | None = None) -> StreamRun:
     """Simulate until every input beat is taken and every output stream produced ``expect[name]``
     beats, then ``drain_cycles`` more with the outputs ready (a beat beyond the expected count is

@@ -1,9 +1,12 @@
 """cocotb regression of the systolic arrays against software_model.systolic.
 
-Three tests per config:
+Tests per config (the plain functions ``job_beats``, ``expected_rows``, ``workload`` define the
+stimulus and the expected beats once, for this cocotb testbench and for the amaranth.sim and
+native harnesses):
 * ``random_jobs``: ``ACCELGEN_SAMPLES`` jobs of random shape and values (uniform, extreme-heavy and
-  sparse mixes), random input gaps, random output backpressure.
-* ``corner_cases``: K = 1 and K = max_k, all most-negative operands (the largest products, and
+  sparse mixes), split between the stress traffic profiles (``cosim.traffic.STRESS_PROFILES``:
+  20% gaps and stalls, 90% output stalls, bursty on/off, starved input).
+* ``corner_cases`` (under ``mild`` and ``backpressure``): K = 1 and K = max_k, all most-negative operands (the largest products, and
   saturation where the accumulator is narrower than exact), all most-positive, zeros, alternating
   extremes; for weight-stationary also one-row and long activation packets.
 * ``cycle_model``: gap-free inputs and an always-ready output; every job's accept and result cycles
@@ -17,14 +20,52 @@ import os
 import cocotb
 import numpy as np
 
-from cosim.harness import Testbench, operand_matrix
+from cosim.harness import STRESS_PROFILES, Testbench, operand_matrix
 from software_model.systolic import gemm, os_schedule, ws_schedule
 
 
-def _expected(tb: Testbench, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    cfg = tb.config
-    return gemm(a, b, a_width=cfg.a_width, b_width=cfg.b_width, acc_width=cfg.accumulator_width,
-                overflow=cfg.overflow)
+def expected_rows(cfg, a: np.ndarray, b: np.ndarray) -> list[dict]:
+    """Result beats of one job: rows of C = A . B with the array's arithmetic (``last`` on the
+    job's final row). Weight-stationary A lanes >= K meet zero weights, so only A[:, :K] counts."""
+    c = gemm(a[:, :b.shape[0]], b, a_width=cfg.a_width, b_width=cfg.b_width,
+             acc_width=cfg.accumulator_width, overflow=cfg.overflow)
+    return [{"c": [int(v) for v in row], "last": int(r == c.shape[0] - 1)}
+            for r, row in enumerate(c)]
+
+
+def job_beats(cfg, a: np.ndarray, b: np.ndarray) -> dict[str, list[dict]]:
+    """Input beats of one job, per stream. Output-stationary: A is rows x K, B is K x cols, one
+    ``operands`` beat per k. Weight-stationary: B is K x cols (K <= rows) on ``weights``, A is
+    M x rows on ``activations``, one beat per row."""
+    if cfg.dataflow == "output_stationary":
+        k = a.shape[1]
+        return {"operands": [{"a": [int(v) for v in a[:, t]], "b": [int(v) for v in b[t]],
+                              "last": int(t == k - 1)} for t in range(k)]}
+    return {"weights": [{"b": [int(v) for v in b[t]], "last": int(t == b.shape[0] - 1)}
+                        for t in range(b.shape[0])],
+            "activations": [{"a": [int(v) for v in a[r]], "last": int(r == a.shape[0] - 1)}
+                            for r in range(a.shape[0])]}
+
+
+def random_job(cfg, rng, k: int, style_a: str, style_b: str, m: int | None = None):
+    """(A, B) of one job: output-stationary A is rows x K; weight-stationary A is m x rows."""
+    if cfg.dataflow == "output_stationary":
+        a = operand_matrix(rng, (cfg.rows, k), cfg.a_width, style_a)
+    else:
+        a = operand_matrix(rng, (m, cfg.rows), cfg.a_width, style_a)
+    b = operand_matrix(rng, (k, cfg.cols), cfg.b_width, style_b)
+    return a, b
+
+
+def workload(cfg, jobs) -> tuple[dict[str, list[dict]], list[dict]]:
+    """All input beats (per stream, in order) and all expected result beats of ``jobs``."""
+    inputs: dict[str, list[dict]] = {}
+    expected: list[dict] = []
+    for a, b in jobs:
+        for stream, beats in job_beats(cfg, a, b).items():
+            inputs.setdefault(stream, []).extend(beats)
+        expected += expected_rows(cfg, a, b)
+    return inputs, expected
 
 
 class _Harness:
@@ -34,63 +75,37 @@ class _Harness:
         self.tb = tb
         self.cfg = tb.config
         self.os = self.cfg.dataflow == "output_stationary"
-        if self.os:
-            self.operands = tb.source("operands", gap)
-        else:
-            self.weights = tb.source("weights", gap)
-            self.activations = tb.source("activations", gap)
+        names = ("operands",) if self.os else ("weights", "activations")
+        self.sources = {name: tb.source(name, gap) for name in names}
         self.results = tb.sink("results", stall)
         self.jobs: list[tuple[np.ndarray, np.ndarray]] = []
 
+    @property
+    def operands(self):
+        return self.sources["operands"]
+
+    @property
+    def weights(self):
+        return self.sources["weights"]
+
+    @property
+    def activations(self):
+        return self.sources["activations"]
+
     def add_job(self, a: np.ndarray, b: np.ndarray) -> None:
-        """OS: A is rows x K, B is K x cols. WS: A is M x rows (lanes >= K ignored), B is K x cols."""
         self.jobs.append((a, b))
 
-    async def _drive_os(self):
-        for a, b in self.jobs:
-            k = a.shape[1]
-            for step in range(k):
-                await self.operands.send({"a": [int(v) for v in a[:, step]],
-                                          "b": [int(v) for v in b[step]],
-                                          "last": int(step == k - 1)})
-
-    async def _drive_weights(self):
-        for _a, b in self.jobs:
-            k = b.shape[0]
-            for step in range(k):
-                await self.weights.send({"b": [int(v) for v in b[step]], "last": int(step == k - 1)})
-
-    async def _drive_activations(self):
-        for a, _b in self.jobs:
-            m = a.shape[0]
-            for r in range(m):
-                await self.activations.send({"a": [int(v) for v in a[r]], "last": int(r == m - 1)})
-
-    async def run(self) -> list[list[int]]:
-        if self.os:
-            self.tb.fork(self._drive_os())
-        else:
-            self.tb.fork(self._drive_weights())
-            self.tb.fork(self._drive_activations())
+    async def run(self) -> None:
+        inputs, _ = workload(self.cfg, self.jobs)
+        for name, beats in inputs.items():
+            self.tb.fork(self.sources[name].send_all(beats))
         for n, (a, b) in enumerate(self.jobs):
-            if self.os:
-                expected = _expected(self.tb, a, b)
-            else:
-                expected = _expected(self.tb, a[:, :b.shape[0]], b)
-            for r in range(expected.shape[0]):
+            for r, row in enumerate(expected_rows(self.cfg, a, b)):
                 got = await self.results.recv()
-                self.tb.scoreboard.check(
-                    {"c": list(expected[r]), "last": int(r == expected.shape[0] - 1)}, got,
-                    f"job {n} (K={b.shape[0]}) row {r}")
+                self.tb.scoreboard.check(row, got, f"job {n} (K={b.shape[0]}) row {r}")
 
     def random_job(self, k: int, style_a: str, style_b: str, m: int | None = None) -> None:
-        cfg = self.cfg
-        if self.os:
-            a = operand_matrix(self.tb.rng, (cfg.rows, k), cfg.a_width, style_a)
-        else:
-            a = operand_matrix(self.tb.rng, (m, cfg.rows), cfg.a_width, style_a)
-        b = operand_matrix(self.tb.rng, (k, cfg.cols), cfg.b_width, style_b)
-        self.add_job(a, b)
+        self.add_job(*random_job(self.cfg, self.tb.rng, k, style_a, style_b, m))
 
 
 STYLES = ("uniform", "uniform", "extreme", "sparse")
@@ -109,19 +124,26 @@ def _random_k(tb: Testbench) -> int:
 
 
 @cocotb.test()
-async def random_jobs(dut):
+@cocotb.parametrize(profile=STRESS_PROFILES)
+async def random_jobs(dut, profile):
+    """Random jobs under each stress profile (the sample count is split between them)."""
     tb = await Testbench.start(dut)
+    tb.use_profile(profile)
     h = _Harness(tb)
-    for _ in range(tb.samples):
+    samples = max(1, tb.samples // len(STRESS_PROFILES))
+    for _ in range(samples):
         m = int(tb.rng.integers(1, 2 * tb.config.rows + 1))
         h.random_job(_random_k(tb), str(tb.rng.choice(STYLES)), str(tb.rng.choice(STYLES)), m=m)
     await h.run()
-    tb.finish(min_checked=tb.samples)
+    tb.record("samples", samples)
+    tb.finish(min_checked=samples)
 
 
 @cocotb.test()
-async def corner_cases(dut):
+@cocotb.parametrize(profile=("mild", "backpressure"))
+async def corner_cases(dut, profile):
     tb = await Testbench.start(dut)
+    tb.use_profile(profile)
     h = _Harness(tb)
     cfg = tb.config
     for k in sorted({1, cfg.max_k}):

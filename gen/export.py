@@ -114,8 +114,28 @@ def generate_verilog(config: ConfigBase, *, use_cache: bool = True
     return text, component
 
 
+def _plain(value):
+    """Component parameters as JSON data (format objects become mappings of their fields)."""
+    import dataclasses
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def manifest_for(config: ConfigBase, component: wiring.Component, verilog_name: str) -> dict:
+    """The manifest: provenance, ports with layouts, the component's plain parameters (what the
+    config mapped onto) and, where the component describes it, the protocol of every stream."""
+    extra = {}
+    if hasattr(config, "parameters"):
+        extra["parameters"] = _plain(config.parameters())
+    if hasattr(component, "protocol"):
+        extra["protocol"] = component.protocol()
     return {
+        **extra,
         "name": config.name,
         "kind": config.kind,
         "top": config.top_name,

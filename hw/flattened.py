@@ -157,6 +157,51 @@ class FlattenedArray(wiring.Component):
                               "overflow", "a_mxint", "b_mxint", "exponent_width", "output_width",
                               "heads", "transpose_b", "result_depth")
 
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        blen, subs = self.blen, self.sub_arrays
+        fields = {
+            "a": f"a[s*{blen} + i] = A[i, t*{subs} + s]: lane (s, i) is row i of the tile at "
+                 f"k-step s of beat t",
+            "b": f"b[s*{blen} + j] = B[t*{subs} + s, j]" + (
+                f"; with transpose = 1, b[j*{subs} + s] = B[t*{subs} + s, j]"
+                if self.transpose_b else ""),
+            "rows": f"M, 1..{blen}: rows of C the job emits (sampled with last; GEMV: 1)",
+            "head": f"tag 0..{self.heads - 1} echoed on the job's results",
+            "last": "1 on the job's final beat (ceil(K/S) beats, K padded with zero k-steps)",
+        }
+        if self.mxint:
+            fields.update({
+                "first": "1 on a tile's first block job: its aligned sums start from zero",
+                "final": "1 on a tile's last block job: only it emits rows",
+            })
+            if self.a_mxint:
+                fields["a_exp"] = "a_exp[i]: shared exponent of row i's block (with last)"
+            if self.b_mxint:
+                fields["b_exp"] = "b_exp[j]: shared exponent of column j's block (with last)"
+        return {
+            "operands": {
+                "beat": f"{subs} k-steps of a job C[M x {blen}] = A[M x K] . B[K x {blen}]" + (
+                    "; an MXInt job is one K block" if self.mxint else ""),
+                "fields": fields,
+                "ready": "combinational on payload.last (and rows/final): a last beat waits "
+                         f"until M result rows are free and {blen} cycles have passed since the "
+                         "previous job's last beat; other beats are always taken",
+            },
+            "results": {
+                "beat": "one row of C",
+                "fields": {"c": f"c[j] = C[r, j], j = 0..{blen - 1}" + (
+                    f" (fixed point, LSB 2^(emin_a + emin_b), {self.output_width} bits)"
+                    if self.mxint else ""),
+                           "head": "the job's head tag", "last": "1 on row M-1"},
+                "order": "M beats per emitting job, in order",
+                "backpressure": "never stalls the array",
+            },
+            "result_buffer_rows": self.result_depth,
+            "latency": f"{self.latency} cycles from a job's last beat to its first result "
+                       "(software_model.flattened.flat_latency)",
+        }
+
     def _job_fields(self) -> dict:
         """Per-job fields sampled with the last beat (and kept with the job until it leaves)."""
         fields = {"rows": unsigned(self.blen.bit_length()), "head": unsigned(self.head_width)}

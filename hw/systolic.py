@@ -301,6 +301,34 @@ class OutputStationaryArray(wiring.Component):
         return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
                               "overflow", "result_depth")
 
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        return {
+            "operands": {
+                "beat": "one k-step of a job C[rows x cols] = A[rows x K] . B[K x cols]",
+                "fields": {"a": f"a[i] = A[i, k], i = 0..{self.rows - 1} (column k of A)",
+                           "b": f"b[j] = B[k, j], j = 0..{self.cols - 1} (row k of B)",
+                           "last": "1 on the job's K-th beat (any K >= 1); ends the job"},
+                "ready": "combinational on payload.last: beats without last are always taken; "
+                         "a last beat waits until `rows` result rows are free and `rows` cycles "
+                         "have passed since the previous job's last beat",
+            },
+            "results": {
+                "beat": "one row of C",
+                "fields": {"c": f"c[j] = C[r, j], j = 0..{self.cols - 1}",
+                           "last": f"1 on row {self.rows - 1}, the job's final row"},
+                "order": f"{self.rows} beats per job, rows 0..{self.rows - 1}, jobs in order",
+                "backpressure": "never stalls the array: jobs are admitted only with room "
+                                "reserved for their results",
+            },
+            "result_buffer_rows": self.result_depth,
+            "latency": "rows + cols + 2 cycles from a job's last operand beat to its first "
+                       "result (software_model.systolic.os_latency)",
+            "arithmetic": f"exact {self.a_width}x{self.b_width}-bit signed products, "
+                          f"{self.acc_width}-bit accumulator, {self.overflow} after every "
+                          "addition in increasing k (software_model.systolic.gemm)",
+        }
+
     def elaborate(self, platform):
         m = Module()
         rows = self.rows
@@ -449,6 +477,40 @@ class WeightStationaryArray(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
                               "overflow", "result_depth")
+
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        return {
+            "weights": {
+                "beat": "one row k of B for a job C[M x cols] = A[M x K] . B[K x cols]",
+                "fields": {"b": f"b[j] = B[k, j], j = 0..{self.cols - 1}",
+                           "last": f"1 on row K-1 (K <= {self.rows}); ends the weight packet"},
+                "ready": "high while fewer than two weight packets wait for their activations",
+            },
+            "activations": {
+                "beat": "one row m of A",
+                "fields": {"a": f"a[i] = A[m, i], i = 0..{self.rows - 1} (lanes >= K meet zero "
+                                "weights)",
+                           "last": "1 on the job's final row; ends the activation packet"},
+                "ready": "high once the job's weight packet is complete and a result row is free",
+            },
+            "pairing": "the n-th weight packet pairs with the n-th activation packet; weights of "
+                       "job n+2 are taken only after job n's activations, so a driver must feed "
+                       "both streams concurrently (all weights first deadlocks after two jobs)",
+            "results": {
+                "beat": "one row of C per activation row",
+                "fields": {"c": f"c[j] = C[m, j], j = 0..{self.cols - 1}",
+                           "last": "1 on the job's final row"},
+                "order": "one beat per activation beat, in order",
+                "backpressure": "never stalls the array (one result row reserved per activation)",
+            },
+            "result_buffer_rows": self.result_depth,
+            "latency": "rows + cols + 1 cycles from an activation beat to its result "
+                       "(software_model.systolic.ws_latency)",
+            "arithmetic": f"exact {self.a_width}x{self.b_width}-bit signed products, "
+                          f"{self.acc_width}-bit accumulator, {self.overflow} after every "
+                          "addition in increasing k (software_model.systolic.gemm)",
+        }
 
     def elaborate(self, platform):
         m = Module()

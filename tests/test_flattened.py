@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cosim.runner import preset_configs, run_cosim
+from cosim.traffic import STRESS_PROFILES
 from gen.config import config_from_dict
 from gen.config.flattened import FlattenedArrayConfig
 from gen.schema import ConfigError
@@ -273,14 +274,81 @@ def test_component_latency_equals_cycle_model():
 @pytest.mark.parametrize("config", preset_configs("flattened_array"), ids=lambda c: c.name)
 def test_flattened_cosim(config):
     result = run_cosim(config)
-    assert set(result.tests) == {"gemm_mode", "gemv_mode", "per_head_mode", "corner_cases",
-                                 "cycle_model", "tiled_gemm"}
-    samples = int(result.tests["gemm_mode"]["samples"])
-    assert result.tests["gemm_mode"]["checked"] >= samples * config.blen
-    assert result.tests["gemv_mode"]["checked"] >= samples
-    assert result.tests["per_head_mode"]["checked"] >= samples
+    names = sorted(result.tests)
+    for mode, variants in (("gemm_mode", len(STRESS_PROFILES)), ("gemv_mode", len(STRESS_PROFILES)),
+                           ("per_head_mode", 2), ("corner_cases", 2)):
+        assert sum(n.startswith(mode) for n in names) == variants, names
+    assert {"cycle_model", "tiled_gemm"} <= set(names)
+    for name, tally in result.tests.items():
+        samples = tally["records"].get("samples")
+        if name.startswith("gemm_mode"):
+            assert tally["checked"] >= samples * config.blen, name
+        elif name.startswith(("gemv_mode", "per_head_mode")):
+            assert tally["checked"] >= samples, name
     records = result.records("cycle_model")
     assert records["rtl_last_out"] == records["model_last_out"]
     tiled = result.records("tiled_gemm")
     assert tiled["rtl_cycles"] == tiled["model_cycles"]
     assert all(t["mismatches"] == 0 for t in result.tests.values())
+
+
+# -- fast tier: random configs in amaranth.sim ----------------------------------------------------
+
+
+def _random_flat_jobs(cfg, rng, count):
+    from cosim.flattened import random_job
+    jobs = []
+    for n in range(count):
+        if cfg.mxint:
+            k = cfg.block_size * int(rng.integers(1, min(cfg.max_blocks, 3) + 1))
+        else:
+            k = int(rng.integers(1, cfg.max_k + 1)) if n % 3 else int(rng.choice([1, cfg.max_k]))
+        styles = [str(rng.choice(["uniform", "extreme", "min", "max", "alternate"]))
+                  for _ in range(2)]
+        jobs.append(random_job(cfg, rng, k, int(rng.integers(1, cfg.blen + 1)), *styles,
+                               head=int(rng.integers(cfg.heads)),
+                               transpose=bool(rng.random() < 0.5)))
+    return jobs
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_random_configs_bit_exact_in_amaranth_sim(config_seed, index):
+    """Random valid configs (int and MXInt operands), random jobs, every stress profile in turn."""
+    from cosim.flattened import expected_rows, job_beats
+    from cosim.pysim import run_streams
+    from gen.random_configs import random_configs
+
+    cfg = random_configs("flattened_array", 1, config_seed + index)[0]
+    rng = np.random.default_rng([config_seed, index])
+    profile = ("smooth", *STRESS_PROFILES)[index % (1 + len(STRESS_PROFILES))]
+    jobs = _random_flat_jobs(cfg, rng, 10)
+    beats = [b for job in jobs for b in job_beats(cfg, job)]
+    expected = [row for job in jobs for row in expected_rows(cfg, job)]
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile=profile, seed=index)
+    assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
+
+
+def test_cycle_model_equals_amaranth_sim(config_seed):
+    from cosim.flattened import block_jobs, expected_rows, job_beats
+    from cosim.pysim import run_streams
+    from gen.random_configs import random_configs
+
+    cfg = random_configs("flattened_array", 1, config_seed + 100)[0]
+    rng = np.random.default_rng([config_seed, 100])
+    jobs = _random_flat_jobs(cfg, rng, 8)
+    beats = [b for job in jobs for b in job_beats(cfg, job)]
+    expected = [row for job in jobs for row in expected_rows(cfg, job)]
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile="smooth")
+    assert run.outputs["results"] == expected
+    seen = [bj for job in jobs for bj in block_jobs(cfg, job)]
+    model = flat_schedule(seen, blen=cfg.blen, sub_arrays=cfg.sub_arrays,
+                          buffer_rows=cfg.result_buffer_rows)
+    lasts = np.cumsum([b for b, _m in seen]) - 1
+    assert [run.cycles["operands"][i] for i in lasts] == [j.last_in for j in model], repr(cfg)
+    out, at = run.cycles["results"], 0
+    for (_b, m), job in zip(seen, model):
+        if m:
+            assert (out[at], out[at + m - 1]) == (job.first_out, job.last_out), repr(cfg)
+            at += m

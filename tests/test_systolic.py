@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cosim.runner import preset_configs, run_cosim
+from cosim.traffic import STRESS_PROFILES
 from gen.config import config_from_dict
 from gen.config.systolic import SystolicArrayConfig
 from gen.schema import ConfigError
@@ -177,11 +178,88 @@ def test_config_maps_onto_component_parameters():
 @pytest.mark.parametrize("config", preset_configs("systolic_array"), ids=lambda c: c.name)
 def test_systolic_cosim(config):
     result = run_cosim(config)
-    assert set(result.tests) == {"random_jobs", "corner_cases", "cycle_model"}
-    samples = int(result.tests["random_jobs"]["samples"])
-    # every job returns at least one row of C (rows of them output-stationary)
+    random = {name: t for name, t in result.tests.items() if name.startswith("random_jobs")}
+    assert len(random) == len(STRESS_PROFILES), sorted(result.tests)
     rows_per_job = config.rows if config.dataflow == "output_stationary" else 1
-    assert result.tests["random_jobs"]["checked"] >= samples * rows_per_job
+    for name, tally in random.items():
+        # every job returns at least one row of C (rows of them output-stationary)
+        assert tally["checked"] >= tally["records"]["samples"] * rows_per_job, name
+    assert sum(name.startswith("corner_cases") for name in result.tests) == 2
     records = result.records("cycle_model")
     assert records["rtl_last_out"] == records["model_last_out"]
     assert all(t["mismatches"] == 0 for t in result.tests.values())
+
+
+# -- fast tier: random configs in amaranth.sim ----------------------------------------------------
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_random_configs_bit_exact_in_amaranth_sim(config_seed, index):
+    """Random valid configs (not the presets), random jobs incl. corner operands, under every
+    stress profile in turn: every result row bit-exact, in order, and nothing extra."""
+    from cosim.pysim import run_streams
+    from cosim.systolic import random_job, workload
+    from gen.random_configs import random_configs
+
+    cfg = random_configs("systolic_array", 1, config_seed + index)[0]
+    rng = np.random.default_rng([config_seed, index])
+    profile = ("smooth", *STRESS_PROFILES)[index % (1 + len(STRESS_PROFILES))]
+    jobs = []
+    for n in range(12):
+        k = int(rng.integers(1, cfg.max_k + 1)) if n % 3 else int(rng.choice([1, cfg.max_k]))
+        styles = [str(rng.choice(["uniform", "extreme", "min", "max", "alternate"]))
+                  for _ in range(2)]
+        jobs.append(random_job(cfg, rng, k, *styles, m=int(rng.integers(1, 2 * cfg.rows + 1))))
+    inputs, expected = workload(cfg, jobs)
+    run = run_streams(cfg.elaborate(), inputs, {"results": len(expected)}, profile=profile,
+                      seed=index)
+    assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+def test_cycle_model_equals_amaranth_sim(config_seed, dataflow):
+    """The cycle model predicts every job's accept and result cycles of a random config."""
+    from cosim.pysim import run_streams
+    from cosim.systolic import random_job, workload
+    from gen.random_configs import random_config
+
+    rng = np.random.default_rng([config_seed, len(dataflow)])
+    while True:
+        cfg = random_config("systolic_array", rng)
+        if cfg.dataflow == dataflow:
+            break
+    if dataflow == "output_stationary":
+        ks = [int(rng.integers(1, cfg.max_k + 1)) for _ in range(10)]
+        jobs = [random_job(cfg, rng, k, "uniform", "uniform") for k in ks]
+        model = os_schedule(ks, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows)
+        rows_per_job = [cfg.rows] * len(jobs)
+    else:
+        km = [(int(rng.integers(1, cfg.max_k + 1)), int(rng.integers(1, 9))) for _ in range(10)]
+        jobs = [random_job(cfg, rng, k, "uniform", "uniform", m=m) for k, m in km]
+        model = ws_schedule(km, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows)
+        rows_per_job = [m for _k, m in km]
+    inputs, expected = workload(cfg, jobs)
+    run = run_streams(cfg.elaborate(), inputs, {"results": len(expected)}, profile="smooth")
+    assert run.outputs["results"] == expected
+    out = run.cycles["results"]
+    first = np.cumsum([0] + rows_per_job)[:-1]
+    assert [out[f] for f in first] == [j.first_out for j in model], repr(cfg)
+    assert [out[f + r - 1] for f, r in zip(first, rows_per_job)] == [j.last_out for j in model]
+
+
+def test_presets_really_overflow():
+    """A preset that names an overflow mode must be able to reach it: the worst-case sum of its
+    longest job (most-negative operands) leaves the accumulator's range. Both modes, both
+    dataflows and the flattened array are covered."""
+    from gen.config.flattened import FlattenedArrayConfig  # noqa: F401 (kind registered)
+    seen = set()
+    for kind in ("systolic_array", "flattened_array"):
+        for cfg in preset_configs(kind):
+            k = cfg.block_size if getattr(cfg, "mxint", False) else cfg.max_k
+            worst = k * (1 << (cfg.a_width - 1)) * (1 << (cfg.b_width - 1))
+            if cfg.accumulator_width < cfg.exact_acc_width:
+                assert worst > (1 << (cfg.accumulator_width - 1)) - 1, cfg.name
+                seen.add((kind, getattr(cfg, "dataflow", "flattened"), cfg.overflow))
+    assert {("systolic_array", "output_stationary", "wrap"),
+            ("systolic_array", "weight_stationary", "saturate"),
+            ("flattened_array", "flattened", "saturate")} <= seen, seen

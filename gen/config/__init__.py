@@ -28,6 +28,7 @@ GENERATORS: dict[str, str] = {
     "mxint_accumulator": "gen.config.mxint:MXIntAccumulatorConfig",
     "mxint_linear": "gen.config.mxint:MXIntLinearConfig",
     "flattened_array": "gen.config.flattened:FlattenedArrayConfig",
+    "accelerator": "gen.config.accelerator:AcceleratorConfig",
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,280 @@
+"""Mutation score: inject single faults into the RTL generators and see whether the tests notice.
+
+Each :class:`Mutant` replaces one exact piece of source text in hw/ (it must occur exactly once:
+a mutant whose text is gone is reported ``stale``, never silently skipped). A mutant runs in a
+private copy of the repository under ``build/mutation/<id>/``: first that block's fast tier
+(amaranth.sim and unit tests, seconds), and only if every test still passes, its Verilator
+co-simulation. ``killed`` means a test failed (or hung past the timeout); ``survived`` means the
+whole regression passed with the fault in place. A survivor is either a missing test (write it)
+or an equivalent mutant (the fault cannot change any output): :data:`EQUIVALENT` explains each
+one the catalogue knows to be equivalent, and the report says which survivors are explained.
+
+``accelgen bench mutation`` runs the catalogue and writes ``mutation.json`` and ``mutation.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["Mutant", "CATALOGUE", "EQUIVALENT", "MutantResult", "run_mutant", "run_catalogue"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    block: str              # the block whose regression must catch it
+    file: str               # path relative to the repository root
+    find: str               # exact text, must occur once
+    replace: str
+    fault: str              # what the fault means in hardware terms
+    tests: tuple[str, ...]  # pytest paths of the block's regression
+
+
+_SYS = ("tests/test_systolic.py", "tests/test_result_buffer.py")
+_FLAT = ("tests/test_flattened.py", "tests/test_result_buffer.py")
+
+CATALOGUE: tuple[Mutant, ...] = (
+    # -- shared primitives: credit-reserved result buffer ----------------------------------------
+    Mutant("credit_no_return", "primitives", "hw/primitives.py",
+           "self.credits - self.reserve + popped", "self.credits - self.reserve",
+           "a credit is never returned when a row leaves (deadlock once the buffer was full)",
+           _SYS),
+    Mutant("fifo_one_short", "primitives", "hw/primitives.py",
+           "SyncFIFO(width=self._width, depth=self.depth)",
+           "SyncFIFO(width=self._width, depth=max(1, self.depth - 1))",
+           "the result FIFO holds one row fewer than the credits promise", _SYS),
+    Mutant("fifo_buffered", "primitives", "hw/primitives.py",
+           "fifo = m.submodules.fifo = SyncFIFO(width=self._width, depth=self.depth)",
+           "from amaranth.lib.fifo import SyncFIFOBuffered\n"
+           "        fifo = m.submodules.fifo = SyncFIFOBuffered(width=self._width, depth=self.depth)",
+           "the original data-loss bug: a buffered FIFO refuses a write at depth 2", _SYS),
+    # -- systolic: arithmetic -------------------------------------------------------------------
+    Mutant("sat_no_high_clamp", "systolic", "hw/systolic.py",
+           "return Mux(total > hi, hi, Mux(total < lo, lo, total[:width].as_signed()))",
+           "return Mux(total < lo, lo, total[:width].as_signed())",
+           "saturation forgets the positive limit (wraps instead)", _SYS),
+    Mutant("sat_no_low_clamp", "systolic", "hw/systolic.py",
+           "return Mux(total > hi, hi, Mux(total < lo, lo, total[:width].as_signed()))",
+           "return Mux(total > hi, hi, total[:width].as_signed())",
+           "saturation forgets the negative limit", _SYS),
+    Mutant("wrap_one_bit_short", "systolic", "hw/systolic.py",
+           "return (acc + product)[:width].as_signed()",
+           "return (acc + product)[:width - 1].as_signed()",
+           "the wrapping accumulator loses its top bit", _SYS),
+    Mutant("os_never_restart", "systolic", "hw/systolic.py",
+           "m.d.comb += total.eq(Mux(west.first, product, accumulate(acc, product, w, self.overflow)))",
+           "m.d.comb += total.eq(accumulate(acc, product, w, self.overflow))",
+           "a new job keeps the previous job's sum", _SYS),
+    Mutant("os_shadow_any_last", "systolic", "hw/systolic.py",
+           "with m.If(west.valid & west.last):",
+           "with m.If(west.last):",
+           "a bubble carrying a stale last flag moves the sum to the shadow", _SYS),
+    Mutant("os_chain_shadow_first", "systolic", "hw/systolic.py",
+           "        with m.If(self.chain_in.valid):\n"
+           "            m.d.sync += [chain.eq(self.chain_in.value), chain_valid.eq(1)]\n"
+           "        with m.Elif(shadow_valid):",
+           "        with m.If(self.chain_in.valid & ~shadow_valid):\n"
+           "            m.d.sync += [chain.eq(self.chain_in.value), chain_valid.eq(1)]\n"
+           "        with m.Elif(shadow_valid):",
+           "a PE's own result overtakes (and drops) the results of the PEs above", _SYS),
+    Mutant("os_skew_off_by_one", "systolic", "hw/systolic.py",
+           'left.a.eq(delay(m, self.a[i], i, name=f"a_skew{i}")),',
+           'left.a.eq(delay(m, self.a[i], i + (i == 1), name=f"a_skew{i}")),',
+           "row 1's operands arrive a cycle late and meet the wrong B", _SYS),
+    Mutant("os_deskew_wrong", "systolic", "hw/systolic.py",
+           "m.d.comb += self.c[j].eq(delay(m, bottom[j].chain_out.value, cols - 1 - j,",
+           "m.d.comb += self.c[j].eq(delay(m, bottom[j].chain_out.value, cols - j - (j > 0),",
+           "the output deskew of columns > 0 is a cycle short", _SYS),
+    # -- systolic: control ------------------------------------------------------------------------
+    Mutant("os_credit_off_by_one", "systolic", "hw/systolic.py",
+           "last_ok.eq((buffer.credits >= rows) & (since_last >= rows)),",
+           "last_ok.eq((buffer.credits >= rows - 1) & (since_last >= rows)),",
+           "a job is admitted with one result row too few reserved", _SYS),
+    Mutant("os_drain_rate", "systolic", "hw/systolic.py",
+           "last_ok.eq((buffer.credits >= rows) & (since_last >= rows)),",
+           "last_ok.eq((buffer.credits >= rows) & (since_last >= rows - 1)),",
+           "jobs finish faster than a column's result chain drains", _SYS),
+    Mutant("os_last_row_flag", "systolic", "hw/systolic.py",
+           "buffer.write.payload.last.eq(row_index == rows - 1),",
+           "buffer.write.payload.last.eq(row_index == 0),",
+           "``last`` marks the first row of a job instead of the last", _SYS),
+    Mutant("ws_below_last_wrong_side", "systolic", "hw/systolic.py",
+           "below_last = north.last & (north.tag < self.row) if self.row else Const(0)",
+           "below_last = north.last & (north.tag > self.row) if self.row else Const(0)",
+           "a short reduction zeroes the rows above instead of the stale rows below", _SYS),
+    Mutant("ws_weight_buffer_swapped", "systolic", "hw/systolic.py",
+           "weight = Mux(west.buffer, weights[1], weights[0])",
+           "weight = Mux(west.buffer, weights[0], weights[1])",
+           "activations multiply the weights of the other job", _SYS),
+    Mutant("ws_overwrite_busy_buffer", "systolic", "hw/systolic.py",
+           "self.weights.ready.eq(loaded <= 1),",
+           "self.weights.ready.eq(loaded <= 2),",
+           "a third weight packet overwrites a buffer still in use", _SYS),
+    Mutant("ws_no_credit_check", "systolic", "hw/systolic.py",
+           "self.activations.ready.eq((loaded >= 1) & (buffer.credits >= 1)),",
+           "self.activations.ready.eq(loaded >= 1),",
+           "activations enter without a free result row", _SYS),
+    # -- flattened array ---------------------------------------------------------------------------
+    Mutant("flat_transpose_ignored", "flattened", "hw/flattened.py",
+           "b_lanes.append(Mux(ops.payload.transpose, ops.payload.b[j * subs + s], plain))",
+           "b_lanes.append(plain)",
+           "transposed B beats are read in plain lane order", _FLAT),
+    Mutant("flat_emit_extra_row", "flattened", "hw/flattened.py",
+           "emit = tree_valid & (row_index < tag.rows)",
+           "emit = tree_valid & (row_index <= tag.rows)",
+           "a job emits one row more than its M", _FLAT),
+    Mutant("flat_head_dropped", "flattened", "hw/flattened.py",
+           "out_row.head.eq(tag.head),", "out_row.head.eq(0),",
+           "results lose their head tag", _FLAT),
+    Mutant("flat_credit_ignores_rows", "flattened", "hw/flattened.py",
+           "reserve = Mux(emits, ops.payload.rows, 0)",
+           "reserve = Mux(emits, 1, 0)",
+           "a job reserves one result row whatever its M", _FLAT),
+    Mutant("flat_tree_valid_early", "flattened", "hw/flattened.py",
+           'm.d.comb += self.valid_out.eq(delay(m, self.valid_in, self.levels, name="valid",',
+           'm.d.comb += self.valid_out.eq(delay(m, self.valid_in, max(0, self.levels - 1), '
+           'name="valid",',
+           "the tree's valid runs a level ahead of its sums", _FLAT),
+    Mutant("flat_mx_never_restart", "flattened", "hw/flattened.py",
+           "m.d.comb += total.eq(Mux(tag.first, shifted, (previous + shifted)[:ow].as_signed()))",
+           "m.d.comb += total.eq((previous + shifted)[:ow].as_signed())",
+           "an MXInt tile keeps the previous tile's aligned sum", _FLAT),
+    Mutant("flat_mx_exponent_bias", "flattened", "hw/flattened.py",
+           "m.d.comb += a_rel.eq(tag.a_exp[r].as_unsigned() ^ half)",
+           "m.d.comb += a_rel.eq(tag.a_exp[r].as_unsigned())",
+           "A's exponent is read as unsigned instead of two's complement", _FLAT),
+    # -- an equivalent mutant, kept to show the report explains them ----------------------------
+    Mutant("tree_operands_swapped", "primitives", "hw/primitives.py",
+           "total = add(values[p], values[p + 1])",
+           "total = add(values[p + 1], values[p])",
+           "the adder tree adds each pair in the other order", _FLAT),
+)
+
+#: Mutants known to be equivalent, and why no test can kill them.
+EQUIVALENT: dict[str, str] = {
+    "tree_operands_swapped": "every adder in the tree is commutative (wrapping or saturating "
+                             "two's-complement addition of two operands gives the same result in "
+                             "either order); the pairing, which does matter, is unchanged",
+}
+
+_COPY = ("hw", "gen", "cosim", "software_model", "tests", "configs", "pyproject.toml")
+
+
+@dataclass
+class MutantResult:
+    id: str
+    block: str
+    fault: str
+    status: str                 # killed | survived | stale | error
+    tier: str = ""              # which tier killed it: fast | cosim
+    seconds: float = 0.0
+    detail: str = ""
+    equivalent: str = ""
+
+
+def _repo_root() -> Path:
+    from gen.config import REPO_ROOT
+    return REPO_ROOT
+
+
+def _prepare(mutant: Mutant, root: Path, work: Path) -> str | None:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in _COPY:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, work / name)
+    target = work / mutant.file
+    text = target.read_text()
+    count = text.count(mutant.find)
+    if count != 1:
+        return f"the text to mutate occurs {count} times in {mutant.file}"
+    target.write_text(text.replace(mutant.find, mutant.replace))
+    return None
+
+
+def _pytest(work: Path, tests: tuple[str, ...], marker: str, timeout: float) -> tuple[int, str]:
+    env = dict(os.environ, PYTHONPATH=str(work), ACCELGEN_SEED=os.environ.get("ACCELGEN_SEED", "1"))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", marker,
+           "-n", "0", *tests]
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, f"timed out after {timeout:.0f} s (a hang counts as caught)"
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+    return proc.returncode, tail
+
+
+def run_mutant(mutant: Mutant, *, cosim: bool = True, timeout: float = 1800) -> MutantResult:
+    """Apply one fault in a private copy and run its block's regression, fast tier first."""
+    root = _repo_root()
+    work = root / "build" / "mutation" / mutant.id
+    result = MutantResult(mutant.id, mutant.block, mutant.fault, "error",
+                          equivalent=EQUIVALENT.get(mutant.id, ""))
+    start = time.monotonic()
+    problem = _prepare(mutant, root, work)
+    if problem:
+        result.status, result.detail = "stale", problem
+        return result
+    tiers = [("fast", "not cosim and not synth")] + ([("cosim", "cosim")] if cosim else [])
+    for tier, marker in tiers:
+        code, tail = _pytest(work, mutant.tests, marker, timeout)
+        if code not in (0, 5):          # 5: no tests collected for that marker
+            result.status, result.tier, result.detail = "killed", tier, tail
+            break
+    else:
+        result.status, result.detail = "survived", "every test passed with the fault in place"
+    result.seconds = round(time.monotonic() - start, 1)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def run_catalogue(out_dir: Path, *, only: list[str] | None = None, cosim: bool = True,
+                  progress=print) -> dict:
+    """Run the catalogue (or the mutants named in ``only``); write mutation.json / .md."""
+    mutants = [m for m in CATALOGUE if not only or m.id in only]
+    results = []
+    for n, mutant in enumerate(mutants, 1):
+        progress(f"[{n}/{len(mutants)}] {mutant.id} ({mutant.block}): {mutant.fault}")
+        res = run_mutant(mutant, cosim=cosim)
+        progress(f"    {res.status}{' by ' + res.tier if res.tier else ''} in {res.seconds} s")
+        results.append(res)
+    scored = [r for r in results if r.status in ("killed", "survived")]
+    killed = sum(r.status == "killed" for r in scored)
+    unexplained = [r.id for r in results if r.status == "survived" and not r.equivalent]
+    nonequivalent = [r for r in scored if not r.equivalent]
+    summary = {
+        "mutants": len(results), "killed": killed,
+        "survived": len(scored) - killed,
+        "stale": sum(r.status == "stale" for r in results),
+        "score": round(killed / len(scored), 4) if scored else None,
+        "score_excluding_equivalent": round(
+            sum(r.status == "killed" for r in nonequivalent) / len(nonequivalent), 4)
+        if nonequivalent else None,
+        "unexplained_survivors": unexplained,
+        "results": [asdict(r) for r in results],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "mutation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = ["| mutant | block | fault | result | tier | seconds |", "|---|---|---|---|---|---:|"]
+    for r in results:
+        status = r.status + (" (equivalent: " + r.equivalent + ")" if r.equivalent and
+                             r.status == "survived" else "")
+        lines.append(f"| {r.id} | {r.block} | {r.fault} | {status} | {r.tier} | {r.seconds} |")
+    lines.append("")
+    lines.append(f"Killed {killed} of {len(scored)} ({summary['score']}); excluding equivalent "
+                 f"mutants: {summary['score_excluding_equivalent']}; unexplained survivors: "
+                 f"{', '.join(unexplained) or 'none'}.")
+    (out_dir / "mutation.md").write_text("\n".join(lines) + "\n")
+    return summary

@@ -23,7 +23,7 @@ cycles apart, so a job never reads a word the previous job has still to write.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -174,6 +174,15 @@ class MatmulEngine(wiring.Component):
                               "element_width", "exponent_width", "acc_width", "acc_lsb",
                               "acc_words", "sp_address_bits", "sp_banks", "fraction_bits")
 
+    def _as_class(self, element, code):
+        """``element`` (``element_width`` bits) read in class ``code``."""
+        widths = [f + 2 for f in self.fraction_bits]
+        out = element
+        for c in (2, 1, 0):
+            if widths[c] < self.element_width:
+                out = Mux(code == c, Value.cast(element)[:widths[c]].as_signed(), out)
+        return out
+
     def elaborate(self, platform):
         m = Module()
         rows, cols, subs, B = self.rows, self.cols, self.sub_arrays, self.block_size
@@ -312,9 +321,14 @@ class MatmulEngine(wiring.Component):
             ops.payload.job.shift.eq(job_shift),
             ops.payload.job.tag.eq(act_tag),
         ]
+        # An operand is read in its class: each element's low element-width bits, two's
+        # complement (software_model.accelerator.as_class); done on the one element per word
+        # that is fed each beat, not on the whole tile.
         for s in range(subs):
-            m.d.comb += [ops.payload.a[s][i].eq(act_a[s][i][0]) for i in range(rows)]
-            m.d.comb += [ops.payload.b[s][j].eq(act_b[s][j][0]) for j in range(cols)]
+            m.d.comb += [ops.payload.a[s][i].eq(self._as_class(act_a[s][i][0], instr.a_class))
+                         for i in range(rows)]
+            m.d.comb += [ops.payload.b[s][j].eq(self._as_class(act_b[s][j][0], instr.b_class))
+                         for j in range(cols)]
             m.d.comb += [ops.payload.job.a_exp[s][i].eq(act_a_exp[s][i]) for i in range(rows)]
             m.d.comb += [ops.payload.job.b_exp[s][j].eq(act_b_exp[s][j]) for j in range(cols)]
 

@@ -504,11 +504,14 @@ def _row_mask(shape, valid: int, block_size: int):
 
 
 def vsmax(a_exp, a_man, params: AcceleratorParams, valid: int = 0):
-    """``VSMAX``: two-pass :func:`~software_model.mxint_softmax.mxint_softmax` of rows
-    ``(M, nb)``; ``valid`` elements of each row's last block take part (0: all)."""
+    """``VSMAX``: :func:`~software_model.mxint_softmax.mxint_softmax` of rows ``(M, nb)`` as
+    ``hw.mxint_softmax.MXIntSoftmax`` computes it (``tile_blocks=1``: the row max and sum are
+    kept block by block on the first pass, the terms shifted to the final max on the second;
+    the row sum can differ from the exact two-pass sum by the bits a rescale drops, in about a
+    third of random rows); ``valid`` elements of each row's last block take part (0: all)."""
     a_exp, a_man = _blocks(a_exp, a_man, params, "vsmax operand")
     res = mxint_softmax(a_exp, a_man, params.softmax,
-                        mask=_row_mask(a_man.shape, valid, params.block_size))
+                        mask=_row_mask(a_man.shape, valid, params.block_size), tile_blocks=1)
     return res.exponents, res.mantissas
 
 

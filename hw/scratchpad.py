@@ -122,7 +122,16 @@ class Scratchpad(wiring.Component):
         self.read_ports, self.write_ports = read_ports, write_ports
         self.address_bits = max(1, (words - 1).bit_length())
         self.bank_bits = (banks - 1).bit_length()
-        self.init = init
+        #: the banks (bank b holds words b, b + banks, ...); tests read them in simulation
+        self.bank_memories = []
+        for b in range(banks):
+            bank_init = []
+            if init is not None:
+                bank_init = [init[a] for a in range(b, words, banks)]
+                if isinstance(word, data.Layout):       # raw words -> layout constants
+                    bank_init = [word.from_bits(int(v)) for v in bank_init]
+            self.bank_memories.append(memory.Memory(shape=word, depth=words // banks,
+                                                    init=bank_init))
         rsig = ScratchpadReadPort(address_bits=self.address_bits, banks=banks, word=word)
         wsig = ScratchpadWritePort(address_bits=self.address_bits, banks=banks, word=word)
         super().__init__({
@@ -171,13 +180,7 @@ class Scratchpad(wiring.Component):
         writes = self._arbitrate(m, self.write, "write")
         bank_data = []
         for b in range(banks):
-            init = None
-            if self.init is not None:
-                init = [self.init[a] for a in range(b, self.words, banks)]
-                if isinstance(self.word, data.Layout):       # raw words -> layout constants
-                    init = [self.word.from_bits(int(v)) for v in init]
-            mem = m.submodules[f"bank{b}"] = memory.Memory(shape=self.word, depth=depth,
-                                                           init=init or [])
+            mem = m.submodules[f"bank{b}"] = self.bank_memories[b]
             rp = mem.read_port()
             wp = mem.write_port()
             # Run position p of a client starting at addr is word addr + p: its row in the bank

@@ -307,15 +307,25 @@ class VectorEngine(wiring.Component):
         with m.Else():                      # a bias row is re-read for every row
             m.d.comb += pattern(reader_b.pattern, instr.b, nb, instr.b_stride, instr.m,
                                 Mux(instr.flags[0], 0, 1))
+        # VLNORM loads gamma and beta into the unit before its rows start: a row that entered
+        # first would be normalised with the previous parameters.
+        params_wait = Signal()
+        params_loaded = params_wait & ~reader_b.busy
+        with m.If(starting & ops[Opcode.VLNORM]):
+            m.d.sync += params_wait.eq(1)
+        with m.Elif(params_loaded):
+            m.d.sync += params_wait.eq(0)
         m.d.comb += [
-            reader_a.start.eq(starting & (elementwise | rowwise)),
+            reader_a.start.eq((starting & (elementwise | rowwise) & ~ops[Opcode.VLNORM])
+                              | params_loaded),
             reader_b.start.eq(starting & (ops[Opcode.VADD] | ops[Opcode.VLNORM])),
             writer.start.eq(starting & (elementwise | rowwise | from_acc)),
             gather.start.eq(starting & from_acc),
             gather.base.eq(instr.a), gather.blocks.eq(nb), gather.rows.eq(instr.m),
             gather.stride.eq(instr.a_stride),
         ]
-        m.d.comb += units_busy.eq(reader_a.busy | reader_b.busy | writer.busy | gather.busy)
+        m.d.comb += units_busy.eq(reader_a.busy | reader_b.busy | writer.busy | gather.busy
+                                  | params_wait)
         m.d.comb += [requant.cls.eq(instr.d_class), requant.exp.eq(instr.imm)]
 
         def frac_of(code, name):

@@ -113,21 +113,22 @@ def _exp_for(p, cls, rng):
     return int(rng.integers(p.emin, p.emax + 1)) if p.is_int(cls) else 0
 
 
-def random_instruction(op, p, rng):
-    """A legal ``op`` on the small SP (sources below word 160, destinations above)."""
+def random_instruction(op, p, rng, dst=160):
+    """A legal ``op`` on the small SP: sources below word 160, the destination a 32-word
+    region from ``dst``."""
     B = p.block_size
     M = int(rng.integers(1, 6))
     nb = int(rng.integers(1, 4))
     cls = lambda: int(rng.integers(0, 3))       # noqa: E731
     if op == "VCAST":
         d_class = cls()
-        return Instruction.make("VCAST", d=160, a=int(rng.integers(0, 40)), m=M, n=nb * B,
+        return Instruction.make("VCAST", d=dst, a=int(rng.integers(0, 40)), m=M, n=nb * B,
                                 d_stride=M + 1, a_stride=M + int(rng.integers(0, 3)),
                                 a_class=cls(), d_class=d_class, exp=_exp_for(p, d_class, rng))
     if op == "VADD":
         d_class = cls()
         bcast = int(rng.integers(0, 2))
-        return Instruction.make("VADD", d=160, a=int(rng.integers(0, 30)),
+        return Instruction.make("VADD", d=dst, a=int(rng.integers(0, 30)),
                                 b=80 + int(rng.integers(0, 20)), m=M, n=nb * B,
                                 d_stride=M, a_stride=M + int(rng.integers(0, 3)),
                                 b_stride=(1 if bcast else M) + int(rng.integers(0, 2)),
@@ -137,19 +138,21 @@ def random_instruction(op, p, rng):
         d_class = cls()
         tiles = -(-nb * B // p.cols)
         a_stride = M + int(rng.integers(0, 2))
-        return Instruction.make("ACCST", d=160, a=int(rng.integers(0, p.acc_words -
+        return Instruction.make("ACCST", d=dst, a=int(rng.integers(0, p.acc_words -
                                                                    tiles * a_stride + 1)),
                                 m=M, n=nb * B, d_stride=M + 2, a_stride=a_stride,
                                 d_class=d_class, exp=_exp_for(p, d_class, rng))
     if op == "VGELU":
-        return Instruction.make("VGELU", d=160, a=int(rng.integers(0, 40)), m=M, n=nb * B,
+        return Instruction.make("VGELU", d=dst, a=int(rng.integers(0, 40)), m=M, n=nb * B,
                                 d_stride=M, a_stride=M + 1)
-    if op == "VSMAX":
-        return Instruction.make("VSMAX", d=160, a=int(rng.integers(0, 40)), m=M, n=nb * B,
+    if op == "VSMAX":       # up to 4 blocks a row: the running sum's rescales matter
+        nb = int(rng.integers(2, 5))
+        return Instruction.make("VSMAX", d=dst, a=int(rng.integers(0, 40)), m=M, n=nb * B,
                                 d_stride=M, a_stride=M + 2, valid=int(rng.integers(0, B + 1)))
     if op == "VLNORM":
         nb = p.layernorm.row_length // B
-        return Instruction.make("VLNORM", d=160, a=int(rng.integers(0, 20)), b=100, m=M,
+        M = min(M, 32 // nb)
+        return Instruction.make("VLNORM", d=dst, a=int(rng.integers(0, 20)), b=100, m=M,
                                 n=nb * B, d_stride=M, a_stride=M)
     if op == "MATMUL":
         N, KB = int(rng.integers(1, 6)), int(rng.integers(1, 4))
@@ -181,6 +184,6 @@ def test_each_instruction_matches_golden(op):
         state = random_state(p, rng, style)
         if narrow:
             state.sp.exps[:] = rng.integers(-2, 3, p.sp_words)
-        program = [random_instruction(op, p, rng) for _ in range(3)]
+        program = [random_instruction(op, p, rng, dst=160 + 32 * k) for k in range(3)]
         got_sp, got_acc, _ = run_unit(p, state, program)
         _compare(p, state, program, got_sp, got_acc)

@@ -27,7 +27,9 @@ from hw.primitives import check_positive, parameter_repr
 from hw.scratchpad import (Scratchpad, ScratchpadReadPort, ScratchpadWritePort,
                            check_power_of_two, word_layout)
 from hw.vector_engine import VectorEngine
-from software_model.isa import Queue
+from software_model.isa import OPERANDS, Queue
+
+CLASS_FIELDS = ("a_class", "b_class", "d_class")
 
 __all__ = ["ExecuteUnit", "Accelerator", "event_layout", "command_layout"]
 
@@ -127,4 +129,161 @@ class ExecuteUnit(wiring.Component):
             acc_wr.data.eq(Mux(use_matmul, mm.acc_write.data, vec.acc_write.data)),
             acc_wr.en.eq(Mux(use_matmul, mm.acc_write.en, vec.acc_write.en)),
         ]
+        return m
+
+
+class Accelerator(wiring.Component):
+    """The whole accelerator. Plain keyword parameters (the config's ``elaborate()`` maps onto
+    them): block size, exponent width, per-class element widths and types (activation, weight,
+    kv), the matrix unit's grid, the accumulator, scratchpad and memory port, the vector unit's
+    specs (``software_model.mxint_softmax.SoftmaxSpec`` etc.), and the queue depths.
+
+    ``sp_init``, ``acc_init``: memory contents to start from (simulation and tests only)."""
+
+    def __init__(self, *, block_size: int, exponent_width: int, class_widths: tuple,
+                 class_types: tuple, rows: int, cols: int, sub_arrays: int, acc_width: int,
+                 acc_lsb: int, acc_words: int, sp_words: int, sp_banks: int, address_bits: int,
+                 port_words: int, softmax_rows: int, softmax, layernorm, gelu,
+                 queue_depth: int = 4, outstanding_reads: int = 16, sp_init=None,
+                 acc_init=None):
+        check_power_of_two("Scratchpad words", sp_words)
+        check_power_of_two("Scratchpad banks", sp_banks)
+        check_positive("Queue depth", queue_depth)
+        self.sp_address_bits = max(1, (sp_words - 1).bit_length())
+        self._execute = ExecuteUnit(
+            block_size=block_size, exponent_width=exponent_width, class_widths=class_widths,
+            class_types=class_types, rows=rows, cols=cols, sub_arrays=sub_arrays,
+            acc_width=acc_width, acc_lsb=acc_lsb, acc_words=acc_words,
+            sp_address_bits=self.sp_address_bits, sp_banks=sp_banks, softmax_rows=softmax_rows,
+            softmax=softmax, layernorm=layernorm, gelu=gelu, acc_init=acc_init)
+        self.word = self._execute.word
+        dma = dict(port_words=port_words, sp_banks=sp_banks,
+                   sp_address_bits=self.sp_address_bits, dram_address_bits=address_bits,
+                   word=self.word)
+        self._load = LoadEngine(outstanding=outstanding_reads, **dma)
+        self._store = StoreEngine(**dma)
+        self._scratchpad = Scratchpad(words=sp_words, banks=sp_banks, word=self.word,
+                                      read_ports=3, write_ports=2, init=sp_init)
+        self.block_size, self.exponent_width = block_size, exponent_width
+        self.class_widths, self.class_types = class_widths, class_types
+        self.rows, self.cols, self.sub_arrays = rows, cols, sub_arrays
+        self.acc_width, self.acc_lsb, self.acc_words = acc_width, acc_lsb, acc_words
+        self.sp_words, self.sp_banks = sp_words, sp_banks
+        self.address_bits, self.port_words = address_bits, port_words
+        self.softmax_rows, self.queue_depth = softmax_rows, queue_depth
+        self.outstanding_reads = outstanding_reads
+        super().__init__({
+            "commands": In(stream.Signature(command_layout())),
+            "mem_req": Out(stream.Signature(memory_request_layout(address_bits, port_words,
+                                                                  self.word))),
+            "mem_resp": In(stream.Signature(memory_response_layout(port_words, self.word))),
+            "events": Out(stream.Signature(event_layout())),
+        })
+
+    def __repr__(self):
+        return parameter_repr(self, "block_size", "exponent_width", "class_widths",
+                              "class_types", "rows", "cols", "sub_arrays", "acc_width",
+                              "acc_lsb", "acc_words", "sp_words", "sp_banks", "address_bits",
+                              "port_words", "softmax_rows", "queue_depth", "outstanding_reads")
+
+    @property
+    def execute_unit(self) -> ExecuteUnit:
+        return self._execute
+
+    @property
+    def scratchpad(self) -> Scratchpad:
+        return self._scratchpad
+
+    def elaborate(self, platform):
+        m = Module()
+        sp = m.submodules.scratchpad = self._scratchpad
+        execute = m.submodules.execute = self._execute
+        load = m.submodules.load = self._load
+        store = m.submodules.store = self._store
+        arbiter = m.submodules.memory_port = MemoryPortArbiter(
+            address_bits=self.address_bits, port_words=self.port_words, word=self.word)
+        # bank priority: execute, then store, then load
+        wiring.connect(m, execute.sp_a, sp.read[0])
+        wiring.connect(m, execute.sp_b, sp.read[1])
+        wiring.connect(m, store.sp, sp.read[2])
+        wiring.connect(m, execute.sp_d, sp.write[0])
+        wiring.connect(m, load.sp, sp.write[1])
+        wiring.connect(m, load.read_req, arbiter.reads)
+        wiring.connect(m, store.write_req, arbiter.writes)
+        wiring.connect(m, arbiter.mem_req, wiring.flipped(self.mem_req))
+        wiring.connect(m, wiring.flipped(self.mem_resp), load.read_resp)
+
+        # -- the queues ---------------------------------------------------------------------------
+        dma_layout = dma_command_layout(sp_address_bits=self.sp_address_bits,
+                                        dram_address_bits=self.address_bits)
+        loads = m.submodules.load_queue = SyncFIFO(width=dma_layout.size, depth=self.queue_depth)
+        stores = m.submodules.store_queue = SyncFIFO(width=dma_layout.size,
+                                                     depth=self.queue_depth)
+        executes = m.submodules.execute_queue = SyncFIFO(width=INSTRUCTION.size,
+                                                         depth=self.queue_depth)
+        for fifo, engine in ((loads, load), (stores, store)):
+            m.d.comb += [engine.command.valid.eq(fifo.r_rdy),
+                         engine.command.payload.eq(fifo.r_data),
+                         fifo.r_en.eq(engine.command.ready)]
+        m.d.comb += [execute.command.valid.eq(executes.r_rdy),
+                     execute.command.payload.eq(executes.r_data),
+                     executes.r_en.eq(execute.command.ready)]
+        all_idle = Signal()
+        m.d.comb += all_idle.eq(~loads.r_rdy & ~load.busy & ~stores.r_rdy & ~store.busy
+                                & ~executes.r_rdy & ~execute.busy)
+
+        # -- decode: one register stage cuts the path from the command port ----------------------
+        held = Signal(command_layout(), reset_less=True)
+        held_valid = Signal()
+        take_held = Signal()
+        m.d.comb += self.commands.ready.eq(~held_valid | take_held)
+        with m.If(self.commands.ready):
+            m.d.sync += [held_valid.eq(self.commands.valid), held.eq(self.commands.payload)]
+        raw = held.instruction
+        instr = Signal(INSTRUCTION)
+        m.d.comb += instr.eq(raw)
+        legal = Signal()
+        queue = {q: Signal(name=f"to_{q.value}") for q in Queue}
+        with m.Switch(instr.op):
+            for op in Opcode:
+                with m.Case(op.value):
+                    # unused fields zero; a used class field is not the reserved code 3
+                    checks = [(raw & ~used_field_mask(op)) == 0]
+                    checks += [instr[f] != 3 for f in CLASS_FIELDS if f in OPERANDS[op].used]
+                    m.d.comb += [legal.eq(Cat(*checks).all()), queue[QUEUE_OF[op]].eq(1)]
+        halted = Signal()
+        error = held_valid & ~legal & ~halted
+        cycle = Signal(32)
+        m.d.sync += cycle.eq(cycle + 1)
+        ev = self.events
+        barrier_ready = queue[Queue.BARRIER] & all_idle
+        m.d.comb += [
+            ev.valid.eq(held_valid & ~halted & ((legal & barrier_ready) | ~legal)),
+            ev.payload.tag.eq(Mux(legal, instr.imm.as_unsigned(), instr.op)),
+            ev.payload.cycle.eq(cycle),
+            ev.payload.error.eq(~legal),
+        ]
+        dispatch = held_valid & legal & ~halted
+        m.d.comb += [
+            loads.w_en.eq(dispatch & queue[Queue.LOAD] & loads.w_rdy),
+            stores.w_en.eq(dispatch & queue[Queue.STORE] & stores.w_rdy),
+            executes.w_en.eq(dispatch & queue[Queue.EXECUTE] & executes.w_rdy),
+            executes.w_data.eq(instr),
+            take_held.eq(loads.w_en | stores.w_en | executes.w_en
+                         | (dispatch & barrier_ready & ev.ready)),
+        ]
+        load_cmd = Signal(dma_layout)
+        store_cmd = Signal(dma_layout)
+        m.d.comb += [
+            load_cmd.sp.eq(instr.d), load_cmd.dram.eq(instr.a), load_cmd.words.eq(instr.m),
+            load_cmd.segments.eq(instr.n), load_cmd.sp_stride.eq(instr.d_stride),
+            load_cmd.dram_stride.eq(instr.a_stride),
+            store_cmd.sp.eq(instr.a), store_cmd.dram.eq(instr.d), store_cmd.words.eq(instr.m),
+            store_cmd.segments.eq(instr.n), store_cmd.sp_stride.eq(instr.a_stride),
+            store_cmd.dram_stride.eq(instr.d_stride),
+            loads.w_data.eq(load_cmd), stores.w_data.eq(store_cmd),
+        ]
+        # an instruction the decoder cannot run: report it, then take no more commands
+        with m.If(error & ev.ready):
+            m.d.sync += halted.eq(1)
         return m

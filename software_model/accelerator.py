@@ -181,7 +181,10 @@ class AcceleratorParams:
             elif isinstance(self.sp_words, int) and self.sp_banks > self.sp_words:
                 bad("sp_banks", f"at most scratchpad.words ({self.sp_words})")
         int_in("address_bits", 8, 32)
-        int_in("port_words", 1, 64)
+        if int_in("port_words", 1, 64) and _pow2(self.sp_banks) and \
+                self.port_words > self.sp_banks:
+            bad("port_words", f"at most scratchpad.banks ({self.sp_banks}): a memory-port "
+                "beat is written into (read from) the scratchpad as one run, one word per bank")
         int_in("softmax_rows", 1, 65535)
         if out:
             return out

@@ -246,6 +246,23 @@ class AcceleratorConfig(ConfigBase):
             raise ValueError(problems[0].render(self.name))
         return AcceleratorParams(**self._params_kwargs(specs))
 
+    # -- mapping onto the RTL (hw/accelerator.py), the one place that does it ---------------
+    def parameters(self) -> dict:
+        """``hw.accelerator.Accelerator``'s keyword arguments."""
+        p = self.accelerator_params()
+        return dict(block_size=p.block_size, exponent_width=p.exponent_width,
+                    class_widths=tuple(f.element_width for f in p.formats),
+                    class_types=tuple(f.type for f in p.formats), rows=p.rows, cols=p.cols,
+                    sub_arrays=p.sub_arrays, acc_width=p.acc_width, acc_lsb=p.acc_lsb,
+                    acc_words=p.acc_words, sp_words=p.sp_words, sp_banks=p.sp_banks,
+                    address_bits=p.address_bits, port_words=p.port_words,
+                    softmax_rows=p.softmax_rows, softmax=p.softmax, layernorm=p.layernorm,
+                    gelu=p.gelu)
+
+    def elaborate(self):
+        from hw.accelerator import Accelerator
+        return Accelerator(**self.parameters())
+
     # -- derived facts (reported by `accelgen explain`, docs/accelerator.md section 3) -------
     @property
     def multipliers(self) -> int:
@@ -297,7 +314,7 @@ def random_accelerator_config(seed: int, *, small: bool = True) -> dict:
         "accumulator": {"width": acc_width, "lsb": int(rng.integers(-24, -4)),
                         "words": pick([64, 128, 256])},
         "scratchpad": {"words": sp_words, "banks": banks},
-        "memory": {"address_bits": 16, "port_words": pick([1, 2, 4])},
+        "memory": {"address_bits": 16, "port_words": pick([w for w in (1, 2, 4) if w <= banks])},
         "vector": {
             "softmax_rows": pick([4, 8, 16]),
             "softmax": {"max_row_blocks": pick([4, 8, 16]),

@@ -40,6 +40,7 @@ from hw.matmul_engine import accumulator_row
 from hw.mxint_gelu import MXIntGELU
 from hw.mxint_layernorm import MXIntLayerNorm
 from hw.mxint_softmax import MXIntSoftmax
+from hw.online_softmax import OnlineSoftmaxStep
 from hw.primitives import CreditBuffer, GlobalEnable, check_positive, parameter_repr
 from hw.requantizer import CLASS_TYPES, Requantizer
 from hw.scratchpad import (ScratchpadReader, ScratchpadReadPort, ScratchpadWritePort,
@@ -221,12 +222,16 @@ class VectorEngine(wiring.Component):
                                 exponent_width=exponent_width)
         self.acc_row = accumulator_row(cols=cols, acc_width=acc_width)
         self.vadd_width = self.element_width + VADD_SHIFT_LIMIT + 2
-        self.value_width = max(self.vadd_width, acc_width)
+        # ACCNORM's product of an accumulator number and the unsigned reciprocal
+        self.norm_width = acc_width + softmax.recip_bits + 2
+        self.value_width = max(self.vadd_width, self.norm_width)
         self.lsb_width = 10
         # the units, built here so their own argument checks run with the engine's
         self._gelu = MXIntGELU(**unit_arguments(gelu))
         self._softmax = MXIntSoftmax(**unit_arguments(softmax))
         self._layernorm = MXIntLayerNorm(**unit_arguments(layernorm))
+        self._online = OnlineSoftmaxStep(spec=softmax, rows=softmax_rows,
+                                         tile_blocks=softmax.max_row_blocks)
         self._requant = Requantizer(block_size=block_size, value_width=self.value_width,
                                     lsb_width=self.lsb_width, exponent_width=exponent_width,
                                     element_width=self.element_width, class_widths=class_widths,
@@ -269,6 +274,7 @@ class VectorEngine(wiring.Component):
         gelu = m.submodules.gelu = self._gelu
         softmax = m.submodules.softmax = self._softmax
         layernorm = m.submodules.layernorm = self._layernorm
+        online = m.submodules.online_softmax = self._online
 
         # -- the instruction ---------------------------------------------------------------------
         cmd = self.command
@@ -324,8 +330,12 @@ class VectorEngine(wiring.Component):
             gather.base.eq(instr.a), gather.blocks.eq(nb), gather.rows.eq(instr.m),
             gather.stride.eq(instr.a_stride),
         ]
+        scaler_busy = Signal()
         m.d.comb += units_busy.eq(reader_a.busy | reader_b.busy | writer.busy | gather.busy
-                                  | params_wait)
+                                  | params_wait | scaler_busy
+                                  | (ops[Opcode.VSMAXO] & online.busy))
+        m.d.comb += [online.begin.eq(starting & ops[Opcode.VSMAXO]),
+                     online.init.eq(instr.flags[0])]
         m.d.comb += [requant.cls.eq(instr.d_class), requant.exp.eq(instr.imm)]
 
         def frac_of(code, name):
@@ -341,11 +351,34 @@ class VectorEngine(wiring.Component):
         f_d = frac_of(instr.d_class, "frac_d")
         act = Const(0, 2)
 
-        # -- requantizer input: VCAST, VADD, ACCST ------------------------------------------------
+        # -- ACCNORM: each row's numbers times its reciprocal (one register stage) --------------
+        spec = self.softmax_spec
+        norm_out = stream.Signature(requant.in_layout).create(path=("norm",))
+        # (the stages see a beat only while ACCNORM runs: under ACCST the gather's blocks go
+        # straight to the requantizer and must not also be caught here)
+        norm_in = SimpleNamespace(valid=Signal(name="norm_in_valid"),
+                                  ready=Signal(name="norm_in_ready"))
+        m.d.comb += norm_in.valid.eq(gather.out.valid & ops[Opcode.ACCNORM])
+        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=1, name="norm")
+        with m.If(ops[Opcode.ACCNORM]):
+            m.d.comb += online.state_row.eq(gather.out.payload.row)
+        with m.If(norm.advance):
+            for i in range(B):
+                m.d.sync += norm_out.payload.values[i].eq(
+                    gather.out.payload.values[i] * online.recip)
+            m.d.sync += norm_out.payload.lsb.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
+                                                - online.recip_lo)
+
+        # -- ACCSCALE: every ACC word of the rows shifted right by its row's rescale -------------
+        self._scaler(m, instr, ops[Opcode.ACCSCALE] & starting, online, scaler_busy,
+                     ops[Opcode.ACCSCALE])
+
+        # -- requantizer input: VCAST, VADD, ACCST, ACCNORM ----------------------------------------
         rq = requant.values
         a_word = reader_a.words.payload.word
         b_word = reader_b.words.payload.word
-        vadd_out = self._vadd(m, reader_a.words, reader_b.words, f_a, f_b, f_d, instr)
+        vadd_out = self._vadd(m, reader_a.words, reader_b.words, f_a, f_b, f_d, instr,
+                              ops[Opcode.VADD])
         with m.If(ops[Opcode.VCAST]):
             m.d.comb += [
                 rq.valid.eq(reader_a.words.valid), reader_a.words.ready.eq(rq.ready),
@@ -362,6 +395,9 @@ class VectorEngine(wiring.Component):
                 rq.payload.lsb.eq(self.acc_lsb),
             ]
             m.d.comb += [rq.payload.values[i].eq(gather.out.payload.values[i]) for i in range(B)]
+        with m.Elif(ops[Opcode.ACCNORM]):
+            wiring.connect(m, norm_out, rq)
+            m.d.comb += gather.out.ready.eq(norm_in.ready)
 
         # -- GELU ------------------------------------------------------------------------------
         with m.If(ops[Opcode.VGELU]):
@@ -387,6 +423,21 @@ class VectorEngine(wiring.Component):
                 m, a_word.mantissas[i], act, widths, w_max, name=f"smax_m{i}"))
                 for i in range(B)]
             m.d.comb += [softmax.scores.payload.mask[i].eq(~tail | (i < instr.valid))
+                         for i in range(B)]
+
+        # -- online softmax step: rows of a tile with a masked tail --------------------------------
+        with m.If(ops[Opcode.VSMAXO]):
+            tail = reader_a.words.payload.end_of_segment & (instr.valid != 0)
+            m.d.comb += [
+                online.scores.valid.eq(reader_a.words.valid),
+                reader_a.words.ready.eq(online.scores.ready),
+                online.scores.payload.block.exponent.eq(a_word.exponent),
+                online.scores.payload.last.eq(reader_a.words.payload.end_of_segment),
+            ]
+            m.d.comb += [online.scores.payload.block.mantissas[i].eq(as_class(
+                m, a_word.mantissas[i], act, widths, w_max, name=f"smaxo_m{i}"))
+                for i in range(B)]
+            m.d.comb += [online.scores.payload.mask[i].eq(~tail | (i < instr.valid))
                          for i in range(B)]
 
         # -- LayerNorm: gamma/beta pairs load the unit's parameter store, rows follow -----------
@@ -423,6 +474,7 @@ class VectorEngine(wiring.Component):
                                                 Opcode.ACCNORM)),
                                (gelu.results, (Opcode.VGELU,)),
                                (softmax.probs, (Opcode.VSMAX,)),
+                               (online.probs, (Opcode.VSMAXO,)),
                                (layernorm.results, (Opcode.VLNORM,))):
             selected = Cat(*[ops[op] for op in op_set]).any()
             with m.If(selected):
@@ -430,11 +482,49 @@ class VectorEngine(wiring.Component):
                              sink.payload.word.exponent.eq(source.payload.exponent)]
                 m.d.comb += [sink.payload.word.mantissas[i].eq(source.payload.mantissas[i])
                              for i in range(B)]
-        m.d.comb += self.acc_write.en.eq(0)
-        wiring.connect(m, gather.acc_read, wiring.flipped(self.acc_read))
+        m.d.comb += [gather.acc_read.data.eq(self.acc_read.data), self.acc_read.en.eq(1)]
+        with m.If(~ops[Opcode.ACCSCALE]):
+            m.d.comb += self.acc_read.addr.eq(gather.acc_read.addr)
         return m
 
-    def _vadd(self, m: Module, a, b, f_a, f_b, f_d, instr):
+    def _scaler(self, m: Module, instr, start, online, busy, selected):
+        """ACCSCALE: walk the ``M x ceil(N / cols)`` ACC words (column tiles outer), read each
+        and write it back a cycle later shifted right (floor) by its row's rescale."""
+        ab = self.acc_address_bits
+        active = Signal()
+        tile = Signal(16)
+        row = Signal(16)
+        tiles = Signal(16, reset_less=True)
+        tile_base = Signal(ab, reset_less=True)
+        tiles_needed = (instr.n + self.cols - 1) >> (self.cols - 1).bit_length()
+        with m.If(start):
+            m.d.sync += [active.eq(1), tile.eq(0), row.eq(0), tile_base.eq(instr.d),
+                         tiles.eq(tiles_needed)]
+        with m.Elif(active):
+            with m.If(row != instr.m - 1):
+                m.d.sync += row.eq(row + 1)
+            with m.Else():
+                m.d.sync += [row.eq(0), tile.eq(tile + 1),
+                             tile_base.eq(tile_base + instr.d_stride)]
+                with m.If(tile == tiles - 1):
+                    m.d.sync += active.eq(0)
+        with m.If(selected):
+            m.d.comb += self.acc_read.addr.eq(tile_base + row)
+        w_valid = Signal()
+        w_addr = Signal(ab, reset_less=True)
+        w_row = Signal(16, reset_less=True)
+        m.d.sync += [w_valid.eq(active & selected), w_addr.eq(tile_base + row), w_row.eq(row)]
+        with m.If(selected):
+            m.d.comb += online.state_row.eq(w_row)
+        amount = Signal(range(self.acc_width + 1))
+        m.d.comb += amount.eq(Mux(online.rescale > self.acc_width, self.acc_width,
+                                  online.rescale))
+        old = self.acc_read.data
+        m.d.comb += [self.acc_write.addr.eq(w_addr), self.acc_write.en.eq(w_valid)]
+        m.d.comb += [self.acc_write.data[j].eq(old[j] >> amount) for j in range(self.cols)]
+        m.d.comb += busy.eq(active | w_valid)
+
+    def _vadd(self, m: Module, a, b, f_a, f_b, f_d, instr, selected):
         """``software_model.accelerator.vadd`` up to the requantizer: two register stages under
         one enable; returns the stream of ``{values, lsb}``."""
         B, w_max, ew = self.block_size, self.element_width, self.exponent_width
@@ -442,9 +532,11 @@ class VectorEngine(wiring.Component):
         out = stream.Signature(self._requant.in_layout).create(path=("vadd",))
         joined = SimpleNamespace(valid=Signal(name="vadd_in_valid"),
                                  ready=Signal(name="vadd_in_ready"))
-        m.d.comb += [joined.valid.eq(a.valid & b.valid)]
+        # only while VADD runs: other instructions' words must not enter these stages
+        m.d.comb += [joined.valid.eq(a.valid & b.valid & selected)]
         ctl = GlobalEnable(m, source=joined, sink=out, stages=2, name="vadd")
-        m.d.comb += [a.ready.eq(ctl.advance & b.valid), b.ready.eq(ctl.advance & a.valid)]
+        with m.If(selected):
+            m.d.comb += [a.ready.eq(ctl.advance & b.valid), b.ready.eq(ctl.advance & a.valid)]
         adv = ctl.advance
         d_int = Signal()
         with m.Switch(instr.d_class):

@@ -187,3 +187,33 @@ def test_each_instruction_matches_golden(op):
         program = [random_instruction(op, p, rng, dst=160 + 32 * k) for k in range(3)]
         got_sp, got_acc, _ = run_unit(p, state, program)
         _compare(p, state, program, got_sp, got_acc)
+
+
+def _online_program(p, rng, M, nb, valid):
+    I = Instruction.make
+    B = p.block_size
+    tiles = -(-6 // p.cols)
+    return [
+        I("VSMAXO", d=160, a=0, m=M, n=nb * B, d_stride=M, a_stride=M, valid=valid, init=1),
+        I("ACCSCALE", d=0, m=M, n=6, d_stride=M),
+        I("VSMAXO", d=192, a=40, m=M, n=nb * B, d_stride=M, a_stride=M, valid=valid),
+        I("ACCSCALE", d=0, m=M, n=6, d_stride=M),
+        I("VSMAXO", d=224, a=80, m=M, n=nb * B, d_stride=M, a_stride=M + 1, valid=0),
+        I("ACCNORM", d=140, a=0, m=M, n=2 * B, a_stride=M, d_stride=M),
+        I("ACCNORM", d=120, a=M * tiles, m=M, n=B, a_stride=M, d_stride=M,
+          d_class="kv", exp=int(rng.integers(-3, 3))),
+    ]
+
+
+@pytest.mark.parametrize("M,nb,valid", [(3, 2, 5), (5, 1, 0), (1, 2, 8)])
+def test_online_softmax_sequence_matches_golden(M, nb, valid):
+    """VSMAXO (init, then two more steps with rescales), ACCSCALE of an ACC tile after each,
+    ACCNORM into an mxint and an int class: the state (running max, sum, rescale, reciprocal)
+    lives in the RTL between instructions as in the golden model."""
+    p = AcceleratorParams(**SMALL)
+    rng = np.random.default_rng([M, nb, valid])
+    state = random_state(p, rng)
+    state.sp.exps[:] = rng.integers(-2, 3, p.sp_words)
+    program = _online_program(p, rng, M, nb, valid)
+    got_sp, got_acc, _ = run_unit(p, state, program)
+    _compare(p, state, program, got_sp, got_acc)

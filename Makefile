@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv rtl lint test test-quick bench synth clean
+.PHONY: help venv rtl lint test test-quick fuzz bench synth clean
 
 help: ## show this help
 	@echo "accelgen make targets:"
@@ -35,8 +35,13 @@ lint: $(STAMP) ## generate every config and lint it with verilator -Wall
 test: $(STAMP) ## the whole suite: unit tests, cocotb+Verilator regressions, synthesis checks
 	$(PY) -m pytest -n $(JOBS) --durations=15
 
-test-quick: $(STAMP) ## edit loop: everything except Verilator builds and synthesis (< 3 min)
+test-quick: $(STAMP) ## edit loop: everything except Verilator builds and synthesis (under a minute on 2 cores)
 	$(PY) -m pytest -n $(JOBS) -m "not cosim and not synth"
+
+FUZZ_CASES ?= 5000
+FUZZ_SEED  ?= 1
+fuzz: $(STAMP) ## input-robustness campaign: FUZZ_CASES mutated configs/sweeps -> build/fuzz/summary.json
+	$(VENV)/bin/accelgen fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --out build/fuzz
 
 bench: $(STAMP) ## benchmarks -> build/bench/*.json, *.csv, *.png
 	$(VENV)/bin/accelgen bench --out build/bench

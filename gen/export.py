@@ -21,10 +21,11 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Flow
 
-from gen.schema import ConfigBase, canonical_json
+from gen.schema import ConfigBase, canonical_json, check_name
 from gen.toolchain import tool_versions
 
-__all__ = ["ExportResult", "export_rtl", "generate_verilog", "layout_json", "port_table"]
+__all__ = ["ExportResult", "ExportError", "export_rtl", "export_many", "output_dir",
+           "generate_verilog", "layout_json", "port_table"]
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,25 @@ def generate_verilog(config: ConfigBase, *, use_cache: bool = True
 
     from gen.config import REPO_ROOT
 
-    component = config.elaborate()
+    from gen.estimate import estimate, heartbeat
+
+    check_name(config.name)
     key = hashlib.sha256((canonical_json(config.to_dict()) + _generator_source_digest())
                          .encode()).hexdigest()
     cached = REPO_ROOT / "build" / "elab" / f"{config.top_name}-{key[:24]}.v"
-    if use_cache and cached.exists():
-        return cached.read_text(), component
-    text = _header(config) + verilog.convert(component, name=config.top_name, emit_src=False)
+    hit = use_cache and cached.exists()
+    # A long elaboration says so on stderr (elapsed time and the size estimate) instead of
+    # hanging silently; quick ones print nothing.
+    with heartbeat(f"elaborating {config.name}" + ("" if hit else " and converting to Verilog"),
+                   None if hit else estimate(config)):
+        component = config.elaborate()
+        if hit:
+            # Only its ports are read (the manifest): not elaborating it is intended, so keep
+            # Amaranth from warning "created but never used" when it is collected.
+            component._MustUse__used = True
+            return cached.read_text(), component
+        text = _header(config) + verilog.convert(component, name=config.top_name,
+                                                 emit_src=False)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(text)
@@ -149,18 +162,39 @@ def manifest_for(config: ConfigBase, component: wiring.Component, verilog_name: 
     }
 
 
-def export_rtl(config: ConfigBase, out_dir: str | Path, *, use_cache: bool = True) -> ExportResult:
-    """Write ``<top>.v``, ``filelist.f`` and ``manifest.json`` into ``out_dir`` (replaced atomically)."""
-    out_dir = Path(out_dir)
+class ExportError(RuntimeError):
+    """Generation failed for one config of a batch; nothing of the batch was written."""
+
+
+def output_dir(root: str | Path, config: ConfigBase) -> Path:
+    """``root/<name>``: the one folder a config owns. The name is validated again here (a config
+    built in Python bypasses the YAML schema), so the path is always a direct child of ``root``."""
+    name = check_name(config.name)
+    root = Path(root)
+    path = root / name
+    if path.parent != root or path.name != name:      # belt and braces: one plain component
+        raise ValueError(f"Output folder for {name!r} would leave {root}")
+    return path
+
+
+def _write_files(config: ConfigBase, folder: Path, *, use_cache: bool) -> tuple[str, dict]:
     text, component = generate_verilog(config, use_cache=use_cache)
     verilog_name = f"{config.top_name}.v"
     manifest = manifest_for(config, component, verilog_name)
+    (folder / verilog_name).write_text(text)
+    (folder / "filelist.f").write_text(verilog_name + "\n")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return verilog_name, manifest
+
+
+def export_rtl(config: ConfigBase, out_dir: str | Path, *, use_cache: bool = True) -> ExportResult:
+    """Write ``<top>.v``, ``filelist.f`` and ``manifest.json`` into ``out_dir`` (replaced atomically)."""
+    check_name(config.name)
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        (tmp / verilog_name).write_text(text)
-        (tmp / "filelist.f").write_text(verilog_name + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        verilog_name, manifest = _write_files(config, tmp, use_cache=use_cache)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,11 +203,66 @@ def export_rtl(config: ConfigBase, out_dir: str | Path, *, use_cache: bool = Tru
                         manifest=manifest)
 
 
+def export_many(configs: list[ConfigBase], root: str | Path, *, use_cache: bool = True,
+                on_generated=None) -> list[ExportResult]:
+    """Export several configs into ``root/<name>/``, all or nothing.
+
+    Every config is generated into one staging folder inside ``root`` first; only when all of
+    them succeeded are the folders moved into place (renames, no generation in between). If any
+    generation fails, the staging folder is removed and :class:`ExportError` says which config
+    failed and that nothing was written. ``on_generated(index, config, seconds)`` is called after
+    each generation (progress lines).
+    """
+    import time
+
+    root = Path(root)
+    targets = [output_dir(root, c) for c in configs]
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".accelgen-staging-", dir=root))
+    staged = []
+    try:
+        for n, config in enumerate(configs):
+            folder = staging / config.name
+            folder.mkdir()
+            start = time.monotonic()
+            try:
+                verilog_name, manifest = _write_files(config, folder, use_cache=use_cache)
+            except Exception as exc:    # Ctrl-C passes through; the staging folder goes either way
+                raise ExportError(
+                    f"generating {config.name} ({n + 1} of {len(configs)}) failed: "
+                    f"{type(exc).__name__}: {exc}; nothing was written to {root}") from exc
+            staged.append((folder, verilog_name, manifest))
+            if on_generated is not None:
+                on_generated(n, config, time.monotonic() - start)
+        results = []
+        for config, target, (folder, verilog_name, manifest) in zip(configs, targets, staged):
+            _replace_dir(folder, target)
+            results.append(ExportResult(out_dir=target, top=config.top_name,
+                                        verilog=target / verilog_name, manifest=manifest))
+        return results
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _replace_dir(new: Path, target: Path) -> None:
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    """Move folder ``new`` to ``target``, replacing a previous ``target`` (a folder the same
+    config wrote before). The old folder is first renamed aside next to it, and put back if the
+    move fails, so ``target`` is never lost half-way."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise FileExistsError(f"{target} exists and is not a folder; not replacing it")
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    try:
         os.rename(target, old / "x")
+    except BaseException:
+        os.rmdir(old)
+        raise
+    try:
         os.rename(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(new, target)
+    except BaseException:
+        os.rename(old / "x", target)     # put the previous folder back
+        os.rmdir(old)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

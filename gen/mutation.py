@@ -204,7 +204,10 @@ def _prepare(mutant: Mutant, root: Path, work: Path) -> str | None:
 
 
 def _pytest(work: Path, tests: tuple[str, ...], marker: str, timeout: float) -> tuple[int, str]:
-    env = dict(os.environ, PYTHONPATH=str(work), ACCELGEN_SEED=os.environ.get("ACCELGEN_SEED", "1"))
+    # Pinned seeds: the score must not depend on which random configs a run happened to draw.
+    env = dict(os.environ, PYTHONPATH=str(work),
+               ACCELGEN_SEED=os.environ.get("ACCELGEN_SEED", "1"),
+               ACCELGEN_CONFIG_SEED=os.environ.get("ACCELGEN_CONFIG_SEED", "1"))
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", marker,
            "-n", "0", *tests]
     try:

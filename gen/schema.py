@@ -12,14 +12,77 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
+import math
 import re
 import types
 import typing
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
-__all__ = ["ConfigBase", "ConfigError", "Problem", "param", "canonical_json", "parse_int_type"]
+__all__ = ["ConfigBase", "ConfigError", "Problem", "param", "canonical_json", "parse_int_type",
+           "NAME_PATTERN", "NAME_MAX_LENGTH", "NAME_ALLOWED", "name_problem", "check_name",
+           "show_value", "key_text", "MISSING", "MAX_PROBLEMS"]
+
+#: A design ``name`` is the Verilog top module and the output folder, so it must be a plain
+#: Verilog identifier (no escaped identifiers, no ``$``) that is also a safe single path
+#: component on every file system: letters, digits and ``_``, not starting with a digit.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NAME_MAX_LENGTH = 64
+NAME_ALLOWED = (f"a Verilog module name: a letter or '_', then letters, digits or '_' "
+                f"(at most {NAME_MAX_LENGTH} characters, not a Verilog keyword)")
+#: Problems rendered per file; the rest are counted (a 5 MB file of typos is not 30 MB of text).
+MAX_PROBLEMS = 20
+#: Longest rendering of a value or key in a message before it is shortened.
+_SHOW_LIMIT = 60
+
+# IEEE 1364-2005 and 1800-2017 reserved words: a module named after one does not parse.
+VERILOG_KEYWORDS = frozenset("""
+accept_on alias always always_comb always_ff always_latch and assert assign assume automatic
+before begin bind bins binsof bit break buf bufif0 bufif1 byte case casex casez cell chandle
+checker class clocking cmos config const constraint context continue cover covergroup coverpoint
+cross deassign default defparam design disable dist do edge else end endcase endchecker endclass
+endclocking endconfig endfunction endgenerate endgroup endinterface endmodule endpackage
+endprimitive endprogram endproperty endspecify endsequence endtable endtask enum event eventually
+expect export extends extern final first_match for force foreach forever fork forkjoin function
+generate genvar global highz0 highz1 if iff ifnone ignore_bins illegal_bins implements implies
+import incdir include initial inout input inside instance int integer interconnect interface
+intersect join join_any join_none large let liblist library local localparam logic longint
+macromodule matches medium modport module nand negedge nettype new nexttime nmos nor
+noshowcancelled not notif0 notif1 null or output package packed parameter pmos posedge primitive
+priority program property protected pull0 pull1 pulldown pullup pulsestyle_ondetect
+pulsestyle_onevent pure rand randc randcase randsequence rcmos real realtime ref reg
+reject_on release repeat restrict return rnmos rpmos rtran rtranif0 rtranif1 s_always
+s_eventually s_nexttime s_until s_until_with scalared sequence shortint shortreal
+showcancelled signed small soft solve specify specparam static string strong strong0 strong1
+struct super supply0 supply1 sync_accept_on sync_reject_on table tagged task this throughout
+time timeprecision timeunit tran tranif0 tranif1 tri tri0 tri1 triand trior trireg type
+typedef union unique unique0 unsigned until until_with untyped use uwire var vectored virtual
+void wait wait_order wand weak weak0 weak1 while wildcard wire with within wor xnor xor
+""".split())
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a design name (None if it can). See :data:`NAME_PATTERN`."""
+    if not isinstance(name, str):
+        return NAME_ALLOWED
+    if len(name) > NAME_MAX_LENGTH:
+        return f"{NAME_ALLOWED}; this one has {len(name)}"
+    if not NAME_PATTERN.fullmatch(name):
+        return NAME_ALLOWED
+    if name in VERILOG_KEYWORDS:
+        return f"{NAME_ALLOWED}; '{name}' is a reserved word"
+    return None
+
+
+def check_name(name: Any) -> str:
+    """Return ``name`` if it is a valid design name, else raise ``ValueError`` saying why: the
+    guard every writer of ``<out>/<name>/`` calls, whichever way the config was built."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise ValueError(f"Design name must be {problem}, not {show_value(name)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -32,40 +95,124 @@ class Problem:
     message: str | None = None
 
     def render(self, source: str) -> str:
-        where = f"{source}: {self.key}" if self.key else source
+        source = _printable(source, 200)
+        where = f"{source}: {_printable(self.key, 120)}" if self.key else source
         if self.message is not None:
             return f"{where}: {self.message}"
-        return f"{where}: got {_show(self.value)}; allowed: {self.allowed}"
+        return f"{where}: got {show_value(self.value)}; allowed: {self.allowed}"
 
 
 class ConfigError(Exception):
-    """A config was rejected. Carries every :class:`Problem` found, already attributed to a file."""
+    """A config was rejected. Carries every :class:`Problem` found, already attributed to a file.
+
+    ``render()`` prints at most :data:`MAX_PROBLEMS` of them and counts the rest.
+    """
 
     def __init__(self, source: str, problems: Iterable[Problem]):
-        self.source = source
+        self.source = str(source)
         self.problems = list(problems)
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(p.render(self.source) for p in self.problems)
+        lines = [p.render(self.source) for p in self.problems[:MAX_PROBLEMS]]
+        extra = len(self.problems) - MAX_PROBLEMS
+        if extra > 0:
+            lines.append(f"{_printable(self.source, 200)}: ... and {extra} more problem"
+                         f"{'s' if extra > 1 else ''} (fix the ones above first)")
+        return "\n".join(lines)
 
 
 _MISSING_VALUE = object()
+#: The value of a required key that is absent: rendered as "nothing (the key is required)".
+MISSING = _MISSING_VALUE
 
 
-def _show(value: Any) -> str:
+def _printable(text: Any, limit: int = _SHOW_LIMIT) -> str:
+    """``text`` with control characters, lone surrogates and other unprintables escaped, and
+    shortened to about ``limit`` characters: safe for any terminal and any stream encoding."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    if text.isprintable() and text.isascii():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
+def show_value(value: Any, limit: int = _SHOW_LIMIT) -> str:
+    """A value as the user wrote it in YAML (``null``, ``true``, ``'text'``, ``[1, 2]``),
+    shortened when long, never Python's spelling (``None``, ``True``, ``datetime.date(...)``)."""
     if value is _MISSING_VALUE:
         return "nothing (the key is required)"
-    if isinstance(value, str):
-        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return str(value)
+    if isinstance(value, int):
+        if value.bit_length() > 96:
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    if isinstance(value, str):
+        if len(value) > limit:
+            return _printable(repr(value[:limit - 5]) + "...", limit + 10) \
+                + f" ({len(value)} characters)"
+        return _printable(repr(value), limit + 10)
+    if isinstance(value, (dict, list, tuple)):
+        text = _flow(value, limit)
+        return text if len(text) <= limit else text[:limit - 3] + "..."
+    return _printable(f"a {type(value).__name__} value", limit)
+
+
+def _flow(value: Any, budget: int) -> str:
+    """YAML flow style of nested lists/mappings, stopping once ``budget`` characters are out
+    (so a deeply nested or huge value costs nothing to show)."""
+    out: list[str] = []
+    size = 0
+    stack: list[Any] = [value]
+    while stack and size <= budget:
+        item = stack.pop()
+        if isinstance(item, _Token):
+            text = item.text
+        elif isinstance(item, (dict, list, tuple)):
+            is_map = isinstance(item, dict)
+            text = "{" if is_map else "["
+            seq: list[Any] = []
+            entries = itertools.islice(item.items() if is_map else item, budget)
+            for i, entry in enumerate(entries):
+                if i:
+                    seq.append(_Token(", "))
+                if is_map:
+                    seq.append(_Token(f"{show_value(entry[0], 20)}: "))
+                    entry = entry[1]
+                seq.append(entry)
+            seq.append(_Token("}" if is_map else "]"))
+            stack.extend(reversed(seq))
+        else:
+            text = show_value(item, 20)
+        out.append(text)
+        size += len(text)
+    return "".join(out)
+
+
+class _Token:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+_show = show_value
 
 
 def param(doc: str, *, default: Any = MISSING, min: float | None = None, max: float | None = None,
@@ -149,19 +296,40 @@ class ConfigBase:
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str, str]]:
-        """(key, type, default, doc) rows for documentation and ``--explain``."""
+    def summary(cls) -> str:
+        """The first paragraph of the class docstring ('' if the class has none of its own:
+        a dataclass without a docstring gets its signature as ``__doc__``)."""
+        doc = cls.__dict__.get("__doc__") or ""
+        if not doc.strip() or doc.startswith(f"{cls.__name__}("):
+            return ""
+        return " ".join(doc.strip().split("\n\n")[0].split())
+
+    @classmethod
+    def reference(cls, prefix: str = "") -> list[dict]:
+        """Every key as documentation renders it, from the schema itself: ``key``, ``type``
+        (YAML), ``allowed`` (ranges, choices, the name pattern), ``default`` (YAML spelling)
+        and ``doc``. Nested configs contribute ``outer.inner`` rows."""
         rows = []
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
-            default = "required" if f.default is MISSING else _show(f.default)
-            rows.append((f.name, _type_name(tp), default, f.metadata.get("doc", "")))
-            inner = _unwrap_optional(tp)[0]
+            inner, optional = _unwrap_optional(tp)
+            if f.name == "name" and not prefix:
+                allowed, default = NAME_ALLOWED, "the file name without .yaml"
+            else:
+                allowed = _allowed_text(tp, f)
+                default = "required" if f.default is MISSING else yaml_text(f.default)
+            rows.append({"key": prefix + f.name, "type": _yaml_type_name(tp, f),
+                         "allowed": allowed, "default": default,
+                         "doc": f.metadata.get("doc", "")})
             if isinstance(inner, type) and issubclass(inner, ConfigBase):
-                for key, tname, d, doc in inner.describe():
-                    rows.append((f"{f.name}.{key}", tname, d, doc))
+                rows.extend(inner.reference(prefix=f"{prefix}{f.name}."))
         return rows
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(key, type, default, doc) rows for documentation and ``accelgen explain``."""
+        return [(r["key"], r["type"], r["default"], r["doc"]) for r in cls.reference()]
 
     @classmethod
     def field_problems(cls, key: str, value: Any, *, path: str | None = None) -> list[Problem]:
@@ -193,21 +361,27 @@ class ConfigBase:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         known = set(fields) | ({"kind"} if cls.kind else set())
+        unknown = 0
         for key in data:
             if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                unknown += 1
+                # Past the rendered limit a did-you-mean is never shown: skip the search.
+                close = (difflib.get_close_matches(str(key), sorted(known), n=1)
+                         if unknown <= MAX_PROBLEMS else [])
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(Problem(_join(path, str(key)), data[key], "",
+                problems.append(Problem(_join(path, key_text(key)), data[key], "",
                                         message=f"unknown key{hint}; known keys: "
                                                 + ", ".join(sorted(known))))
         kwargs = {}
         before = len(problems)
         for name, f in fields.items():
             key_path = _join(path, name)
+            from_file_name = False
             if name in data:
                 raw = data[name]
             elif name in defaults:
                 raw = defaults[name]
+                from_file_name = name == "name"
             elif f.default is not MISSING:
                 kwargs[name] = f.default
                 continue
@@ -215,6 +389,14 @@ class ConfigBase:
                 problems.append(Problem(key_path, _MISSING_VALUE, _allowed_text(hints[name], f)))
                 continue
             ok, value = _convert(raw, hints[name], f, key_path, problems)
+            if ok and name == "name":
+                why = name_problem(value)
+                if why is not None:
+                    if from_file_name:
+                        why += ("; the name defaults to the file's name: set 'name:' in the "
+                                "file or rename it")
+                    problems.append(Problem(key_path, value, why))
+                    ok = False
             if ok:
                 kwargs[name] = value
         if len(problems) != before:
@@ -229,6 +411,11 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def key_text(key: Any) -> str:
+    """A mapping key as the user wrote it (``7``, ``null``), for key paths in messages."""
+    return key if isinstance(key, str) else show_value(key, 40)
+
+
 def _unwrap_optional(tp) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -238,14 +425,31 @@ def _unwrap_optional(tp) -> tuple[Any, bool]:
     return tp, False
 
 
-def _type_name(tp) -> str:
+_YAML_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def yaml_text(value: Any) -> str:
+    """A default as YAML spells it: ``int8`` and ``wrap`` bare, ``null``, ``true``, ``[1, 2]``."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", value) \
+            and value not in ("null", "true", "false", "yes", "no", "on", "off"):
+        return value
+    return show_value(value)
+
+
+def _yaml_type_name(tp, f: dataclasses.Field) -> str:
+    """The YAML type a key takes: a field parsed from text (``int8``) is a string in YAML even
+    when the dataclass holds a number."""
     inner, optional = _unwrap_optional(tp)
-    if typing.get_origin(inner) is tuple:
-        name = f"list of {typing.get_args(inner)[0].__name__}"
+    names = _YAML_TYPES
+    if f.metadata.get("parse") is not None:
+        name = "string"
+    elif typing.get_origin(inner) is tuple:
+        elem = typing.get_args(inner)[0]
+        name = f"list of {names.get(elem, getattr(elem, '__name__', str(elem)))}"
     elif isinstance(inner, type) and issubclass(inner, ConfigBase):
         name = "mapping"
     else:
-        name = getattr(inner, "__name__", str(inner))
+        name = names.get(inner, getattr(inner, "__name__", str(inner)))
     return f"{name} or null" if optional else name
 
 
@@ -256,14 +460,15 @@ def _allowed_text(tp, f: dataclasses.Field) -> str:
     inner, optional = _unwrap_optional(tp)
     if meta.get("choices") is not None:
         text = "one of " + ", ".join(_show(c) for c in meta["choices"])
-    elif typing.get_origin(inner) is tuple:
-        elem = typing.get_args(inner)[0]
-        text = f"a list of {elem.__name__}"
     elif isinstance(inner, type) and issubclass(inner, ConfigBase):
         text = "a mapping"
     else:
+        is_list = typing.get_origin(inner) is tuple
+        elem = typing.get_args(inner)[0] if is_list else inner
         name = {int: "integer", float: "number", bool: "true or false", str: "string"}.get(
-            inner, getattr(inner, "__name__", str(inner)))
+            elem, getattr(elem, "__name__", str(elem)))
+        if is_list:
+            name = f"a list of {name}s" if name != "true or false" else "a list of true/false"
         lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and hi is not None:
             text = f"{name} {lo} .. {hi}"
@@ -290,7 +495,7 @@ def _convert(raw: Any, tp, f: dataclasses.Field, path: str, problems: list[Probl
     if meta.get("parse") is not None:
         try:
             return True, meta["parse"](raw)
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to parse input is bad input
             problems.append(Problem(path, raw, meta.get("allowed") or str(exc)))
             return False, None
     if isinstance(inner, type) and issubclass(inner, ConfigBase):
@@ -306,7 +511,8 @@ def _convert(raw: Any, tp, f: dataclasses.Field, path: str, problems: list[Probl
         ok = True
         for i, item in enumerate(raw):
             if not _is_type(item, elem):
-                problems.append(Problem(f"{path}[{i}]", item, f"{elem.__name__}"))
+                problems.append(Problem(f"{path}[{i}]", item,
+                                        f"{_YAML_TYPES.get(elem, elem.__name__)}"))
                 ok = False
             else:
                 out.append(item)
@@ -336,6 +542,8 @@ def _check_range(value, meta, path, allowed, problems, each=False) -> bool:
     values = value if each else (value,)
     ok = True
     for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            ok = False
         if meta.get("choices") is not None and v not in meta["choices"]:
             ok = False
         if meta.get("min") is not None and v < meta["min"]:

@@ -1014,19 +1014,21 @@ def execute(program: Sequence[Instruction], state: AcceleratorState, *,
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """The off-chip memory behind the port, as the testbench models it: a read's first
-    response beat ``read_latency`` cycles after its request, at most one beat (``port_words``
-    words) per ``cycles_per_beat`` cycles each way, writes posted (no response)."""
-    read_latency: int = 16
-    cycles_per_beat: int = 1
+    """The off-chip memory behind the port, with the parameters of the testbench's model
+    (docs/accelerator.md section 6, ``cosim/dram.py``): a request of ``count`` words occupies
+    the memory ``ceil(count / words_per_cycle)`` cycles, a read's response is due ``latency``
+    cycles after its last occupied cycle, writes are posted.  Stall profiles are not modelled."""
+    latency: int = 8
+    words_per_cycle: int = 1
 
     def __post_init__(self):
-        for name in ("read_latency", "cycles_per_beat"):
+        for name in ("latency", "words_per_cycle"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name ==
-                                                                     "read_latency" else 1):
-                raise ValueError(f"{name} must be an integer >= "
-                                 f"{0 if name == 'read_latency' else 1}, not {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+
+    def occupancy(self, count: int) -> int:
+        return -(-count // self.words_per_cycle)
 
 
 class CycleCosts:
@@ -1068,12 +1070,21 @@ class CycleCosts:
         """Port beats of a DMA: each segment of ``m`` words is ``ceil(m / port_words)``."""
         return instr.n * -(-instr.m // params.port_words)
 
+    @staticmethod
+    def memory_cycles(instr: Instruction, params: AcceleratorParams,
+                      memory: MemoryModel) -> int:
+        """Cycles the memory is busy with a DMA's requests (a beat each, at least a cycle)."""
+        full, last = divmod(instr.m, params.port_words)
+        per_segment = full * memory.occupancy(params.port_words) + \
+            (memory.occupancy(last) if last else 0)
+        return instr.n * per_segment
+
     def load(self, instr, params, memory):
-        return memory.read_latency + self.beats(instr, params) * memory.cycles_per_beat + \
-            self.sp_latency
+        # the last response arrives latency cycles after the memory's last busy cycle
+        return self.memory_cycles(instr, params, memory) + memory.latency + self.sp_latency
 
     def store(self, instr, params, memory):
-        return self.sp_latency + self.beats(instr, params) * memory.cycles_per_beat
+        return self.sp_latency + self.memory_cycles(instr, params, memory)
 
     # -- matrix unit -------------------------------------------------------------------------
     @staticmethod

@@ -321,7 +321,7 @@ def test_nonlinear_ops_are_the_shared_units():
     e, m = vsmax(xe, xm, p, valid=3)
     mask = np.ones(xm.shape, bool)
     mask[:, -1, 3:] = False
-    res = mxint_softmax(xe, xm, p.softmax, mask=mask)
+    res = mxint_softmax(xe, xm, p.softmax, mask=mask, tile_blocks=1)     # the unit's form
     assert np.array_equal(m, res.mantissas) and np.all(m[:, -1, 3:] == 0)
 
 
@@ -381,6 +381,8 @@ def test_word_bit_layout():
     (dict(sp_banks=3), "scratchpad.banks: got 3; allowed: a power of two"),
     (dict(sp_banks=256, sp_words=128), "scratchpad.banks: got 256; allowed: at most"),
     (dict(formats=(TensorFormat("float", 8),) * 3), "formats.activation.type: got 'float'"),
+    (dict(port_words=8, sp_banks=4), "memory.port_words: got 8; allowed: at most "
+                                     "scratchpad.banks (4)"),
     (dict(formats=(TensorFormat("mxint", 8), TensorFormat("mxint", 17), TensorFormat())),
      "formats.weight.element_width: got 17"),
 ])
@@ -397,7 +399,7 @@ def test_params_spec_formats_must_be_the_activation_format():
 
 
 def test_params_facts():
-    p = params(sub_arrays=2, rows=4, cols=4, sp_banks=1)
+    p = params(sub_arrays=2, rows=4, cols=4, sp_banks=1, port_words=1)
     assert p.multipliers == 32 and p.operand_words_per_job == 16
     assert not p.operand_full_rate              # 16 words > B * banks = 8
     assert params(sp_banks=2).operand_full_rate
@@ -510,7 +512,7 @@ def test_check_instruction_accepts_a_legal_instruction():
 
 def test_cycle_model_queues_overlap_and_barriers_wait():
     p = params()
-    mem = MemoryModel(read_latency=10, cycles_per_beat=1)
+    mem = MemoryModel(latency=10, words_per_cycle=2)
     costs = CycleCosts()
     load = Instruction.make("LOAD", d=0, a=0, m=8, n=4, d_stride=8, a_stride=8)
     mm = Instruction.make("MATMUL", d=0, a=100, b=200, m=4, n=4, kb=4, d_stride=4,
@@ -519,7 +521,10 @@ def test_cycle_model_queues_overlap_and_barriers_wait():
     t_load, t_mm = report.timings
     # different queues run concurrently
     assert t_mm.start == 2 and t_load.start == 1
-    assert t_load.end - t_load.start == costs.duration(load, p, mem) == 10 + 16 + 1
+    # 4 segments of 8 words in beats of port_words = 2, each beat one cycle at 2 words/cycle
+    assert t_load.end - t_load.start == costs.duration(load, p, mem) == 16 + 10 + 1
+    slow = MemoryModel(latency=10, words_per_cycle=1)
+    assert costs.duration(load, p, slow) == 32 + 10 + 1
     report = cycle_model([load, Instruction(Opcode.BARRIER, imm=3), mm], p, mem)
     assert report.events == ((3, t_load.end + 1),)
     assert report.timings[2].start == t_load.end + 2
@@ -532,7 +537,7 @@ def test_cycle_model_queues_overlap_and_barriers_wait():
 def test_cycle_model_matmul_rate_follows_the_operand_bandwidth():
     mm = Instruction.make("MATMUL", d=0, a=0, b=0, m=4, n=64, kb=32, d_stride=4)
     fast = cycle_model([mm], params(sub_arrays=2, sp_banks=4))
-    slow = cycle_model([mm], params(sub_arrays=2, sp_banks=1))
+    slow = cycle_model([mm], params(sub_arrays=2, sp_banks=1, port_words=1))
     jobs = 1 * 16 * 16
     assert fast.cycles >= jobs * 8 and slow.cycles >= jobs * 16 > fast.cycles
 
@@ -549,5 +554,7 @@ def test_cycle_model_decoder_waits_for_a_full_queue():
 def test_cycle_costs_reject_unknown_constants():
     with pytest.raises(ValueError, match="unknown cycle-cost constant 'bogus'"):
         CycleCosts(bogus=1)
-    with pytest.raises(ValueError, match="read_latency must be an integer >= 0, not -1"):
-        MemoryModel(read_latency=-1)
+    with pytest.raises(ValueError, match="latency must be a positive integer, not 0"):
+        MemoryModel(latency=0)
+    with pytest.raises(ValueError, match="words_per_cycle must be a positive integer, not 1.5"):
+        MemoryModel(words_per_cycle=1.5)

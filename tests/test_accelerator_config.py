@@ -43,6 +43,8 @@ def _check(tmp_path, capsys, data):
     ({"accumulator": {"words": 2}}, "accumulator.words: got 2; allowed: at least rows (4)"),
     ({"scratchpad": {"words": 1000}}, "scratchpad.words: got 1000; allowed: a power of two"),
     ({"scratchpad": {"banks": 6}}, "scratchpad.banks: got 6; allowed: a power of two"),
+    ({"scratchpad": {"banks": 2}, "memory": {"port_words": 4}},
+     "memory.port_words: got 4; allowed: at most scratchpad.banks (2)"),
     ({"scratchpad": {"words": 64, "banks": 128}},
      "scratchpad.banks: got 128; allowed: at most scratchpad.words (64)"),
     # widths that overflow the golden model's int64
@@ -125,6 +127,15 @@ def test_random_configs_are_valid(seed):
     assert isinstance(cfg, AcceleratorConfig)
     p = cfg.accelerator_params()
     assert p.block_size in (8, 16) and p.acc_width <= 62 - p.softmax.recip_bits
+
+
+def test_random_configs_of_the_shared_generator(config_seed):
+    from gen.random_configs import random_configs
+    cfgs = random_configs("accelerator", 5, config_seed)
+    assert all(isinstance(c, AcceleratorConfig) for c in cfgs)
+    assert len({c.config_hash for c in cfgs}) == 5
+    for c in cfgs:
+        c.accelerator_params()
 
 
 def test_random_config_generator_is_seeded_and_varied():

@@ -352,3 +352,25 @@ def test_cycle_model_equals_amaranth_sim(config_seed):
         if m:
             assert (out[at], out[at + m - 1]) == (job.first_out, job.last_out), repr(cfg)
             at += m
+
+
+@pytest.mark.parametrize("mxint", [False, True])
+def test_transposed_b_lanes_in_amaranth_sim(mxint):
+    """With transpose_b, jobs flagged transposed send B as K^T lanes; plain and transposed jobs
+    interleave (random configs may draw no config where the two orders differ)."""
+    from cosim.flattened import expected_rows, job_beats, random_job
+    from cosim.pysim import run_streams
+    cfg = FlattenedArrayConfig(blen=2, mlen=8, a_type="int4", b_type="int4", max_k=16,
+                               transpose_b=True, heads=2,
+                               **({"a_format": "mxint", "b_format": "mxint", "block_size": 8}
+                                  if mxint else {}))
+    rng = np.random.default_rng(7)
+    k = 8 if mxint else 7
+    jobs = [random_job(cfg, rng, k, 2, "uniform", "uniform", head=n % 2, transpose=bool(n % 2))
+            for n in range(6)]
+    beats = [b for job in jobs for b in job_beats(cfg, job)]
+    assert any(b["transpose"] for b in beats) and not all(b["transpose"] for b in beats)
+    expected = [row for job in jobs for row in expected_rows(cfg, job)]
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile="bursty")
+    assert run.outputs["results"] == expected

@@ -263,3 +263,24 @@ def test_presets_really_overflow():
     assert {("systolic_array", "output_stationary", "wrap"),
             ("systolic_array", "weight_stationary", "saturate"),
             ("flattened_array", "flattened", "saturate")} <= seen, seen
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "saturate"])
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+def test_overflow_modes_in_amaranth_sim(dataflow, overflow):
+    """An accumulator narrower than exact really overflows: extreme operands at the longest K
+    must wrap or saturate exactly as the golden model says (random configs may not draw this)."""
+    from cosim.pysim import run_streams
+    from cosim.systolic import random_job, workload
+    cfg = SystolicArrayConfig(rows=3, cols=2, dataflow=dataflow, a_type="int5", b_type="int4",
+                              max_k=3, acc_width=9, overflow=overflow)
+    assert cfg.accumulator_width < cfg.exact_acc_width
+    rng = np.random.default_rng(len(dataflow) + len(overflow))
+    jobs = [random_job(cfg, rng, 3, sa, sb, m=4)
+            for sa, sb in (("min", "min"), ("max", "min"), ("max", "max"), ("alternate", "min"),
+                           ("extreme", "extreme"), ("uniform", "uniform"))]
+    inputs, expected = workload(cfg, jobs)
+    values = [v for row in expected for v in row["c"]]
+    assert overflow == "wrap" or max(values) == 255     # the saturation limit is reached
+    run = run_streams(cfg.elaborate(), inputs, {"results": len(expected)}, profile="mild")
+    assert run.outputs["results"] == expected

@@ -279,10 +279,12 @@ class AcceleratorConfig(ConfigBase):
         return self.operand_words_per_job <= self.block_size * self.scratchpad.banks
 
 
-def random_accelerator_config(seed: int, *, small: bool = True) -> dict:
-    """A seeded random *valid* accelerator config as YAML-like data (``kind`` included).
+def random_accelerator_config(seed, *, small: bool = True) -> dict:
+    """A seeded random *valid* accelerator config as YAML-like data (``kind`` included);
+    ``seed``: an int or a ``numpy.random.Generator`` (``gen.random_configs`` passes its own).
     ``small``: sizes that keep the golden model and random programs fast in tests."""
-    rng = np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    seed = int(rng.integers(1 << 30)) if isinstance(seed, np.random.Generator) else seed
 
     def pick(values):
         return values[int(rng.integers(len(values)))]

@@ -144,7 +144,8 @@ class FlattenedArrayConfig(SignedOperands, ConfigBase):
                           f"at least {self.product_width} (the {self.a_width}x{self.b_width}-bit "
                           "product width), or null for exact")
         if self.mxint:
-            if self.block_size % self.sub_arrays and self.mlen % self.blen == 0:
+            # mlen % blen first: with mlen < blen there are no sub-arrays to divide by.
+            if self.mlen % self.blen == 0 and self.block_size % self.sub_arrays:
                 yield Problem("block_size", self.block_size,
                               f"a multiple of mlen/blen = {self.mlen // self.blen} (a block is "
                               "whole beats)")

@@ -10,6 +10,9 @@ __all__ = ["FloatAddConfig"]
 
 @dataclass(frozen=True)
 class FloatAddConfig(ConfigBase):
+    """One FP16 or BF16 adder (round to nearest even, subnormals, Inf, NaN) behind a stream:
+    the building block of the floating-point ternary units, regressed alone against ml_dtypes."""
+
     kind: ClassVar[str] = "float_add"
 
     name: str = param("Config name (Verilog top and output folder)", default="float_add")

@@ -24,6 +24,9 @@ def _fmt(cfg, block_size=None):
 
 @dataclass(frozen=True)
 class MXIntCastConfig(ConfigBase):
+    """Cast a block of FP16/BF16/FP32 values to one MXInt block (shared exponent + signed
+    mantissas), one block per cycle, latency 2 (docs/mxint.md)."""
+
     kind: ClassVar[str] = "mxint_cast"
 
     name: str = param("Config name (Verilog top and output folder)", default="mxint_cast")
@@ -54,6 +57,9 @@ class MXIntCastConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class MXIntDotConfig(ConfigBase):
+    """Exact dot product of two MXInt blocks: block_size multipliers and an adder tree; the
+    result is the exact integer sum and the decoded exponent sum, one pair per cycle."""
+
     kind: ClassVar[str] = "mxint_dot"
 
     name: str = param("Config name (Verilog top and output folder)", default="mxint_dot")
@@ -94,6 +100,9 @@ class MXIntDotConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class MXIntAccumulatorConfig(ConfigBase):
+    """Sum a stream of terms whose exponents differ: exact (wide fixed point, nothing lost) or
+    shift (acc_width bits with a running exponent, lossy), one term per cycle."""
+
     kind: ClassVar[str] = "mxint_accumulator"
 
     name: str = param("Config name (Verilog top and output folder)", default="mxint_accumulator")
@@ -150,6 +159,9 @@ class MXIntAccumulatorConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class MXIntLinearConfig(ConfigBase):
+    """MXInt linear layer y = x W^T + b: n_tile exact block dot products per beat, exact
+    accumulation over K, one rounding to FP32 or to an MXInt block per tile of outputs."""
+
     kind: ClassVar[str] = "mxint_linear"
 
     name: str = param("Config name (Verilog top and output folder)", default="mxint_linear")

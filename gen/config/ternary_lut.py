@@ -18,6 +18,10 @@ def _parse_activation(value):
 
 @dataclass(frozen=True)
 class TernaryLUTConfig(ConfigBase):
+    """GEMV unit for ternary (BitNet b1.58) weights: lut builds shared signed-sum tables of mu
+    activations and looks them up per weight group; addsub and multiplier are the baselines at
+    equal throughput (L*mu*K products per cycle), for int2..int16, FP16 or BF16 activations."""
+
     kind: ClassVar[str] = "ternary_lut"
 
     name: str = param("Config name (Verilog top and output folder)", default="ternary_lut")

@@ -247,9 +247,11 @@ class Accelerator(wiring.Component):
         with m.Switch(instr.op):
             for op in Opcode:
                 with m.Case(op.value):
-                    # unused fields zero; a used class field is not the reserved code 3
+                    # unused fields zero; a used class field is not the reserved code 3; the
+                    # counts it uses are not zero (software_model.isa.decode rejects the same)
                     checks = [(raw & ~used_field_mask(op)) == 0]
                     checks += [instr[f] != 3 for f in CLASS_FIELDS if f in OPERANDS[op].used]
+                    checks += [instr[f] != 0 for f in OPERANDS[op].positive]
                     m.d.comb += [legal.eq(Cat(*checks).all()), queue[QUEUE_OF[op]].eq(1)]
         halted = Signal()
         error = held_valid & ~legal & ~halted

@@ -109,6 +109,23 @@ def test_gemm_program_matches_golden(profile):
     assert events[0][1] < events[1][1] < events[2][1] <= cycles
 
 
+@pytest.mark.parametrize("bad", [
+    encode(Instruction.make("BARRIER", tag=5)) | (1 << 30),             # reserved bit
+    encode(Instruction.make("LOAD", d=0, a=0, m=1, n=1)) & ~(0xFFFF << 128) | (0x01),  # m = 0
+    0x7F,                                                                # unknown opcode
+    encode(Instruction.make("VCAST", d=0, a=0, m=1, n=8)) | (3 << 16),  # class code 3
+    encode(Instruction.make("VGELU", d=0, a=0, m=1, n=8)) | (1 << 8),   # flag VGELU has not
+])
+def test_decoder_error_cases(bad):
+    p = AcceleratorParams(**SMALL)
+    dut = Accelerator(**accelerator_parameters(p))
+    dram = DramModel(words=1 << 12, port_words=p.port_words)
+    got, _ = simulate_with_dram(dut, dram, inputs={"commands": [bad]}, outputs=["events"],
+                                done=lambda ctx, out, cycle: cycle > 12, max_cycles=40)
+    events = _events(got["events"])
+    assert [(e[0], e[2]) for e in events] == [(bad & 0xFF, 1)]
+
+
 def test_illegal_instruction_reports_and_halts():
     """A reserved bit set: an error event with the opcode as tag, then nothing more is taken."""
     p = AcceleratorParams(**SMALL)

@@ -186,6 +186,20 @@ class Accelerator(wiring.Component):
                               "acc_lsb", "acc_words", "sp_words", "sp_banks", "address_bits",
                               "port_words", "softmax_rows", "queue_depth", "outstanding_reads")
 
+    def cycle_costs(self) -> dict:
+        """The pipeline depths ``software_model.accelerator.CycleCosts`` needs for this design
+        (those that depend on the vector unit's specs), read off its units."""
+        vec = self._execute._vector
+        return dict(
+            gelu_latency=vec._gelu.latency,
+            vsmax_row_latency=vec._softmax.row_info_latency,
+            vsmax_second_pass=vec._softmax.second_pass_latency,
+            vlnorm_row_latency=vec._layernorm.row_info_latency,
+            vlnorm_second_pass=vec._layernorm.second_pass_latency,
+            # the reader's hand-off, the row FIFO and the writer around the two passes
+            vsmaxo_latency=vec._online.pass1_latency + vec._online.pass2_latency + 7,
+        )
+
     @property
     def execute_unit(self) -> ExecuteUnit:
         return self._execute

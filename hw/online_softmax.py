@@ -76,12 +76,21 @@ class OnlineSoftmaxStep(wiring.Component):
             "recip": Out(unsigned(spec.recip_bits + 1)),
             "recip_lo": Out(unsigned(8)),
         })
+        # the pipeline depths (pass 1 to the tile buffer, pass 2 to P), from a build that is
+        # thrown away
+        dry = Module()
+        self.pass1_latency, self.pass2_latency = self._build(dry)
+        dry._MustUse__silence = True
 
     def __repr__(self):
         return parameter_repr(self, "rows", "tile_blocks")
 
     def elaborate(self, platform):
         m = Module()
+        self._build(m)
+        return m
+
+    def _build(self, m: Module):
         s = self.spec
         k, fz, fp = s.block_size, s.exp_frac_bits, s.exp_bits
         rows = self.rows
@@ -265,5 +274,5 @@ class OnlineSoftmaxStep(wiring.Component):
         chains += [p2.at(valid2, s_, control=True) for s_ in range(valid2.stage, out.stage + 1)]
         chains += [p3.at(rv, s_, control=True) for s_ in range(rv.stage, y.stage + 1)]
         m.d.comb += self.busy.eq(Cat(*chains).any() | tile.r_rdy | maxes.r_rdy)
-        return m
+        return bmax.stage, out.stage
 

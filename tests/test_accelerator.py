@@ -519,14 +519,17 @@ def test_cycle_model_queues_overlap_and_barriers_wait():
                           a_stride=4, b_stride=4)
     report = cycle_model([load, mm], p, mem)
     t_load, t_mm = report.timings
-    # different queues run concurrently
-    assert t_mm.start == 2 and t_load.start == 1
+    # different queues run concurrently; the decoder hands instruction i over at cycle i + 1
+    # (its register) and the queue starts it the cycle after (the RTL's FIFO)
+    assert t_load.dispatch == 1 and t_load.start == 2 and t_mm.start == 3
     # 4 segments of 8 words in beats of port_words = 2, each beat one cycle at 2 words/cycle
     assert t_load.end - t_load.start == costs.duration(load, p, mem) == 16 + 10 + 1
     slow = MemoryModel(latency=10, words_per_cycle=1)
     assert costs.duration(load, p, slow) == 32 + 10 + 1
     report = cycle_model([load, Instruction(Opcode.BARRIER, imm=3), mm], p, mem)
-    assert report.events == ((3, t_load.end + 1),)
+    # the event is the cycle every earlier instruction has ended; the next is handed over the
+    # cycle after and starts the cycle after that
+    assert report.events == ((3, t_load.end),)
     assert report.timings[2].start == t_load.end + 2
     # the same queue runs in order
     report = cycle_model([mm, mm], p, mem)

@@ -561,3 +561,33 @@ def test_cycle_costs_reject_unknown_constants():
         MemoryModel(latency=0)
     with pytest.raises(ValueError, match="words_per_cycle must be a positive integer, not 1.5"):
         MemoryModel(words_per_cycle=1.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Co-simulation of the RTL (hw/accelerator.py) against this model: cosim/accelerator.py
+
+
+@pytest.mark.cosim
+def test_accelerator_cosim():
+    """accelerator_small under Verilator: random programs under every stress profile, the
+    directed programs under two, and the cycle model within its bound (smooth traffic)."""
+    from cosim.accelerator import CYCLE_BOUND_CYCLES, CYCLE_BOUND_FRACTION
+    from cosim.harness import STRESS_PROFILES
+    from cosim.runner import run_cosim
+    from gen.config import load_config
+    from gen.config import REPO_ROOT
+    config = load_config(REPO_ROOT / "configs" / "accelerator_small.yaml")
+    result = run_cosim(config, "cosim.accelerator")
+    assert all(t["mismatches"] == 0 for t in result.tests.values())
+    randoms = {n: t for n, t in result.tests.items() if n.startswith("random_programs")}
+    assert len(randoms) == len(STRESS_PROFILES)
+    assert all(t["records"]["programs"] >= 1 and t["checked"] > 0 for t in randoms.values())
+    directed = [t for n, t in result.tests.items() if n.startswith("directed")]
+    assert len(directed) == 2
+    assert all({"gemm", "gemv", "layernorm"} <= set(t["records"]["programs"]) and
+               any(name.startswith("attention") for name in t["records"]["programs"])
+               for t in directed)
+    errors = result.records("cycle_model")["cycle_errors"]
+    for name, e in errors.items():
+        assert e["max_abs_error"] <= CYCLE_BOUND_CYCLES + CYCLE_BOUND_FRACTION * e["cycles"], \
+            (name, e)

@@ -93,6 +93,18 @@ class DramDriver:
             await RisingEdge(self.tb.clk)
 
 
+def closed(program):
+    """``program`` ending with a BARRIER (tag 0xEE added if it does not): its event is the one
+    sign that every queue, the last STORE included, has finished."""
+    import dataclasses
+
+    from software_model.isa import Instruction, Opcode
+    if program.instructions and program.instructions[-1].op == Opcode.BARRIER:
+        return program
+    return dataclasses.replace(program, instructions=list(program.instructions)
+                               + [Instruction.make("BARRIER", tag=-18)])
+
+
 def _params(tb: Testbench):
     return tb.config.accelerator_params()
 
@@ -125,6 +137,7 @@ class Session:
         [(tag, cycle, error)], the cycle its first command was taken)."""
         from software_model.isa import Opcode, encode
         tb, params = self.tb, self.params
+        assert program.instructions[-1].op == Opcode.BARRIER, "run closed(program)"
         dram = DramModel(words=program.dram_words, port_words=params.port_words, params=DRAM,
                          profile=tb.profile, seed=tb.seed)
         dram.load(0, _image(program, params))
@@ -181,7 +194,7 @@ async def random_programs(dut, profile):
     length = int(os.environ.get("ACCELGEN_PROGRAM_LENGTH", "40"))
     for k in range(count):
         seed = tb.seed * 1000 + STRESS_PROFILES.index(profile) * 100 + k
-        program = random_program(params, seed, length=length)
+        program = closed(random_program(params, seed, length=length))
         got, events, _ = await session.run(program)
         check_program(tb, program, got, events)
     tb.record("programs", count)
@@ -196,7 +209,7 @@ async def directed(dut, profile):
     tb.use_profile(profile)
     session = Session(tb)
     names = []
-    for program in directed_programs(session.params):
+    for program in map(closed, directed_programs(session.params)):
         got, events, _ = await session.run(program)
         check_program(tb, program, got, events)
         names.append(program.name)
@@ -217,7 +230,8 @@ async def cycle_model(dut):
     costs = _costs(tb)
     memory = MemoryModel(latency=DRAM.latency, words_per_cycle=DRAM.words_per_cycle)
     worst = {}
-    for program in directed_programs(params) + [random_program(params, tb.seed, length=30)]:
+    programs = directed_programs(params) + [random_program(params, tb.seed, length=30)]
+    for program in map(closed, programs):
         got, events, origin = await session.run(program)
         check_program(tb, program, got, events)
         report = model_cycles(program.instructions, params, memory, costs=costs)

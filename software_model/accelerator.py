@@ -1032,27 +1032,40 @@ class MemoryModel:
 
 
 class CycleCosts:
-    """Duration of each instruction in its queue, in cycles (docs/isa.md "Cycle costs").
+    """Duration of each instruction in its queue, in cycles (docs/isa.md "Cycle costs"): from
+    the cycle its engine takes it to the first cycle the engine is idle again, as the RTL
+    (hw/accelerator.py) does it, measured in simulation and held to it by tests.
 
-    First-principles estimates from docs/accelerator.md section 3 and 4; the constants below
-    are the pipeline latencies, to be replaced by the RTL's measured ones (subclass and
-    override, or pass other constants).  Bank conflicts between queues are not modelled."""
+    The constants are the pipeline depths of the RTL's units; :meth:`hw.accelerator.Accelerator.
+    cycle_costs` reads them off an elaborated design (they depend on the units' specs), the
+    defaults are those of ``configs/accelerator_small.yaml``.  Not modelled: bank conflicts
+    between queues (the execute queue has priority, then store, then load), the memory port
+    shared by concurrent loads and stores, VADD's conflicts between its two operand streams,
+    traffic-profile stalls."""
 
-    #: cycles from an SP read to its word being usable, and from a result to its SP write
-    sp_latency: int = 1
-    #: grid skew + alignment + ACC read-modify-write, added to rows + cols - 1 and log2 S
-    matmul_extra_latency: int = 3
-    accst_latency: int = 3
-    accscale_latency: int = 2
-    accnorm_latency: int = 6
-    vadd_latency: int = 4
-    vcast_latency: int = 3
-    vgelu_latency: int = 5
-    #: the row units' latency from a row's last block in to its first block out
-    vlnorm_latency: int = 12
-    vsmax_latency: int = 10
-    vsmaxo_latency: int = 8
-    barrier_cycles: int = 1
+    #: the requantizer (5 register stages) plus a reader's and a writer's hand-offs
+    vcast_latency: int = 11
+    #: VADD's two alignment stages more
+    vadd_latency: int = 14
+    #: a reader's and a writer's hand-offs around a unit (+ the unit's own latency)
+    unit_overhead: int = 6
+    gelu_latency: int = 10
+    #: MXIntSoftmax: a row's last block to its reciprocal, and the second pass
+    vsmax_row_latency: int = 18
+    vsmax_second_pass: int = 9
+    #: MXIntLayerNorm: a row's statistics, and the second pass
+    vlnorm_row_latency: int = 13
+    vlnorm_second_pass: int = 13
+    #: the online-softmax step: a row's last block in to its first block of P out
+    vsmaxo_latency: int = 23
+    accst_latency: int = 11
+    accnorm_latency: int = 12
+    accscale_latency: int = 4
+    #: the matrix unit: a job's last operand beat to its first result row (rows + cols + 4 +
+    #: log2 S), and the ACC read-modify-write after the last row
+    matmul_writeback: int = 2
+    #: staging tile filled -> moved into the active tile (response, fill check, staged flag)
+    matmul_fill_latency: int = 3
 
     def __init__(self, **constants):
         for key, value in constants.items():
@@ -1079,12 +1092,22 @@ class CycleCosts:
             (memory.occupancy(last) if last else 0)
         return instr.n * per_segment
 
+    @staticmethod
+    def _last_beat(instr, params, memory):
+        last = instr.m % params.port_words or params.port_words
+        return memory.occupancy(min(last, instr.m))
+
     def load(self, instr, params, memory):
-        # the last response arrives latency cycles after the memory's last busy cycle
-        return self.memory_cycles(instr, params, memory) + memory.latency + self.sp_latency
+        # requests from the cycle after it starts, back to back at the memory's rate; the last
+        # response is due latency cycles after the memory's last busy cycle and is written the
+        # cycle it arrives
+        return self.memory_cycles(instr, params, memory) + memory.latency + 1
 
     def store(self, instr, params, memory):
-        return self.sp_latency + self.memory_cycles(instr, params, memory)
+        # a scratchpad run read, a cycle in the write buffer, then beats at the memory's rate;
+        # the engine is idle the cycle after its last beat is taken
+        return self.memory_cycles(instr, params, memory) - \
+            self._last_beat(instr, params, memory) + 4
 
     # -- matrix unit -------------------------------------------------------------------------
     @staticmethod
@@ -1092,29 +1115,79 @@ class CycleCosts:
         return (-(-instr.m // params.rows)) * (-(-instr.n // params.cols)) * \
             (-(-instr.kb // params.sub_arrays))
 
+    @staticmethod
+    def _fill_cycles(a_runs, b_runs, banks: int) -> int:
+        """Cycles the operand loader takes to issue one job's runs: A runs go every cycle on
+        the first execute read port, a B^T run goes when none of its banks is taken by that
+        cycle's A run (the first port has priority)."""
+        def bank_set(run):
+            addr, count = run
+            return {(addr + k) % banks for k in range(count)}
+        ia = ib = cycles = 0
+        while ia < len(a_runs) or ib < len(b_runs):
+            taken = bank_set(a_runs[ia]) if ia < len(a_runs) else set()
+            if ia < len(a_runs):
+                ia += 1
+            if ib < len(b_runs) and not (taken & bank_set(b_runs[ib])):
+                ib += 1
+            cycles += 1
+        return cycles
+
     def matmul(self, instr, params, memory):
-        rows, cols, S = params.rows, params.cols, params.sub_arrays
-        fetch = -(-S * (min(rows, instr.m) + min(cols, instr.n)) // params.sp_banks)
-        interval = max(params.block_size, rows, fetch)
-        latency = rows + cols - 1 + _log2(S) + self.matmul_extra_latency
-        return fetch + self.matmul_jobs(instr, params) * interval + latency + \
-            min(rows, instr.m)
+        """The loader, the double-buffered operand tile and the matrix unit job by job (the
+        RTL's schedule): a job's operands are fetched from the cycle after the previous job
+        moved into the active tile; it moves in when fetched (+ ``matmul_fill_latency``) and
+        the previous job's last beat has been fed; its beats follow, ``max(B, rows)`` apart
+        at least; the last job's rows come out ``rows + cols + 4 + log2 S`` cycles after its
+        last beat and are written back in ``matmul_writeback`` more."""
+        p = params
+        rows, cols, S, B, banks = p.rows, p.cols, p.sub_arrays, p.block_size, p.sp_banks
+        cache = {}
+        fed = None              # cycle the previous job's last beat was fed
+        moved = None            # cycle the previous job moved into the active tile
+        for n0 in range(0, instr.n, cols):
+            cv = min(cols, instr.n - n0)
+            for m0 in range(0, instr.m, rows):
+                rv = min(rows, instr.m - m0)
+                for kc in range(0, instr.kb, S):
+                    a_runs, b_runs = [], []
+                    for kb in range(kc, min(kc + S, instr.kb)):
+                        a0 = instr.a + kb * instr.a_stride + m0
+                        b0 = instr.b + kb * instr.b_stride + n0
+                        a_runs += [(a0 + c, min(banks, rv - c)) for c in range(0, rv, banks)]
+                        b_runs += [(b0 + c, min(banks, cv - c)) for c in range(0, cv, banks)]
+                    key = (tuple((a % banks, c) for a, c in a_runs),
+                           tuple((b % banks, c) for b, c in b_runs))
+                    if key not in cache:
+                        cache[key] = self._fill_cycles(a_runs, b_runs, banks)
+                    first = 2 if moved is None else moved + 2
+                    ready = first + cache[key] - 1 + self.matmul_fill_latency
+                    moved = ready if fed is None else max(ready, fed)
+                    last = moved + B
+                    fed = last if fed is None else max(last, fed + rows)
+        latency = rows + cols + 4 + _log2(S)
+        return fed + latency + rows - 1 + self.matmul_writeback
 
     # -- accumulator processing --------------------------------------------------------------
     @staticmethod
     def _acc_words(instr, params):
         return instr.m * -(-instr.n // params.cols)
 
+    @staticmethod
+    def _acc_reads(instr, params):
+        """ACC reads of ACCST/ACCNORM: a read per SP block, or B/cols reads when the ACC word
+        is narrower than a block."""
+        return instr.m * (instr.n // params.block_size) * max(1, params.block_size //
+                                                               params.cols)
+
     def accst(self, instr, params, memory):
-        return max(self._acc_words(instr, params), instr.m * instr.n // params.block_size) + \
-            self.accst_latency
+        return self._acc_reads(instr, params) + self.accst_latency
 
     def accscale(self, instr, params, memory):
         return self._acc_words(instr, params) + self.accscale_latency
 
     def accnorm(self, instr, params, memory):
-        return max(self._acc_words(instr, params), instr.m * instr.n // params.block_size) + \
-            self.accnorm_latency
+        return self._acc_reads(instr, params) + self.accnorm_latency
 
     # -- vector unit -------------------------------------------------------------------------
     @staticmethod
@@ -1128,20 +1201,26 @@ class CycleCosts:
         return self._blocks(instr, params) + self.vcast_latency
 
     def vgelu(self, instr, params, memory):
-        return self._blocks(instr, params) + self.vgelu_latency
+        return self._blocks(instr, params) + self.gelu_latency + self.unit_overhead
 
     def vlnorm(self, instr, params, memory):
-        # rows stream back to back; the last row's output follows its last input block
-        return self._blocks(instr, params) + instr.n // params.block_size + self.vlnorm_latency
+        # gamma and beta first (two words a block), then the rows back to back; the last
+        # row's output follows its statistics
+        nb = instr.n // params.block_size
+        return self._blocks(instr, params) + 3 * nb + self.vlnorm_row_latency + \
+            self.vlnorm_second_pass + self.unit_overhead + 3
 
     def vsmax(self, instr, params, memory):
-        return self._blocks(instr, params) + instr.n // params.block_size + self.vsmax_latency
+        nb = instr.n // params.block_size
+        return self._blocks(instr, params) + nb + self.vsmax_row_latency + \
+            self.vsmax_second_pass + self.unit_overhead
 
     def vsmaxo(self, instr, params, memory):
-        return self._blocks(instr, params) + instr.n // params.block_size + self.vsmaxo_latency
+        nb = instr.n // params.block_size
+        return self._blocks(instr, params) + nb + self.vsmaxo_latency
 
     def barrier(self, instr, params, memory):
-        return self.barrier_cycles
+        return 0
 
 
 @dataclass(frozen=True)
@@ -1173,21 +1252,25 @@ class CycleReport:
 def cycle_model(program: Sequence[Instruction], params: AcceleratorParams,
                 memory_model: Optional[MemoryModel] = None, *,
                 costs: Optional[CycleCosts] = None, queue_depth: int = 4) -> CycleReport:
-    """Cycles of ``program`` (docs/accelerator.md section 7, docs/isa.md "Cycle costs").
+    """Cycles of ``program`` (docs/accelerator.md section 7, docs/isa.md "Cycle costs"), counted
+    as the RTL's ``events`` count them (cycle 0: the first command offered, every command
+    offered as soon as the decoder can take it).
 
-    The decoder reads one instruction per cycle, in order, and hands it to its queue (load,
-    store or execute), waiting while that queue already holds ``queue_depth`` instructions not
-    yet started.  Each queue runs its instructions in order, one at a time: an instruction
-    starts the cycle after it was dispatched, or when the previous one in its queue ends, and
-    lasts :meth:`CycleCosts.duration`.  A ``BARRIER`` stops the decoder until every earlier
-    instruction has ended; its event is at that cycle plus ``barrier_cycles``."""
+    The decoder takes one instruction per cycle into its register and hands it to its queue
+    (load, store or execute) the next cycle (instruction 0: cycle 1), waiting while that
+    queue's FIFO holds ``queue_depth`` instructions not yet started (a FIFO entry frees the
+    cycle after its instruction starts).  Each queue runs its instructions in order, one at a
+    time: an instruction starts the cycle after it was handed over, or when the previous one
+    in its queue ends, and lasts :meth:`CycleCosts.duration`.  A ``BARRIER`` waits in the
+    decoder's register until every earlier instruction has ended; its event carries that
+    cycle, and the next instruction is handed over the cycle after."""
     memory_model = memory_model or MemoryModel()
     costs = costs or CycleCosts()
     queue_end = {q: 0 for q in (Queue.LOAD, Queue.STORE, Queue.EXECUTE)}
     waiting = {q: [] for q in queue_end}        # start cycles of dispatched instructions
     busy = {q.value: 0 for q in queue_end}
     timings, events = [], []
-    cycle = 0                                   # the decoder's next free cycle
+    cycle = 1                                   # the decoder's next hand-over cycle
     last_end = 0
     macs = 0
     for index, instr in enumerate(program):
@@ -1197,13 +1280,13 @@ def cycle_model(program: Sequence[Instruction], params: AcceleratorParams,
             events.append((instr.tag, done))
             timings.append(InstructionTiming(index, instr.op, q, cycle, max(cycle, last_end),
                                              done))
-            cycle = done
+            cycle = done + 1
             last_end = max(last_end, done)
             continue
-        pending = sorted(s for s in waiting[q] if s > cycle)
+        pending = sorted(s for s in waiting[q] if s >= cycle)
         if len(pending) >= queue_depth:
-            cycle = pending[len(pending) - queue_depth]
-        waiting[q] = [s for s in waiting[q] if s > cycle]
+            cycle = pending[len(pending) - queue_depth] + 1
+        waiting[q] = [s for s in waiting[q] if s >= cycle]
         start = max(cycle + 1, queue_end[q])
         end = start + costs.duration(instr, params, memory_model)
         waiting[q].append(start)

@@ -205,6 +205,26 @@ def _online_program(p, rng, M, nb, valid):
     ]
 
 
+def test_online_softmax_init_forgets_the_previous_rows():
+    """init starts rows from nothing: a step with init after other steps (a second attention
+    head) must not add the old running sum (found by a random program: VSMAXO m=3, then two
+    VSMAXO m=1 init=1, then ACCNORM)."""
+    p = AcceleratorParams(**SMALL)
+    rng = np.random.default_rng(11)
+    state = random_state(p, rng)
+    state.sp.exps[:] = rng.integers(-2, 3, p.sp_words)
+    I = Instruction.make
+    program = [
+        I("VSMAXO", d=160, a=0, m=3, n=16, d_stride=3, a_stride=3, init=1),
+        I("VSMAXO", d=192, a=20, m=3, n=16, d_stride=3, a_stride=3),
+        I("VSMAXO", d=224, a=40, m=1, n=8, d_stride=1, a_stride=1, init=1),
+        I("VSMAXO", d=230, a=60, m=1, n=16, d_stride=1, a_stride=2, valid=4, init=1),
+        I("ACCNORM", d=140, a=10, m=1, n=16, d_stride=3, a_stride=3),
+    ]
+    got_sp, got_acc, _ = run_unit(p, state, program)
+    _compare(p, state, program, got_sp, got_acc)
+
+
 @pytest.mark.parametrize("M,nb,valid", [(3, 2, 5), (5, 1, 0), (1, 2, 8)])
 def test_online_softmax_sequence_matches_golden(M, nb, valid):
     """VSMAXO (init, then two more steps with rescales), ACCSCALE of an ACC tile after each,

@@ -359,15 +359,26 @@ class VectorEngine(wiring.Component):
         norm_in = SimpleNamespace(valid=Signal(name="norm_in_valid"),
                                   ready=Signal(name="norm_in_ready"))
         m.d.comb += norm_in.valid.eq(gather.out.valid & ops[Opcode.ACCNORM])
-        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=1, name="norm")
+        # two stages: the reciprocal split in two halves, each partial product registered,
+        # then their sum (an acc_width x recip_bits product in one cycle was too deep)
+        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=2, name="norm")
         with m.If(ops[Opcode.ACCNORM]):
             m.d.comb += online.state_row.eq(gather.out.payload.row)
+        recip = online.recip
+        cut = (len(recip) + 1) // 2
+        low = [Signal(signed(self.acc_width + cut + 1), name=f"norm_low{i}", reset_less=True)
+               for i in range(B)]
+        high = [Signal(signed(self.acc_width + len(recip) - cut), name=f"norm_high{i}",
+                       reset_less=True) for i in range(B)]
+        lsb1 = Signal(signed(self.lsb_width), reset_less=True)
         with m.If(norm.advance):
             for i in range(B):
-                m.d.sync += norm_out.payload.values[i].eq(
-                    gather.out.payload.values[i] * online.recip)
-            m.d.sync += norm_out.payload.lsb.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
-                                                - online.recip_lo)
+                v = gather.out.payload.values[i]
+                m.d.sync += [low[i].eq(v * recip[:cut]), high[i].eq(v * recip[cut:])]
+                m.d.sync += norm_out.payload.values[i].eq(low[i] + (high[i] << cut))
+            m.d.sync += [lsb1.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
+                                 - online.recip_lo),
+                         norm_out.payload.lsb.eq(lsb1)]
 
         # -- ACCSCALE: every ACC word of the rows shifted right by its row's rescale -------------
         self._scaler(m, instr, ops[Opcode.ACCSCALE] & starting, online, scaler_busy,

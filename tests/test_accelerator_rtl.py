@@ -198,3 +198,30 @@ def test_cycle_model_is_exact_for_each_instruction(latency, wpc):
     for instr, got, want in zip(body, measured, predicted):
         slack = 2 if instr.op.name == "VADD" else 0
         assert want <= got <= want + slack, (str(instr), got, want)
+
+
+@pytest.mark.parametrize("name", ["small", "plena", "square"])
+def test_presets_map_onto_the_rtl(name):
+    """Each preset's config maps onto the component's parameters (gen/config/accelerator.py
+    ``parameters()``) and the component takes them: the mapping and the RTL's own checks
+    agree with the config's rules."""
+    from gen.config import REPO_ROOT, load_config
+    cfg = load_config(REPO_ROOT / "configs" / f"accelerator_{name}.yaml")
+    params = cfg.parameters()
+    p = cfg.accelerator_params()
+    assert params["class_widths"] == tuple(f.element_width for f in p.formats)
+    assert params["softmax"] == p.softmax and params["layernorm"] == p.layernorm
+    dut = cfg.elaborate()
+    assert isinstance(dut, Accelerator) and dut.port_words == p.port_words
+    assert dut.word.size == p.word_bits
+
+
+def test_random_valid_configs_build():
+    """Seeded random valid configs (gen.config.accelerator.random_accelerator_config): the
+    RTL accepts every one the config's rules accept."""
+    from gen.config import config_from_dict
+    from gen.config.accelerator import random_accelerator_config
+    for seed in range(8):
+        cfg = config_from_dict(random_accelerator_config(seed))
+        dut = Accelerator(**cfg.parameters())
+        assert dut.sp_words == cfg.scratchpad.words

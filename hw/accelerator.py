@@ -89,7 +89,11 @@ class ExecuteUnit(wiring.Component):
         mm = m.submodules.matmul = self._matmul
         vec = m.submodules.vector = self._vector
         acc = m.submodules.acc = self.acc
-        acc_rd, acc_wr = acc.read_port(), acc.write_port()
+        # registered address, asynchronous read after it: a one-cycle read with the memory's
+        # read mux after the register (as an SRAM macro), not after the engines' address adders
+        acc_rd, acc_wr = acc.read_port(domain="comb"), acc.write_port()
+        acc_read_row = Signal(self.acc_address_bits, reset_less=True)
+        m.d.comb += acc_rd.addr.eq(acc_read_row)
         cmd = self.command
         is_matmul = cmd.payload.op == Opcode.MATMUL
         use_matmul = Signal()           # which engine owns the shared ports
@@ -108,6 +112,7 @@ class ExecuteUnit(wiring.Component):
             mc.b_stride.eq(c.b_stride), mc.a_class.eq(c.a_class), mc.b_class.eq(c.b_class),
             mc.shift.eq(c.imm), mc.accumulate.eq(c.flags[0]),
         ]
+        m.d.sync += acc_read_row.eq(Mux(use_matmul, mm.acc_read.addr, vec.acc_read.addr))
         # scratchpad ports: the owner's requests; responses only to it
         for name in ("sp_a", "sp_b"):
             out, a, b = getattr(self, name), getattr(mm, name), getattr(vec, name)
@@ -123,7 +128,6 @@ class ExecuteUnit(wiring.Component):
         wiring.connect(m, vec.sp_d, wiring.flipped(self.sp_d))
         # accumulator memory
         m.d.comb += [
-            acc_rd.addr.eq(Mux(use_matmul, mm.acc_read.addr, vec.acc_read.addr)),
             mm.acc_read.data.eq(acc_rd.data), vec.acc_read.data.eq(acc_rd.data),
             acc_wr.addr.eq(Mux(use_matmul, mm.acc_write.addr, vec.acc_write.addr)),
             acc_wr.data.eq(Mux(use_matmul, mm.acc_write.data, vec.acc_write.data)),

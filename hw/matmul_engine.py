@@ -69,15 +69,18 @@ class _OperandSide:
         self.active = Signal(name=f"{name}_active")
         self.pending = Signal(name=f"{name}_pending")    # a response arrives next cycle
 
-    def build(self, *, start, base, stride, valid_words, first_valid, subs_valid):
-        """``start``: begin a job (words ``base + s*stride + offset``); ``first_valid``:
-        sub-array 0 has a block (at ``start``); after it, the job's registered ``valid_words``
-        (words per sub-array) and ``subs_valid`` (sub-arrays with a block)."""
+    def build(self, *, start, base, stride, first_words, valid_words, first_valid, subs_valid):
+        """``start``: begin a job (words ``base + s*stride + offset``); ``first_valid`` and
+        ``first_words``: sub-array 0 has a block and its word count (at ``start``); after it,
+        the job's registered ``valid_words`` (words per sub-array) and ``subs_valid``
+        (sub-arrays with a block)."""
         m, banks = self.m, self.banks
         req = self.port.req
+        # words left of this sub-array's run: a register, so a run's count is a compare with
+        # a constant (the count drives the scratchpad's arbitration)
         left = Signal(range(self.lanes + 1), name=f"{self.name}_left")
-        m.d.comb += left.eq(valid_words - self.offset)
-        count = Mux(left > banks, banks, left)
+        long = left > banks
+        count = Mux(long, banks, left)
         m.d.comb += [req.valid.eq(self.active), req.payload.addr.eq(self.addr),
                      req.payload.count.eq(count)]
         granted = req.valid & req.ready
@@ -91,15 +94,16 @@ class _OperandSide:
         seg_base = Signal(len(self.addr), name=f"{self.name}_segment", reset_less=True)
         with m.If(start):
             m.d.sync += [self.s.eq(0), self.offset.eq(0), self.addr.eq(base),
-                         seg_base.eq(base), self.active.eq(first_valid)]
+                         seg_base.eq(base), self.active.eq(first_valid), left.eq(first_words)]
         with m.Elif(granted):
-            with m.If(left > banks):
-                m.d.sync += [self.offset.eq(self.offset + banks), self.addr.eq(self.addr + banks)]
+            with m.If(long):
+                m.d.sync += [self.offset.eq(self.offset + banks), self.addr.eq(self.addr + banks),
+                             left.eq(left - banks)]
             with m.Else():
                 nxt = seg_base + stride
                 next_s = self.s + 1
                 m.d.sync += [self.s.eq(next_s), self.offset.eq(0), self.addr.eq(nxt),
-                             seg_base.eq(nxt)]
+                             seg_base.eq(nxt), left.eq(valid_words)]
                 more = Signal(name=f"{self.name}_more")
                 m.d.comb += more.eq(0)
                 with m.Switch(self.s):
@@ -243,11 +247,11 @@ class MatmulEngine(wiring.Component):
         stage_tag = Signal(self.tag_layout, reset_less=True)
         stage_subs = Signal(subs, reset_less=True)
         side_a.build(start=start_job, base=a_chunk, stride=instr.a_stride,
-                     valid_words=stage_tag.rows, first_valid=subs_valid[0],
-                     subs_valid=stage_subs)
+                     first_words=rows_valid, valid_words=stage_tag.rows,
+                     first_valid=subs_valid[0], subs_valid=stage_subs)
         side_b.build(start=start_job, base=b_chunk, stride=instr.b_stride,
-                     valid_words=stage_tag.cols, first_valid=subs_valid[0],
-                     subs_valid=stage_subs)
+                     first_words=cols_valid, valid_words=stage_tag.cols,
+                     first_valid=subs_valid[0], subs_valid=stage_subs)
         filled = loading & ~side_a.active & ~side_b.active & ~side_a.pending & ~side_b.pending
         transfer = Signal()
         m.d.comb += start_job.eq(running & ~loading & ~staged)

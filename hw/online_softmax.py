@@ -193,8 +193,10 @@ class OnlineSoftmaxStep(wiring.Component):
         rescale = Signal(self.rescale_shape)
         m.d.comb += [m_new.eq(Mux(fresh | (tm > m_old), tm, m_old)),
                      rescale.eq(Mux(fresh, 0, m_new - m_old))]
+        # a fresh row (init) starts from l = 0, whatever the state held before
+        l_start = Mux(fresh, 0, l_old)
         regs = p2.reg(Staged([head.z[i] for i in range(k)] + [head.mask, head.last, m_new,
-                                                               rescale, row2, l_old], 0), "in")
+                                                               rescale, row2, l_start], 0), "in")
         st = regs.stage
         z2 = regs.value[:k]
         mask2, last2, m2, resc2, row_2, l_old2 = regs.value[k:]

@@ -26,11 +26,33 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import GlobalEnable, check_positive, leading_one, parameter_repr
+from hw.primitives import GlobalEnable, check_positive, parameter_repr
 
-__all__ = ["Requantizer", "CLASS_TYPES"]
+__all__ = ["Requantizer", "CLASS_TYPES", "leading_one_tree"]
 
 CLASS_TYPES = ("mxint", "int")
+
+
+def leading_one_tree(m: Module, value, name: str):
+    """Index of the highest set bit of ``value`` (0 when ``value`` is 0) in ``log2 width``
+    levels: each level keeps the upper half when it has a set bit. A chain of ``width``
+    priority muxes (``hw.primitives.leading_one``) was the longest path of the accelerator's
+    requantizer (45-bit values)."""
+    value = Cat(value, Const(0, (1 << max(1, (len(value) - 1).bit_length())) - len(value)))
+    bits = (len(value) - 1).bit_length()
+    index = []
+    part = value
+    for level in range(bits):
+        half = len(part) // 2
+        upper = Signal(name=f"{name}_l{level}")
+        m.d.comb += upper.eq(part[half:].any())
+        index.append(upper)
+        chosen = Signal(half, name=f"{name}_part{level}")
+        m.d.comb += chosen.eq(Mux(upper, part[half:], part[:half]))
+        part = chosen
+    out = Signal(range(max(2, len(value))), name=name)
+    m.d.comb += out.eq(Cat(*reversed(index)) if index else 0)
+    return out
 
 
 class Requantizer(wiring.Component):
@@ -120,7 +142,7 @@ class Requantizer(wiring.Component):
         # 2: the block's leading one
         orred = Signal(vw)
         m.d.comb += orred.eq(Cat(*[Cat(*[mg[b] for mg in mags1]).any() for b in range(vw)]))
-        top2 = reg(leading_one(m, orred, "block_top"), "top2")
+        top2 = reg(leading_one_tree(m, orred, "block_top"), "top2")
         nonzero2 = reg(orred != 0, "nonzero2", unsigned(1))
         mags2 = [reg(v, f"mag2_{i}") for i, v in enumerate(mags1)]
         neg2 = [reg(v, f"neg2_{i}") for i, v in enumerate(neg1)]

@@ -105,7 +105,8 @@ class Scratchpad(wiring.Component):
     Per bank and per cycle: one read and one write. A client's run wants the banks of words
     ``addr .. addr + count - 1``; it is granted (``req.ready``) when none of them is wanted by a
     valid request of a higher-priority client of the same kind. A read and a write of the same
-    word in one cycle read the old word.
+    word in one cycle read the new word (the bank's read address is registered, its read mux
+    after the register).
     """
 
     def __init__(self, *, words: int, banks: int, word, read_ports: int, write_ports: int,
@@ -179,23 +180,43 @@ class Scratchpad(wiring.Component):
         reads = self._arbitrate(m, self.read, "read")
         writes = self._arbitrate(m, self.write, "write")
         bank_data = []
+
+        def rows_of(addr, name):
+            # a run from addr puts its words in row addr >> log2(banks) of the banks at or after
+            # the first one, and in the next row of the banks before it: one adder per client
+            # instead of one per client and bank
+            row0 = Signal(row_bits, name=f"{name}_row0")
+            row1 = Signal(row_bits, name=f"{name}_row1")
+            m.d.comb += [row0.eq(addr[bb:]), row1.eq(addr[bb:] + 1)]
+            return row0, row1
+
+        read_rows = [rows_of(port.req.payload.addr, f"read{k}")
+                     for k, port in enumerate(self.read)]
+        write_rows = [rows_of(port.req.payload.addr, f"write{k}")
+                      for k, port in enumerate(self.write)]
         for b in range(banks):
             mem = m.submodules[f"bank{b}"] = self.bank_memories[b]
-            rp = mem.read_port()
+            # The read address is registered and the bank read asynchronously after it: the
+            # same one-cycle read as a synchronous port, with the bank's read mux after the
+            # register (an SRAM macro registers its address the same way), not after the
+            # arbitration. A word written in the cycle it is read is read new.
+            rp = mem.read_port(domain="comb")
             wp = mem.write_port()
-            # Run position p of a client starting at addr is word addr + p: its row in the bank
-            # is (addr + p) >> log2(banks). Lower-priority ports first, so the highest wins.
+            read_row = Signal(row_bits, name=f"bank{b}_read_row", reset_less=True)
+            m.d.comb += rp.addr.eq(read_row)
+            # Lower-priority ports first, so the highest wins.
             for k in reversed(range(self.read_ports)):
-                _off, wants, position, granted = reads[k]
+                offset, wants, _position, granted = reads[k]
+                row0, row1 = read_rows[k]
                 with m.If(granted & wants[b]):
-                    m.d.comb += rp.addr.eq((self.read[k].req.payload.addr + position[b])[bb:]
-                                           [:row_bits])
+                    m.d.sync += read_row.eq(Mux(offset > b, row1, row0) if banks > 1 else row0)
             bank_data.append(rp.data)
             for k in reversed(range(self.write_ports)):
-                _off, wants, position, granted = writes[k]
+                offset, wants, position, granted = writes[k]
                 payload = self.write[k].req.payload
+                row0, row1 = write_rows[k]
                 with m.If(granted & wants[b]):
-                    m.d.comb += [wp.addr.eq((payload.addr + position[b])[bb:][:row_bits]),
+                    m.d.comb += [wp.addr.eq(Mux(offset > b, row1, row0) if banks > 1 else row0),
                                  wp.en.eq(1)]
                     with m.Switch(position[b]):
                         for p in range(banks):
@@ -259,20 +280,22 @@ class RunGenerator(wiring.Component):
         m = Module()
         p = Signal(pattern_layout(self.address_bits), reset_less=True)
         segment = Signal(16)            # segments left after this one
-        done_words = Signal(16)         # words of this segment already emitted
+        left = Signal(16)               # words of this segment not yet emitted
+        consecutive = Signal()          # inner stride 1: runs of consecutive words
+        last_segment = Signal()
         seg_base = Signal(self.address_bits, reset_less=True)
         addr = Signal(self.address_bits, reset_less=True)
         active = Signal()
         m.d.comb += self.busy.eq(active)
 
-        consecutive = p.inner_stride == 1
-        left = Signal(16)
-        m.d.comb += left.eq(p.inner - done_words)
+        # everything a run needs comes from registers: a run's count and flags are a compare
+        # with a constant, not a subtraction (the run drives the scratchpad's arbitration)
+        long = Signal()
+        m.d.comb += long.eq(left > self.max_run)
         count = Signal(range(self.max_run + 1))
-        m.d.comb += count.eq(Mux(consecutive & (left > self.max_run), self.max_run,
-                                 Mux(consecutive, left, 1)))
-        end_of_segment = count == left
-        last = end_of_segment & (segment == 0)
+        m.d.comb += count.eq(Mux(consecutive, Mux(long, self.max_run, left), 1))
+        end_of_segment = Mux(consecutive, ~long, left == 1)
+        last = end_of_segment & last_segment
         run = self.runs
         m.d.comb += [
             run.valid.eq(active),
@@ -284,17 +307,18 @@ class RunGenerator(wiring.Component):
         with m.If(self.start & ~active):
             pat = self.pattern
             m.d.sync += [p.eq(pat), seg_base.eq(pat.base), addr.eq(pat.base),
-                         done_words.eq(0), segment.eq(pat.outer - 1),
+                         left.eq(pat.inner), segment.eq(pat.outer - 1),
+                         last_segment.eq(pat.outer == 1), consecutive.eq(pat.inner_stride == 1),
                          active.eq((pat.outer != 0) & (pat.inner != 0))]
         with m.Elif(run.valid & run.ready):
             with m.If(end_of_segment):
                 next_base = seg_base + p.outer_stride
-                m.d.sync += [seg_base.eq(next_base), addr.eq(next_base), done_words.eq(0),
-                             segment.eq(segment - 1)]
+                m.d.sync += [seg_base.eq(next_base), addr.eq(next_base), left.eq(p.inner),
+                             segment.eq(segment - 1), last_segment.eq(segment == 1)]
                 with m.If(last):
                     m.d.sync += active.eq(0)
             with m.Else():
-                m.d.sync += [done_words.eq(done_words + count),
+                m.d.sync += [left.eq(left - count),
                              addr.eq(addr + Mux(consecutive, count, p.inner_stride))]
         return m
 

@@ -359,15 +359,26 @@ class VectorEngine(wiring.Component):
         norm_in = SimpleNamespace(valid=Signal(name="norm_in_valid"),
                                   ready=Signal(name="norm_in_ready"))
         m.d.comb += norm_in.valid.eq(gather.out.valid & ops[Opcode.ACCNORM])
-        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=1, name="norm")
+        # two stages: the reciprocal split in two halves, each partial product registered,
+        # then their sum (an acc_width x recip_bits product in one cycle was too deep)
+        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=2, name="norm")
         with m.If(ops[Opcode.ACCNORM]):
             m.d.comb += online.state_row.eq(gather.out.payload.row)
+        recip = online.recip
+        cut = (len(recip) + 1) // 2
+        low = [Signal(signed(self.acc_width + cut + 1), name=f"norm_low{i}", reset_less=True)
+               for i in range(B)]
+        high = [Signal(signed(self.acc_width + len(recip) - cut), name=f"norm_high{i}",
+                       reset_less=True) for i in range(B)]
+        lsb1 = Signal(signed(self.lsb_width), reset_less=True)
         with m.If(norm.advance):
             for i in range(B):
-                m.d.sync += norm_out.payload.values[i].eq(
-                    gather.out.payload.values[i] * online.recip)
-            m.d.sync += norm_out.payload.lsb.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
-                                                - online.recip_lo)
+                v = gather.out.payload.values[i]
+                m.d.sync += [low[i].eq(v * recip[:cut]), high[i].eq(v * recip[cut:])]
+                m.d.sync += norm_out.payload.values[i].eq(low[i] + (high[i] << cut))
+            m.d.sync += [lsb1.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
+                                 - online.recip_lo),
+                         norm_out.payload.lsb.eq(lsb1)]
 
         # -- ACCSCALE: every ACC word of the rows shifted right by its row's rescale -------------
         self._scaler(m, instr, ops[Opcode.ACCSCALE] & starting, online, scaler_busy,
@@ -491,29 +502,31 @@ class VectorEngine(wiring.Component):
         """ACCSCALE: walk the ``M x ceil(N / cols)`` ACC words (column tiles outer), read each
         and write it back a cycle later shifted right (floor) by its row's rescale."""
         ab = self.acc_address_bits
+        cols = self.cols
         active = Signal()
-        tile = Signal(16)
         row = Signal(16)
-        tiles = Signal(16, reset_less=True)
         tile_base = Signal(ab, reset_less=True)
-        tiles_needed = (instr.n + self.cols - 1) >> (self.cols - 1).bit_length()
+        # columns of this tile not yet past n: in a partial last tile the columns >= n keep
+        # their value (the ACC layout's rule, as MATMUL)
+        cols_left = Signal(17, reset_less=True)
         with m.If(start):
-            m.d.sync += [active.eq(1), tile.eq(0), row.eq(0), tile_base.eq(instr.d),
-                         tiles.eq(tiles_needed)]
+            m.d.sync += [active.eq(1), row.eq(0), tile_base.eq(instr.d), cols_left.eq(instr.n)]
         with m.Elif(active):
             with m.If(row != instr.m - 1):
                 m.d.sync += row.eq(row + 1)
             with m.Else():
-                m.d.sync += [row.eq(0), tile.eq(tile + 1),
-                             tile_base.eq(tile_base + instr.d_stride)]
-                with m.If(tile == tiles - 1):
+                m.d.sync += [row.eq(0), tile_base.eq(tile_base + instr.d_stride),
+                             cols_left.eq(cols_left - cols)]
+                with m.If(cols_left <= cols):
                     m.d.sync += active.eq(0)
         with m.If(selected):
             m.d.comb += self.acc_read.addr.eq(tile_base + row)
         w_valid = Signal()
         w_addr = Signal(ab, reset_less=True)
         w_row = Signal(16, reset_less=True)
-        m.d.sync += [w_valid.eq(active & selected), w_addr.eq(tile_base + row), w_row.eq(row)]
+        w_cols = Signal(range(cols + 1), reset_less=True)
+        m.d.sync += [w_valid.eq(active & selected), w_addr.eq(tile_base + row), w_row.eq(row),
+                     w_cols.eq(Mux(cols_left > cols, cols, cols_left))]
         with m.If(selected):
             m.d.comb += online.state_row.eq(w_row)
         amount = Signal(range(self.acc_width + 1))
@@ -521,7 +534,8 @@ class VectorEngine(wiring.Component):
                                   online.rescale))
         old = self.acc_read.data
         m.d.comb += [self.acc_write.addr.eq(w_addr), self.acc_write.en.eq(w_valid)]
-        m.d.comb += [self.acc_write.data[j].eq(old[j] >> amount) for j in range(self.cols)]
+        m.d.comb += [self.acc_write.data[j].eq(Mux(j < w_cols, old[j] >> amount, old[j]))
+                     for j in range(self.cols)]
         m.d.comb += busy.eq(active | w_valid)
 
     def _vadd(self, m: Module, a, b, f_a, f_b, f_d, instr, selected):

@@ -175,18 +175,23 @@ def _compare(p, state, program, got_sp, got_acc):
     assert not len(bad_acc), (f"ACC {bad_acc[0]}: program:\n" + "\n".join(map(str, program)))
 
 
-@pytest.mark.parametrize("op", ["VCAST", "VADD", "ACCST", "VGELU", "VSMAX", "VLNORM", "MATMUL"])
-def test_each_instruction_matches_golden(op):
-    p = AcceleratorParams(**SMALL)
-    rng = np.random.default_rng(len(op))
-    narrow = op in ("VSMAX",)      # close exponents: rows whose max is not in block 0
-    for style in ("uniform", "extreme"):
-        state = random_state(p, rng, style)
-        if narrow:
-            state.sp.exps[:] = rng.integers(-2, 3, p.sp_words)
-        program = [random_instruction(op, p, rng, dst=160 + 32 * k) for k in range(3)]
-        got_sp, got_acc, _ = run_unit(p, state, program)
-        _compare(p, state, program, got_sp, got_acc)
+OPS = ("VCAST", "VADD", "ACCST", "VGELU", "VSMAX", "VLNORM", "MATMUL")
+
+
+@pytest.mark.parametrize("style", ["narrow", "uniform", "extreme"])
+def test_every_instruction_matches_golden(style):
+    """Every execute instruction twice, in one simulation, each writing its own 32-word region
+    (a later one cannot hide an earlier one's result). ``narrow`` exponents make rows whose
+    maximum is not in their first block common (VSMAX's running sum rescales)."""
+    p = AcceleratorParams(**{**SMALL, "sp_words": 1024})
+    rng = np.random.default_rng(len(style))
+    state = random_state(p, rng, "extreme" if style == "extreme" else "uniform")
+    if style == "narrow":
+        state.sp.exps[:] = rng.integers(-2, 3, p.sp_words)
+    program = [random_instruction(op, p, rng, dst=512 + 32 * k)
+               for k, op in enumerate(OPS * 2)]
+    got_sp, got_acc, _ = run_unit(p, state, program)
+    _compare(p, state, program, got_sp, got_acc)
 
 
 def _online_program(p, rng, M, nb, valid):
@@ -195,9 +200,9 @@ def _online_program(p, rng, M, nb, valid):
     tiles = -(-6 // p.cols)
     return [
         I("VSMAXO", d=160, a=0, m=M, n=nb * B, d_stride=M, a_stride=M, valid=valid, init=1),
-        I("ACCSCALE", d=0, m=M, n=6, d_stride=M),
+        I("ACCSCALE", d=0, m=M, n=5, d_stride=M),      # a partial last column tile
         I("VSMAXO", d=192, a=40, m=M, n=nb * B, d_stride=M, a_stride=M, valid=valid),
-        I("ACCSCALE", d=0, m=M, n=6, d_stride=M),
+        I("ACCSCALE", d=0, m=M, n=5, d_stride=M),
         I("VSMAXO", d=224, a=80, m=M, n=nb * B, d_stride=M, a_stride=M + 1, valid=0),
         I("ACCNORM", d=140, a=0, m=M, n=2 * B, a_stride=M, d_stride=M),
         I("ACCNORM", d=120, a=M * tiles, m=M, n=B, a_stride=M, d_stride=M,
@@ -205,15 +210,29 @@ def _online_program(p, rng, M, nb, valid):
     ]
 
 
-@pytest.mark.parametrize("M,nb,valid", [(3, 2, 5), (5, 1, 0), (1, 2, 8)])
-def test_online_softmax_sequence_matches_golden(M, nb, valid):
-    """VSMAXO (init, then two more steps with rescales), ACCSCALE of an ACC tile after each,
-    ACCNORM into an mxint and an int class: the state (running max, sum, rescale, reciprocal)
-    lives in the RTL between instructions as in the golden model."""
-    p = AcceleratorParams(**SMALL)
-    rng = np.random.default_rng([M, nb, valid])
+def test_online_softmax_sequences_match_golden():
+    """Three attention-like sequences one after the other (VSMAXO with init, two more steps
+    with rescales, ACCSCALE of an ACC tile after each, ACCNORM into an mxint and an int class),
+    then init steps after a longer state (a second head must not add the old running sum:
+    found by a random program, VSMAXO m=3, then VSMAXO m=1 init=1, then ACCNORM): the state
+    (running max, sum, rescale, reciprocal) lives in the RTL between instructions as in the
+    golden model."""
+    p = AcceleratorParams(**{**SMALL, "sp_words": 1024})
+    rng = np.random.default_rng(5)
     state = random_state(p, rng)
     state.sp.exps[:] = rng.integers(-2, 3, p.sp_words)
-    program = _online_program(p, rng, M, nb, valid)
+    state.sp.exps[40:80] += 3           # the second tile's scores are larger: rescales > 0
+    program = []
+    for k, (M, nb, valid) in enumerate([(3, 2, 5), (5, 1, 0), (1, 2, 8)]):
+        program += [i.replace(d=i.d + 256 * k if i.op.name != "ACCSCALE" else i.d)
+                    for i in _online_program(p, rng, M, nb, valid)]
+    I = Instruction.make
+    program += [
+        I("VSMAXO", d=800, a=0, m=3, n=16, d_stride=3, a_stride=3, init=1),
+        I("VSMAXO", d=832, a=20, m=3, n=16, d_stride=3, a_stride=3),
+        I("VSMAXO", d=864, a=40, m=1, n=8, d_stride=1, a_stride=1, init=1),
+        I("VSMAXO", d=870, a=60, m=1, n=16, d_stride=1, a_stride=2, valid=4, init=1),
+        I("ACCNORM", d=880, a=10, m=1, n=16, d_stride=3, a_stride=3),
+    ]
     got_sp, got_acc, _ = run_unit(p, state, program)
     _compare(p, state, program, got_sp, got_acc)

@@ -43,7 +43,12 @@ FUZZ_SEED  ?= 1
 fuzz: $(STAMP) ## input-robustness campaign: FUZZ_CASES mutated configs/sweeps -> build/fuzz/summary.json
 	$(VENV)/bin/accelgen fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --out build/fuzz
 
-bench: $(STAMP) ## benchmarks -> build/bench/*.json, *.csv, *.png
+BENCH_STAMP := $(VENV)/.accelgen-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[scalesim]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## benchmarks -> build/bench/*.json, *.md, *.csv, *.png (installs the scalesim group)
 	$(VENV)/bin/accelgen bench --out build/bench
 
 synth: $(STAMP) ## Yosys synthesis report (cells, area, longest path) of every config

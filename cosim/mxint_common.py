@@ -6,7 +6,8 @@ import numpy as np
 from software_model.mxint import INPUT_FORMATS, encode_exponent
 
 __all__ = ["float_bits", "random_float_block", "corner_float_blocks", "random_mantissas",
-           "random_exponent_codes", "expected_block", "check_one_per_cycle"]
+           "random_exponent_codes", "exponent_field", "block_payload", "expected_block",
+           "check_one_per_cycle"]
 
 
 def float_bits(values, input_format):
@@ -93,12 +94,23 @@ def random_mantissas(rng, width, size):
     return np.where(rng.random(size=size) < 0.15, special, v)
 
 
+def exponent_field(fmt, code):
+    """Exponent field code -> the int a payload holds (signed for two's complement fields,
+    as unpack() returns and pack() takes them)."""
+    code = int(code)
+    if fmt.exponent_encoding == "twos_complement" and code >> (fmt.exponent_width - 1):
+        code -= 1 << fmt.exponent_width
+    return code
+
+
+def block_payload(fmt, code, mantissas):
+    """An MXInt block payload from its exponent code and mantissas."""
+    return {"exponent": exponent_field(fmt, code), "mantissas": [int(x) for x in mantissas]}
+
+
 def expected_block(e, m, fmt):
     """Golden (decoded exponent, mantissas) -> the payload dict the DUT emits."""
-    code = int(encode_exponent(e, fmt))
-    if fmt.exponent_encoding == "twos_complement" and code >> (fmt.exponent_width - 1):
-        code -= 1 << fmt.exponent_width          # signed field: unpack() returns it signed
-    return {"exponent": code, "mantissas": [int(x) for x in m]}
+    return block_payload(fmt, encode_exponent(e, fmt), m)
 
 
 def check_one_per_cycle(tb, sink, n):

@@ -1,13 +1,13 @@
 """cocotb regression of MXIntDotProduct against software_model.mxint.mxint_dot (bit-exact)."""
 import cocotb
-import numpy as np
 
 from cosim.harness import Testbench
-from cosim.mxint_common import (check_one_per_cycle, random_exponent_codes, random_mantissas)
+from cosim.mxint_common import (block_payload, check_one_per_cycle, random_exponent_codes,
+                                random_mantissas)
 from software_model.mxint import decode_exponent, mxint_dot
 
 
-def _corner_pairs(fmt):
+def corner_pairs(fmt):
     k, w = fmt.block_size, fmt.element_width
     lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
     top, bottom = (1 << fmt.exponent_width) - 1, 0
@@ -21,25 +21,27 @@ def _corner_pairs(fmt):
     ]
 
 
-def _payload(fmt, code, mans):
-    field = int(code)
-    if fmt.exponent_encoding == "twos_complement" and field >> (fmt.exponent_width - 1):
-        field -= 1 << fmt.exponent_width
-    return {"exponent": field, "mantissas": [int(x) for x in mans]}
+def pair_beat(fmt, pair):
+    """One ``operands`` payload: a pair of blocks given as (code, mantissas) twice."""
+    ca, ma, cb, mb = pair
+    return {"a": block_payload(fmt, ca, ma), "b": block_payload(fmt, cb, mb)}
+
+
+def pair_expected(fmt, pair):
+    ca, ma, cb, mb = pair
+    e, s = mxint_dot(decode_exponent(ca, fmt), ma, decode_exponent(cb, fmt), mb, fmt)
+    return {"exponent": int(e), "total": int(s)}
 
 
 async def _run(tb, pairs, gap=None, stall=None):
     fmt = tb.config.fmt
     source = tb.source("operands", gap=gap)
     sink = tb.sink("results", stall=stall)
-    expected = []
-    for ca, ma, cb, mb in pairs:
-        e, s = mxint_dot(decode_exponent(ca, fmt), ma, decode_exponent(cb, fmt), mb, fmt)
-        expected.append({"exponent": int(e), "total": int(s)})
+    expected = [pair_expected(fmt, pair) for pair in pairs]
 
     async def produce():
-        for ca, ma, cb, mb in pairs:
-            await source.send({"a": _payload(fmt, ca, ma), "b": _payload(fmt, cb, mb)})
+        for pair in pairs:
+            await source.send(pair_beat(fmt, pair))
 
     tb.fork(produce())
     for i, want in enumerate(expected):
@@ -47,19 +49,18 @@ async def _run(tb, pairs, gap=None, stall=None):
     return sink
 
 
-def _random_pairs(tb, n):
-    fmt = tb.config.fmt
+def random_pairs(fmt, rng, n):
     k, w = fmt.block_size, fmt.element_width
-    ca = random_exponent_codes(tb.rng, fmt, n)
-    cb = random_exponent_codes(tb.rng, fmt, n)
-    return [(ca[i], random_mantissas(tb.rng, w, k), cb[i], random_mantissas(tb.rng, w, k))
+    ca = random_exponent_codes(rng, fmt, n)
+    cb = random_exponent_codes(rng, fmt, n)
+    return [(ca[i], random_mantissas(rng, w, k), cb[i], random_mantissas(rng, w, k))
             for i in range(n)]
 
 
 @cocotb.test()
 async def random_and_corner_blocks(dut):
     tb = await Testbench.start(dut)
-    pairs = _corner_pairs(tb.config.fmt) + _random_pairs(tb, tb.samples)
+    pairs = corner_pairs(tb.config.fmt) + random_pairs(tb.config.fmt, tb.rng, tb.samples)
     await _run(tb, pairs)
     tb.finish(min_checked=len(pairs))
 
@@ -69,6 +70,6 @@ async def full_throughput(dut):
     """No gaps, no backpressure: one dot product per cycle once the pipeline is full."""
     tb = await Testbench.start(dut)
     n = max(16, tb.samples // 4)
-    sink = await _run(tb, _random_pairs(tb, n), gap=0.0, stall=0.0)
+    sink = await _run(tb, random_pairs(tb.config.fmt, tb.rng, n), gap=0.0, stall=0.0)
     check_one_per_cycle(tb, sink, n)
     tb.finish(min_checked=n + 1)

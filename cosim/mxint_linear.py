@@ -3,49 +3,40 @@ import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
-from cosim.mxint_common import (check_one_per_cycle, expected_block, random_exponent_codes,
-                                random_mantissas)
+from cosim.mxint_common import (block_payload, expected_block, exponent_field,
+                                random_exponent_codes, random_mantissas)
 from software_model.mxint import (MXIntFormat, decode_exponent, encode_exponent, mxint_linear,
                                   quantize_mxint)
 
 
-def _field(fmt, code):
-    code = int(code)
-    if fmt.exponent_encoding == "twos_complement" and code >> (fmt.exponent_width - 1):
-        code -= 1 << fmt.exponent_width
-    return code
-
-
-def _random_tile(tb):
+def random_tile(cfg, rng):
     """One tile job: x (KB blocks), W (n_tile x KB blocks), bias (n_tile values), as codes."""
-    c = tb.config
-    f = c.fmt
-    kb, t, k, w = c.k_blocks, c.n_tile, c.block_size, c.element_width
-    style = tb.rng.integers(3)
+    f = cfg.fmt
+    kb, t, k, w = cfg.k_blocks, cfg.n_tile, f.block_size, f.element_width
+    style = rng.integers(3)
     if style == 0:      # quantized Gaussians: realistic exponents and magnitudes
-        scale = 2.0 ** tb.rng.integers(-6, 6)
-        qx = quantize_mxint(tb.rng.normal(size=kb * k) * scale, f)
-        qw = quantize_mxint(tb.rng.normal(size=(t, kb * k)), f)
-        qb = quantize_mxint(tb.rng.normal(size=t) * scale,
+        scale = 2.0 ** rng.integers(-6, 6)
+        qx = quantize_mxint(rng.normal(size=kb * k) * scale, f)
+        qw = quantize_mxint(rng.normal(size=(t, kb * k)), f)
+        qb = quantize_mxint(rng.normal(size=t) * scale,
                             MXIntFormat(w, 1, f.exponent_width, f.rounding, f.exponent_encoding))
         return (encode_exponent(qx.exponents, f), qx.mantissas,
                 encode_exponent(qw.exponents, f), qw.mantissas,
                 encode_exponent(qb.exponents.reshape(t), f), qb.mantissas.reshape(t))
-    size_e = random_exponent_codes(tb.rng, f, kb + t * kb + t)
-    bias = random_mantissas(tb.rng, w, t)
+    size_e = random_exponent_codes(rng, f, kb + t * kb + t)
+    bias = random_mantissas(rng, w, t)
     if style == 2:      # all exponents at one extreme: overflow/underflow of the output
-        size_e = np.full_like(size_e, int(encode_exponent(tb.rng.choice([f.emin, f.emax]), f)))
-        if tb.rng.random() < 0.5:   # no bias: the products alone set the (tiny) result
+        size_e = np.full_like(size_e, int(encode_exponent(rng.choice([f.emin, f.emax]), f)))
+        if rng.random() < 0.5:   # no bias: the products alone set the (tiny) result
             bias = np.zeros(t, np.int64)
-    return (size_e[:kb], random_mantissas(tb.rng, w, (kb, k)),
-            size_e[kb:kb + t * kb].reshape(t, kb), random_mantissas(tb.rng, w, (t, kb, k)),
+    return (size_e[:kb], random_mantissas(rng, w, (kb, k)),
+            size_e[kb:kb + t * kb].reshape(t, kb), random_mantissas(rng, w, (t, kb, k)),
             size_e[kb + t * kb:], bias)
 
 
-def _corner_tiles(tb):
-    c = tb.config
-    f = c.fmt
-    kb, t, k, w = c.k_blocks, c.n_tile, c.block_size, c.element_width
+def corner_tiles(cfg):
+    f = cfg.fmt
+    kb, t, k, w = cfg.k_blocks, cfg.n_tile, f.block_size, f.element_width
     lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
     emin, emax = int(encode_exponent(f.emin, f)), int(encode_exponent(f.emax, f))
     z = np.zeros
@@ -58,42 +49,81 @@ def _corner_tiles(tb):
          np.full((t, kb, k), 1), np.full(t, emin), np.full(t, 0)),             # smallest |y|
         (np.full(kb, emax), np.full((kb, k), hi), np.full((t, kb), emin),
          np.full((t, kb, k), -1), np.full(t, emax), np.full(t, hi)),           # cancellation
-    ]
+    ] + fp32_edge_tiles(cfg)
 
 
-def _expected(tb, job):
-    c = tb.config
-    f = c.fmt
+def unit_tile(cfg, product_exponent, bias_exponent=None, bias_sign=1):
+    """A tile whose every output is 2^product_exponent (one product 1 * 1) plus, if given,
+    bias_sign * 2^bias_exponent; None where the format's exponents cannot express it."""
+    f = cfg.fmt
+    kb, t, k, fb = cfg.k_blocks, cfg.n_tile, f.block_size, f.fraction_bits
+    total = product_exponent + 2 * fb              # e_x + e_w
+    ex = min(f.emax, max(f.emin, total - f.emax))
+    ew = total - ex
+    eb = f.emin if bias_exponent is None else bias_exponent + fb
+    if not (f.emin <= ew <= f.emax and f.emin <= eb <= f.emax):
+        return None
+    code = lambda e: int(encode_exponent(e, f))              # noqa: E731
+    xe, we = np.full(kb, code(f.emin)), np.full((t, kb), code(f.emin))
+    xm, wm = np.zeros((kb, k), int), np.zeros((t, kb, k), int)
+    xe[0], we[:, 0], xm[0, 0], wm[:, 0, 0] = code(ex), code(ew), 1, 1
+    bias = np.full(t, 0 if bias_exponent is None else bias_sign)
+    return xe, xm, we, wm, np.full(t, code(eb)), bias
+
+
+def fp32_edge_tiles(cfg):
+    """FP32 output only: the edges of the one rounding, wherever the exponents reach them:
+    exact ties (2^p + 2^(p-24) and 2^p - 2^(p-25), half-even rounds both to 2^p, half-away
+    away from it; 2^-150, half the smallest subnormal), both sides of the subnormal boundary,
+    2^127 and 2^128 (Inf)."""
+    if cfg.output_format != "fp32":
+        return []
+    f = cfg.fmt
+    low, high = 2 * f.emin - 2 * f.fraction_bits, 2 * f.emax      # product exponents reachable
+    wanted = [(-127, None, 1), (-126, None, 1), (-150, None, 1), (-149, None, 1),
+              (127, None, 1), (128, None, 1)]
+    for below, sign in ((24, 1), (25, -1)):
+        # the largest and the smallest p whose tie partner 2^(p - below) the bias can hold
+        ties = [p for p in range(low, high + 1)
+                if f.emin <= p - below + f.fraction_bits <= f.emax]
+        wanted += [(p, p - below, sign) for p in ties[-1:] + ties[:1]]
+    tiles = [unit_tile(cfg, *w) for w in wanted]
+    return [tile for tile in tiles if tile is not None]
+
+
+def tile_expected(cfg, job):
+    """The ``results`` payload of one tile (``cfg``: fmt, out_fmt, output_format)."""
+    f = cfg.fmt
     xe, xm, we, wm, be, bm = job
-    dec = lambda a: decode_exponent(np.asarray(a), f)
-    if c.output_format == "fp32":
+    dec = lambda a: decode_exponent(np.asarray(a), f)        # noqa: E731
+    if cfg.output_format == "fp32":
         y = mxint_linear(dec(xe), xm, dec(we), wm, dec(be), bm, f, output="fp32")
         return [int(v) for v in y.view(np.uint32)]
     e, m = mxint_linear(dec(xe), xm, dec(we), wm, dec(be), bm, f, output="mxint",
-                        out_fmt=c.out_fmt)
-    return expected_block(e[0], m[0], c.out_fmt)
+                        out_fmt=cfg.out_fmt)
+    return expected_block(e[0], m[0], cfg.out_fmt)
 
 
-def _beats(tb, job):
-    c = tb.config
-    f = c.fmt
+def tile_beats(cfg, job):
+    """The ``operands`` payloads of one tile: one per block of x along K."""
+    f = cfg.fmt
     xe, xm, we, wm, be, bm = job
-    bias = [{"exponent": _field(f, be[n]), "mantissa": int(bm[n])} for n in range(c.n_tile)]
-    for j in range(c.k_blocks):
-        yield {"x": {"exponent": _field(f, xe[j]), "mantissas": [int(v) for v in xm[j]]},
-               "w": [{"exponent": _field(f, we[n][j]), "mantissas": [int(v) for v in wm[n][j]]}
-                     for n in range(c.n_tile)],
-               "bias": bias}
+    bias = [{"exponent": exponent_field(f, be[n]), "mantissa": int(bm[n])}
+            for n in range(cfg.n_tile)]
+    return [{"x": block_payload(f, xe[j], xm[j]),
+             "w": [block_payload(f, we[n][j], wm[n][j]) for n in range(cfg.n_tile)],
+             "bias": bias}
+            for j in range(cfg.k_blocks)]
 
 
 async def _run(tb, jobs, gap=None, stall=None):
     source = tb.source("operands", gap=gap)
     sink = tb.sink("results", stall=stall)
-    expected = [_expected(tb, job) for job in jobs]
+    expected = [tile_expected(tb.config, job) for job in jobs]
 
     async def produce():
         for job in jobs:
-            for beat in _beats(tb, job):
+            for beat in tile_beats(tb.config, job):
                 await source.send(beat)
 
     tb.fork(produce())
@@ -105,7 +135,7 @@ async def _run(tb, jobs, gap=None, stall=None):
 @cocotb.test()
 async def random_and_corner_tiles(dut):
     tb = await Testbench.start(dut)
-    jobs = _corner_tiles(tb) + [_random_tile(tb) for _ in range(tb.samples)]
+    jobs = corner_tiles(tb.config) + [random_tile(tb.config, tb.rng) for _ in range(tb.samples)]
     await _run(tb, jobs)
     tb.record("tiles", len(jobs))
     tb.finish(min_checked=len(jobs))
@@ -116,7 +146,7 @@ async def full_throughput(dut):
     """No gaps or backpressure: one beat per cycle, so tiles leave K/k cycles apart."""
     tb = await Testbench.start(dut)
     n = max(8, tb.samples // 8)
-    sink = await _run(tb, [_random_tile(tb) for _ in range(n)], gap=0.0, stall=0.0)
+    sink = await _run(tb, [random_tile(tb.config, tb.rng) for _ in range(n)], gap=0.0, stall=0.0)
     gaps = {b - a for a, b in zip(sink.beat_cycles, sink.beat_cycles[1:])}
     tb.record("cycles_between_tiles", sorted(gaps))
     tb.scoreboard.check({tb.config.k_blocks}, gaps, "tiles leave K/k cycles apart")

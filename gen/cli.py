@@ -13,7 +13,6 @@ import ast
 import importlib
 import json
 import os
-import pkgutil
 import sys
 import time
 from pathlib import Path
@@ -224,9 +223,15 @@ def _wrap(text: str, indent: str, width: int = 96) -> list[str]:
 
 def cmd_list(args) -> int:
     from gen.config import preset_paths
+    from gen.registry import KINDS
     for kind in sorted(GENERATORS):
+        record = KINDS[kind]
         presets = [p.relative_to(REPO_ROOT) for p in preset_paths(kind)]
-        print(f"{kind}: {len(presets)} preset(s)")
+        extras = [what for what, present in (("cycle model", record.cycles),
+                                             ("sweeps", record.dse),
+                                             (f"bench {record.bench}", record.bench)) if present]
+        print(f"{kind}: {record.summary}; {len(presets)} preset(s)"
+              + (f"; {', '.join(extras)}" if extras else ""))
         for p in presets:
             print(f"  {p}")
     return EXIT_OK
@@ -317,7 +322,8 @@ def cmd_synth(args) -> int:
 
 
 def _cosim_module_name(kind: str) -> str:
-    return getattr(config_class(kind), "cosim_module", "") or f"cosim.{kind}"
+    from gen.registry import KINDS
+    return KINDS[kind].testbench or f"cosim.{kind}"
 
 
 def cosim_test_names(module: str) -> list[str] | None:
@@ -378,25 +384,15 @@ def cmd_cosim(args) -> int:
 
 
 def bench_modules() -> list[str]:
-    import gen.bench
-    return sorted(name for _f, name, _pkg in pkgutil.iter_modules(gen.bench.__path__)
-                  if not name.startswith("_"))
+    from gen.registry import BENCHES
+    return list(BENCHES)
 
 
 def _bench_epilog() -> str:
-    import gen.bench
+    from gen.registry import BENCHES
     lines = ["benchmarks (default: all):"]
-    for name in bench_modules():
-        summary = ""
-        try:
-            source = Path(gen.bench.__path__[0], f"{name}.py").read_text()
-            doc = ast.get_docstring(ast.parse(source)) or ""
-            summary = " ".join(doc.strip().split("\n\n")[0].split())
-        except (OSError, SyntaxError, ValueError):
-            pass
-        if len(summary) > 78:
-            summary = summary[:75] + "..."
-        lines.append(f"  {name:<12} {summary}")
+    for bench in BENCHES.values():
+        lines.append(f"  {bench.name:<12} {bench.summary}")
     return "\n".join(lines)
 
 
@@ -412,7 +408,8 @@ def cmd_bench(args) -> int:
     for n, name in enumerate(names, 1):
         print(f"== bench [{n}/{len(names)}] {name}", flush=True)
         start = time.monotonic()
-        module = importlib.import_module(f"gen.bench.{name}")
+        from gen.registry import BENCHES, load
+        module = load(BENCHES[name].module)
         try:
             module.run(out, quick=args.quick)
         except Exception as exc:  # a broken benchmark must not hide the others' results
@@ -424,42 +421,46 @@ def cmd_bench(args) -> int:
     return status
 
 
-#: Largest GEMM dimension ``cycles`` accepts, and the most steps the cycle model may walk (one
-#: per output-stationary job, one per streamed row of A weight-stationary: about a second).
+#: Largest GEMM dimension ``cycles`` accepts (the steps a model may walk: gen.cycles.STEPS_MAX).
 GEMM_DIM_MAX = 1 << 31
-CYCLE_STEPS_MAX = 2_000_000
-
-
-def _cycle_steps(config, m: int, k: int, n: int) -> int:
-    """Steps software_model.systolic's recurrence takes for this GEMM (its cost is linear in
-    them): jobs output-stationary, jobs x M rows weight-stationary."""
-    col_tiles = -(-n // config.cols)
-    if config.dataflow == "output_stationary":
-        return -(-m // config.rows) * col_tiles * -(-k // min(k, config.max_k))
-    return -(-k // config.rows) * col_tiles * m
 
 
 def cmd_cycles(args) -> int:
-    from software_model.systolic import scalesim_cycles, tiled_gemm_cycles
+    from gen.cycles import CycleModelTooLong
+    from gen.registry import KINDS, cycle_model
 
     config = _load_all([args.config])[0]
-    if config.kind != "systolic_array":
-        raise _Usage(f"{args.config} is a {config.kind}; the cycle model covers "
-                     "systolic_array configs")
-    steps = _cycle_steps(config, args.m, args.k, args.n)
-    if steps > CYCLE_STEPS_MAX:
-        unit = "jobs" if config.dataflow == "output_stationary" else "job rows"
-        raise _Usage(f"--m {args.m} --k {args.k} --n {args.n} tiles into {steps:,} array {unit} "
-                     f"on '{config.name}'; the cycle model walks at most {CYCLE_STEPS_MAX:,} (a "
-                     "smaller GEMM has the same utilization once it is many tiles long)")
-    max_k = config.max_k if config.dataflow == "output_stationary" else None
-    ours = tiled_gemm_cycles(args.m, args.k, args.n, rows=config.rows, cols=config.cols,
-                             dataflow=config.dataflow, buffer_rows=config.result_buffer_rows,
-                             max_k=max_k)
-    ref = scalesim_cycles(args.m, args.k, args.n, rows=config.rows, cols=config.cols,
-                          dataflow=config.dataflow)
-    print(json.dumps({"config": config.name, "m": args.m, "k": args.k, "n": args.n, **ours,
-                      "scalesim_cycles": ref}, indent=2))
+    model = cycle_model(config.kind)
+    if model is None:
+        with_model = ", ".join(k for k, r in KINDS.items() if r.cycles)
+        raise _Usage(f"{args.config} is a {config.kind}, which has no cycle model; kinds with "
+                     f"one: {with_model}")
+    try:
+        report = model(config, args.m, args.k, args.n)
+    except CycleModelTooLong as exc:
+        raise _Usage(str(exc)) from None
+    except ValueError as exc:          # a shape the config cannot run (e.g. partial MXInt blocks)
+        raise _Usage(str(exc)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    m = report["model"]
+    print(f"{config.name}: {args.m}x{args.k}x{args.n} on {report['array']} "
+          f"{report['dataflow']} ({report['multipliers']} multipliers)")
+    print(f"  model      {m['cycles']:>12,} cycles  utilization {m['utilization']:.3f}  "
+          f"({m['source']})")
+    bound = m["memory_bound"]
+    print(f"  memory     {bound['cycles']:>12,} cycles  ({bound['bound']}-bound; "
+          f"{bound['memory']})")
+    closed = report.get("scalesim_closed_form")
+    if closed:
+        print(f"  SCALE-Sim  {closed['cycles']:>12,} cycles  (closed form of what v3 simulates)")
+    real = report.get("scalesim")
+    if real and "cycles" in real:
+        print(f"  SCALE-Sim  {real['cycles']:>12,} cycles  utilization {real['utilization']:.3f} "
+              f"({real['simulator']})")
+    elif real and "skipped" in real:
+        print(f"  SCALE-Sim  not simulated: {real['skipped']}")
     return EXIT_OK
 
 
@@ -595,20 +596,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cocotb test module (default: the generator's, e.g. cosim.systolic)")
     _add_max_cells(p)
 
+    from gen.cycles import STEPS_MAX
+    from gen.registry import KINDS
     p = add_command(sub, "cycles", cmd_cycles,
-                    "analytical cycles of an M x K x N GEMM on a systolic config",
-                    "Cycles and PE utilization of an M x K x N GEMM tiled onto a systolic_array "
-                    "config (the cycle model the RTL is held equal to), beside SCALE-Sim's "
-                    "analytical estimate. Output-stationary jobs are split at the config's "
-                    f"max_k. Dimensions 1 .. 2^31; at most {CYCLE_STEPS_MAX:,} steps of the model "
-                    "(output-stationary jobs, or weight-stationary jobs x M).")
-    p.add_argument("config", metavar="CONFIG", help="systolic_array YAML config")
+                    "analytical cycles of an M x K x N GEMM on a config with a cycle model",
+                    "Cycles and multiplier utilization of an M x K x N GEMM tiled onto a config "
+                    "of a kind with a cycle model ("
+                    + ", ".join(k for k, r in KINDS.items() if r.cycles) + "): the model the "
+                    "RTL is held equal to, honouring every config key that changes timing "
+                    "(max_k chunks, result buffer, dataflow, MXInt blocks), and its memory bound "
+                    "at the array's own port widths; for systolic arrays also the closed form of "
+                    "what SCALE-Sim v3 simulates and, with the optional scalesim group, the real "
+                    f"simulator. Dimensions 1 .. 2^31; at most {STEPS_MAX:,} steps of the model.")
+    p.add_argument("config", metavar="CONFIG", help="YAML config of a kind with a cycle model")
     p.add_argument("--m", type=_positive_int("--m", GEMM_DIM_MAX), required=True,
                    help="rows of A and C")
     p.add_argument("--k", type=_positive_int("--k", GEMM_DIM_MAX), required=True,
                    help="reduction length")
     p.add_argument("--n", type=_positive_int("--n", GEMM_DIM_MAX), required=True,
                    help="columns of B and C")
+    p.add_argument("--json", action="store_true",
+                   help="the full report as JSON: the model's cycles, its memory-bound cycles and "
+                        "K-split cost, SCALE-Sim's closed form and, with the optional scalesim "
+                        "group, the real simulator's cycles and utilization")
 
     p = add_command(sub, "bench", cmd_bench, "run benchmarks; JSON/CSV/PNG results into --out",
                     "Run benchmarks; each writes machine-readable results (JSON, CSV, PNG) into "

@@ -15,6 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.wiring import In, Out
 
+from hw.primitives import GlobalEnable, check_choice, delay, parameter_repr
 from software_model.float16 import FORMATS, FloatFormat
 
 __all__ = ["float_add", "float_mul", "float_neg", "FloatAdderUnit", "float_format"]
@@ -23,10 +24,12 @@ _GUARD_BITS = 3     # guard, round, sticky: enough for a correctly rounded add (
 
 
 def float_format(fmt):
-    if isinstance(fmt, FloatFormat):
+    """``"fp16"``/``"bf16"`` or one of :data:`software_model.float16.FORMATS` -> the format."""
+    if isinstance(fmt, FloatFormat) and fmt in FORMATS.values():
         return fmt
-    if fmt not in FORMATS:
-        raise ValueError(f"Float format must be one of {sorted(FORMATS)}, not {fmt!r}")
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise ValueError(f"Float format must be one of {', '.join(map(repr, FORMATS))}, "
+                         f"not {fmt!r}")
     return FORMATS[fmt]
 
 
@@ -196,56 +199,40 @@ def float_mul(m, a, b, fmt, name="fmul"):
 class FloatAdderUnit(wiring.Component):
     """Streamed FP adder: operands {a, b} in, sum out; operands and sum registered.
 
+    ``format``: ``"fp16"`` or ``"bf16"`` (or its :class:`~software_model.float16.FloatFormat`);
+    ``pipeline_stages``: 0 or 1 registers between alignment/addition and normalisation/rounding.
     Latency 2 + pipeline_stages cycles; one sum per cycle; the whole pipeline stalls while the
-    sum is held by backpressure (a global enable keeps the control trivially correct).
+    sum is held by backpressure (:class:`hw.primitives.GlobalEnable`).
     """
 
-    def __init__(self, config):
-        if config.format not in FORMATS:
-            raise ValueError(f"Format must be one of {sorted(FORMATS)}, not {config.format!r}")
-        if config.pipeline_stages not in (0, 1):
-            raise ValueError(f"Pipeline stages must be 0 or 1, not {config.pipeline_stages!r}")
-        self.config = config
-        self.format = FORMATS[config.format]
-        width = self.format.width
+    def __init__(self, *, format: "str | FloatFormat", pipeline_stages: int = 0):
+        self.float_format = float_format(format)
+        self.format = self.float_format.name
+        check_choice("Pipeline stages", pipeline_stages, (0, 1))
+        self.pipeline_stages = pipeline_stages
+        self.latency = 2 + pipeline_stages
+        width = self.float_format.width
+        self.operand_layout = StructLayout({"a": width, "b": width})
         super().__init__({
-            "operands": In(stream.Signature(StructLayout({"a": width, "b": width}))),
+            "operands": In(stream.Signature(self.operand_layout)),
             "sums": Out(stream.Signature(width)),
         })
 
     def __repr__(self):
-        config = getattr(self, "config", None)     # also called on a half-constructed object
-        if config is None:
-            return "FloatAdderUnit(<invalid>)"
-        return f"FloatAdderUnit(format={config.format}, stages={config.pipeline_stages})"
+        return parameter_repr(self, "format", "pipeline_stages")
 
     def elaborate(self, platform):
         m = Module()
-        f = self.format
-        advance = ~self.sums.valid | self.sums.ready
-        m.d.comb += self.operands.ready.eq(advance)
-
-        a = Signal(f.width, reset_less=True)
-        b = Signal(f.width, reset_less=True)
-        in_valid = Signal()
-        with m.If(advance):
-            m.d.sync += [a.eq(self.operands.payload.a), b.eq(self.operands.payload.b),
-                         in_valid.eq(self.operands.valid)]
-
+        f = self.float_format
+        ctl = GlobalEnable(m, source=self.operands, sink=self.sums, stages=self.latency)
+        a, b = (delay(m, self.operands.payload[name], 1, name=name, enable=ctl.advance)
+                for name in ("a", "b"))
         parts = _add_align(m, a, b, f, "fadd")
-        valid = in_valid
-        if self.config.pipeline_stages:
+        if self.pipeline_stages:
             staged = Signal(_add_parts_layout(f), reset_less=True)
-            staged_valid = Signal()
-            with m.If(advance):
+            with m.If(ctl.advance):
                 m.d.sync += [getattr(staged, k).eq(v) for k, v in parts.items()]
-                m.d.sync += staged_valid.eq(in_valid)
             parts = {k: getattr(staged, k) for k in parts}
-            valid = staged_valid
         total = _add_normalize(m, parts, f, "fadd")
-
-        result = Signal(f.width, reset_less=True)
-        with m.If(advance):
-            m.d.sync += [result.eq(total), self.sums.valid.eq(valid)]
-        m.d.comb += self.sums.payload.eq(result)
+        m.d.comb += self.sums.payload.eq(delay(m, total, 1, name="sum", enable=ctl.advance))
         return m

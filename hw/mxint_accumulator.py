@@ -21,103 +21,151 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MXIntAccumulator"]
+from hw.primitives import GlobalEnable, check_choice, check_positive, parameter_repr, tree_depth
+
+__all__ = ["MXIntAccumulator", "MODES"]
+
+MODES = ("exact", "shift")
 
 
 class MXIntAccumulator(wiring.Component):
     """``terms`` stream ``{exponent, values, last}`` in; ``sums`` stream ``{exponent, values}``
-    out (value = values_l * 2^exponent)."""
+    out (value = values_l * 2^exponent).
 
-    def __init__(self, config):
-        if config.mode not in ("exact", "shift"):
-            raise ValueError(f"Mode must be 'exact' or 'shift', not {config.mode!r}")
-        if config.mode == "shift" and (config.acc_width is None
-                                       or config.acc_width < config.input_width):
-            raise ValueError(f"Shift mode needs acc_width >= input_width "
-                             f"({config.input_width}), not {config.acc_width!r}")
-        self.config = config
-        self.sum_width = config.sum_width
-        self.sum_exponent_width = config.sum_exponent_width
+    ``lanes`` values per term, each ``input_width`` signed bits; ``exponent_width`` signed bits of
+    a term's exponent; ``mode`` ``"exact"`` (then ``acc_width`` is None and ``max_terms`` sets the
+    carry bits) or ``"shift"`` (``acc_width`` >= ``input_width`` accumulator bits).
+    """
+
+    def __init__(self, *, lanes: int, input_width: int, exponent_width: int,
+                 mode: str = "exact", acc_width: int | None = None, max_terms: int = 1024):
+        check_positive("Lanes", lanes)
+        check_positive("Input width", input_width, minimum=2)
+        check_positive("Exponent width", exponent_width, minimum=2)
+        check_choice("Mode", mode, MODES)
+        if mode == "shift":
+            if not isinstance(acc_width, int) or isinstance(acc_width, bool) \
+                    or acc_width < input_width:
+                raise ValueError(f"Accumulator width must be an integer >= input width "
+                                 f"({input_width}) in shift mode, not {acc_width!r}")
+        elif acc_width is not None:
+            raise ValueError(f"Accumulator width must be None in exact mode (the width follows "
+                             f"from the input and exponent widths and max_terms), "
+                             f"not {acc_width!r}")
+        check_positive("Max terms", max_terms)
+        self.lanes, self.input_width, self.exponent_width = lanes, input_width, exponent_width
+        self.mode, self.acc_width, self.max_terms = mode, acc_width, max_terms
+        #: the exact accumulator's LSB weighs 2^exponent_min: the smallest exponent a term has
+        self.exponent_min = -(1 << (exponent_width - 1))
+        if mode == "shift":
+            self.sum_width = acc_width
+        else:   # input + the full exponent span + carry bits for max_terms terms
+            self.sum_width = input_width + (1 << exponent_width) - 1 + tree_depth(max_terms)
+        self.sum_exponent_width = exponent_width + 2
+        if mode == "shift":
+            self.sum_exponent_width = max(self.sum_exponent_width,
+                                          self.shift_exponent_max().bit_length() + 1)
+        self.term_layout = StructLayout({
+            "exponent": signed(exponent_width),
+            "values": ArrayLayout(signed(input_width), lanes),
+            "last": 1,
+        })
+        self.sum_layout = StructLayout({
+            "exponent": signed(self.sum_exponent_width),
+            "values": ArrayLayout(signed(self.sum_width), lanes),
+        })
         super().__init__({
-            "terms": In(stream.Signature(StructLayout({
-                "exponent": signed(config.exponent_width),
-                "values": ArrayLayout(signed(config.input_width), config.lanes),
-                "last": 1,
-            }))),
-            "sums": Out(stream.Signature(StructLayout({
-                "exponent": signed(self.sum_exponent_width),
-                "values": ArrayLayout(signed(self.sum_width), config.lanes),
-            }))),
+            "terms": In(stream.Signature(self.term_layout)),
+            "sums": Out(stream.Signature(self.sum_layout)),
         })
 
     def __repr__(self):
-        c = self.config
-        return (f"MXIntAccumulator(mode={c.mode}, lanes={c.lanes}, input_width={c.input_width}, "
-                f"exponent_width={c.exponent_width}, sum_width={self.sum_width})")
+        return parameter_repr(self, "lanes", "input_width", "exponent_width", "mode",
+                              "acc_width", "max_terms")
+
+    def shift_exponent_max(self) -> int:
+        """Largest exponent a shift-mode sum of ``max_terms`` terms can reach.
+
+        Only renormalisation lifts the exponent above emax, the inputs' largest. Right after one,
+        every lane is within 2^(a-2) + 2^(w-2) of zero (a = acc_width, w = input_width), and
+        while the exponent is above emax every term is shifted right at least once (|term| <=
+        2^(w-2)), so the next renormalisation takes at least 2^(a-w) terms. The first can come
+        at the second term: emax + 1 + (max_terms - 2) // 2^(a-w). With a = w that is one step
+        per term, and negative terms (whose floor shift never reaches 0) do get there.
+        """
+        emax = (1 << (self.exponent_width - 1)) - 1
+        if self.max_terms < 2:
+            return emax
+        return emax + 1 + (self.max_terms - 2) // (1 << (self.acc_width - self.input_width))
 
     def elaborate(self, platform):
         m = Module()
-        c = self.config
-        lanes = c.lanes
+        lanes = self.lanes
         term = self.terms.payload
-        take = self.terms.valid & self.terms.ready
-        m.d.comb += self.terms.ready.eq(~self.sums.valid | self.sums.ready)
+        # Only a term with `last` produces a sum: the one-stage pipeline carries those terms, so
+        # `sums.valid` rises after a closing term and the input stalls only while a sum waits.
+        closing = stream.Signature(0).create(path=("closing",))
+        m.d.comb += [closing.valid.eq(self.terms.valid & term.last),
+                     self.terms.ready.eq(closing.ready)]
+        ctl = GlobalEnable(m, source=closing, sink=self.sums, stages=1, name="sum")
+        take = self.terms.valid & ctl.advance
 
         first = Signal(init=1)          # control: the next term opens a new sum
         acc = Signal(ArrayLayout(signed(self.sum_width), lanes), reset_less=True)
         acc_exponent = Signal(signed(self.sum_exponent_width), reset_less=True)
-        result = Signal(ArrayLayout(signed(self.sum_width), lanes), reset_less=True)
-        result_exponent = Signal(signed(self.sum_exponent_width), reset_less=True)
+        result = Signal(self.sum_layout, reset_less=True)
 
-        new_values = []
-        if c.mode == "exact":
-            left = Signal(c.exponent_width, name="align_left")
-            m.d.comb += left.eq(term.exponent - c.exponent_min)
-            for i in range(lanes):
-                aligned = term.values[i] << left
-                total = Signal(signed(self.sum_width), name=f"total_{i}")
-                m.d.comb += total.eq(Mux(first, 0, acc[i]) + aligned)
-                new_values.append(total)
-            new_exponent = Const(c.exponent_min, signed(self.sum_exponent_width))
+        if self.mode == "exact":
+            new_values, new_exponent = self._exact(m, term, first, acc)
         else:
-            a = c.acc_width
-            e_in = term.exponent
-            e_max = Signal(signed(self.sum_exponent_width))
-            m.d.comb += e_max.eq(Mux(first | (e_in > acc_exponent), e_in, acc_exponent))
-            # shifts of a >= width would only repeat the sign: cap them to keep shifters small
-            acc_shift = Signal(range(a + 1))
-            term_shift = Signal(range(c.input_width + 1))
-            da = e_max - acc_exponent
-            dv = e_max - e_in
-            m.d.comb += [
-                acc_shift.eq(Mux(da > a, a, da)),
-                term_shift.eq(Mux(dv > c.input_width, c.input_width, dv)),
-            ]
-            sums = []
-            for i in range(lanes):
-                s = Signal(signed(a + 1), name=f"sum_{i}")
-                m.d.comb += s.eq(Mux(first, 0, acc[i] >> acc_shift)
-                                 + (term.values[i] >> term_shift))
-                sums.append(s)
-            overflow = Signal()
-            m.d.comb += overflow.eq(Cat(s[a] ^ s[a - 1] for s in sums).any())
-            for i, s in enumerate(sums):
-                v = Signal(signed(a), name=f"renorm_{i}")
-                m.d.comb += v.eq(Mux(overflow, s >> 1, s))
-                new_values.append(v)
-            new_exponent = Signal(signed(self.sum_exponent_width))
-            m.d.comb += new_exponent.eq(e_max + overflow)
+            new_values, new_exponent = self._shift(m, term, first, acc, acc_exponent)
 
-        with m.If(self.sums.valid & self.sums.ready):
-            m.d.sync += self.sums.valid.eq(0)
         with m.If(take):
             with m.If(term.last):
-                m.d.sync += [result[i].eq(new_values[i]) for i in range(lanes)]
-                m.d.sync += [result_exponent.eq(new_exponent), self.sums.valid.eq(1),
-                             first.eq(1)]
+                m.d.sync += [result.values[i].eq(new_values[i]) for i in range(lanes)]
+                m.d.sync += [result.exponent.eq(new_exponent), first.eq(1)]
             with m.Else():
                 m.d.sync += [acc[i].eq(new_values[i]) for i in range(lanes)]
                 m.d.sync += [acc_exponent.eq(new_exponent), first.eq(0)]
-        m.d.comb += [self.sums.payload.values.eq(result),
-                     self.sums.payload.exponent.eq(result_exponent)]
+        m.d.comb += self.sums.payload.eq(result)
         return m
+
+    def _exact(self, m, term, first, acc):
+        left = Signal(self.exponent_width, name="align_left")
+        m.d.comb += left.eq(term.exponent - self.exponent_min)
+        totals = []
+        for i in range(self.lanes):
+            total = Signal(signed(self.sum_width), name=f"total_{i}")
+            m.d.comb += total.eq(Mux(first, 0, acc[i]) + (term.values[i] << left))
+            totals.append(total)
+        return totals, Const(self.exponent_min, signed(self.sum_exponent_width))
+
+    def _shift(self, m, term, first, acc, acc_exponent):
+        a, width = self.acc_width, self.input_width
+        e_in = term.exponent
+        e_max = Signal(signed(self.sum_exponent_width))
+        m.d.comb += e_max.eq(Mux(first | (e_in > acc_exponent), e_in, acc_exponent))
+        # shifts of a >= width would only repeat the sign: cap them to keep shifters small
+        acc_shift = Signal(range(a + 1))
+        term_shift = Signal(range(width + 1))
+        da = e_max - acc_exponent
+        dv = e_max - e_in
+        m.d.comb += [
+            acc_shift.eq(Mux(da > a, a, da)),
+            term_shift.eq(Mux(dv > width, width, dv)),
+        ]
+        sums = []
+        for i in range(self.lanes):
+            s = Signal(signed(a + 1), name=f"sum_{i}")
+            m.d.comb += s.eq(Mux(first, 0, acc[i] >> acc_shift) + (term.values[i] >> term_shift))
+            sums.append(s)
+        overflow = Signal()
+        m.d.comb += overflow.eq(Cat(s[a] ^ s[a - 1] for s in sums).any())
+        renormalised = []
+        for i, s in enumerate(sums):
+            v = Signal(signed(a), name=f"renorm_{i}")
+            m.d.comb += v.eq(Mux(overflow, s >> 1, s))
+            renormalised.append(v)
+        new_exponent = Signal(signed(self.sum_exponent_width))
+        m.d.comb += new_exponent.eq(e_max + overflow)
+        return renormalised, new_exponent

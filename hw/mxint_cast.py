@@ -13,41 +13,46 @@ The shifter is ``w - 2`` bits wider than the significand so that a subnormal ele
 maximum is itself tiny can shift *left* without a second shifter; a negative shift amount only
 happens when the exponent was clamped at emax and then always saturates.  NaN elements are zeroed
 before the max tree; Inf reads its all-ones exponent as ordinary (2^(Emax+1)), see docs/mxint.md.
-The whole pipeline advances together (global enable), which keeps backpressure trivially right.
+The whole pipeline advances together (:class:`hw.primitives.GlobalEnable`): a block is wide, so
+one enable is cheaper than a handshake per stage, and backpressure stalls every stage at once.
 """
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import block_layout, encode_exponent, leading_one, max_tree
-from software_model.mxint import INPUT_FORMATS
+from hw.mxint_common import (block_layout, check_format, clamp_exponent, encode_exponent,
+                             round_magnitude)
+from hw.primitives import GlobalEnable, check_choice, leading_one, max_tree, parameter_repr
+from software_model.mxint import INPUT_FORMATS, MXIntFormat
 
 __all__ = ["MXIntCast"]
 
 
 class MXIntCast(wiring.Component):
-    """Stream of ``block_size`` raw floats in (``values``), stream of MXInt blocks out
-    (``blocks``, layout from :func:`hw.mxint_common.block_layout`)."""
+    """Stream of ``fmt.block_size`` raw floats in (``values``), stream of MXInt blocks out
+    (``blocks``, layout from :func:`hw.mxint_common.block_layout`).
 
-    def __init__(self, config):
-        if config.input_format not in INPUT_FORMATS:
-            raise ValueError(f"Input format must be one of {tuple(INPUT_FORMATS)}, "
-                             f"not {config.input_format!r}")
-        self.config = config
-        self.fmt = config.fmt          # validates widths, encoding and rounding
-        self.exp_bits, self.frac_bits, self.in_width = INPUT_FORMATS[config.input_format]
+    ``input_format``: ``"fp16"``, ``"bf16"`` or ``"fp32"``; ``fmt``: the MXInt block format
+    (block size, element and exponent widths, exponent encoding, rounding).
+    """
+
+    latency = 2
+
+    def __init__(self, *, input_format: str, fmt: MXIntFormat):
+        check_choice("Input format", input_format, tuple(INPUT_FORMATS))
+        self.input_format = input_format
+        self.fmt = check_format(fmt)
+        self.exp_bits, self.frac_bits, self.in_width = INPUT_FORMATS[input_format]
+        self.value_layout = ArrayLayout(unsigned(self.in_width), fmt.block_size)
+        self.block_layout = block_layout(fmt)
         super().__init__({
-            "values": In(stream.Signature(ArrayLayout(unsigned(self.in_width),
-                                                      self.fmt.block_size))),
-            "blocks": Out(stream.Signature(block_layout(self.fmt))),
+            "values": In(stream.Signature(self.value_layout)),
+            "blocks": Out(stream.Signature(self.block_layout)),
         })
 
     def __repr__(self):
-        f = self.fmt
-        return (f"MXIntCast(input_format={self.config.input_format}, block_size={f.block_size}, "
-                f"element_width={f.element_width}, exponent_width={f.exponent_width}, "
-                f"exponent_encoding={f.exponent_encoding}, rounding={f.rounding})")
+        return parameter_repr(self, "input_format", "fmt")
 
     def elaborate(self, platform):
         m = Module()
@@ -59,15 +64,14 @@ class MXIntCast(wiring.Component):
         guard_shift = w - 2                      # left headroom, see module docstring
         cap = p + guard_shift + 1                # any larger shift rounds to zero anyway
 
-        advance = ~self.blocks.valid | self.blocks.ready
-        m.d.comb += self.values.ready.eq(advance)
+        ctl = GlobalEnable(m, source=self.values, sink=self.blocks, stages=self.latency)
+        advance = ctl.advance
 
         # -- stage 1: decode, per-element floor(log2), block maximum, clamp ---------------------
         s1_sign = Signal(k, reset_less=True)
         s1_sig = Signal(ArrayLayout(unsigned(p), k), reset_less=True)
         s1_exp = Signal(ArrayLayout(unsigned(eb), k), reset_less=True)
         s1_e = Signal(signed(f.exponent_width + 1), reset_less=True)
-        s1_valid = Signal()
         tops = []                 # floor(log2|v|) + fb + bias + 0, or 0 for zero/NaN
         for i in range(k):
             bits = self.values.payload[i]
@@ -94,15 +98,10 @@ class MXIntCast(wiring.Component):
         m.d.comb += top_max.eq(max_tree(tops))
         e_true = Signal(signed(eb + 3))
         m.d.comb += e_true.eq(top_max - (fb + bias))
-        e_blk = Signal(signed(f.exponent_width + 1))
-        with m.If((top_max == 0) | (e_true < f.emin)):
-            m.d.comb += e_blk.eq(f.emin)        # all-zero block: the smallest exponent
-        with m.Elif(e_true > f.emax):
-            m.d.comb += e_blk.eq(f.emax)
-        with m.Else():
-            m.d.comb += e_blk.eq(e_true)
+        e_blk = clamp_exponent(m, e_true, empty=top_max == 0, fmt=f,
+                               shape=signed(f.exponent_width + 1), name="e_blk")
         with m.If(advance):
-            m.d.sync += [s1_e.eq(e_blk), s1_valid.eq(self.values.valid)]
+            m.d.sync += s1_e.eq(e_blk)
 
         # -- stage 2: align, round, saturate ---------------------------------------------------
         mags_max = f.mantissa_max
@@ -115,29 +114,15 @@ class MXIntCast(wiring.Component):
             t_cap = Signal(range(cap + 1), name=f"shift_cap_{i}")
             m.d.comb += t_cap.eq(Mux(t < 0, 0, Mux(t > cap, cap, t)))
             x = Cat(Const(0, guard_shift), sig)                       # p + guard_shift bits
-            wide = Cat(Const(0, len(x) + 1), x)
-            shifted = Signal(len(wide), name=f"shifted_{i}")
-            m.d.comb += shifted.eq(wide >> t_cap)
-            q = shifted[len(x) + 1:]
-            round_bit = shifted[len(x)]
-            sticky = shifted[:len(x)].any()
-            if f.rounding == "half_even":
-                up = round_bit & (sticky | q[0])
-            else:
-                up = round_bit
-            mag = Signal(len(q) + 1, name=f"mag_{i}")
-            m.d.comb += mag.eq(q + up)
+            mag = round_magnitude(m, x, t_cap, rounding=f.rounding, name=f"mag_{i}")
             saturate = ((t < 0) & (sig != 0)) | (mag > mags_max)
             clamped = Signal(range(mags_max + 1), name=f"clamped_{i}")
             m.d.comb += clamped.eq(Mux(saturate, mags_max, mag))
             mantissas.append(Mux(s1_sign[i], -clamped, clamped))
 
-        result = Signal(block_layout(f), reset_less=True)
+        result = Signal(self.block_layout, reset_less=True)
         with m.If(advance):
-            m.d.sync += [
-                self.blocks.valid.eq(s1_valid),
-                result.exponent.eq(encode_exponent(s1_e, f)),
-            ]
+            m.d.sync += result.exponent.eq(encode_exponent(s1_e, f))
             m.d.sync += [result.mantissas[i].eq(mantissas[i]) for i in range(k)]
         m.d.comb += self.blocks.payload.eq(result)
         return m

@@ -1,5 +1,5 @@
-"""Pieces shared by the MXInt datapaths: the block payload layout, exponent field coding, a
-leading-one detector and a balanced max tree.
+"""Pieces shared by the MXInt datapaths: the block payload layout, exponent field coding, the
+shared-exponent clamp and the mantissa rounding step.
 
 An MXInt block travels as ``{exponent, mantissas}``: ``exponent`` is the shared exponent field
 (``signed(ew)`` for two's complement, ``unsigned(ew)`` biased codes), ``mantissas`` an array of
@@ -11,12 +11,12 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from software_model.mxint import MXIntFormat
 
 __all__ = ["block_layout", "exponent_shape", "decode_exponent", "encode_exponent",
-           "leading_one", "max_tree", "check_format"]
+           "check_format", "clamp_exponent", "round_magnitude"]
 
 
-def check_format(fmt):
+def check_format(fmt, name: str = "Format"):
     if not isinstance(fmt, MXIntFormat):
-        raise TypeError(f"Format must be an MXIntFormat, not {fmt!r}")
+        raise TypeError(f"{name} must be an MXIntFormat, not {fmt!r}")
     return fmt
 
 
@@ -45,21 +45,30 @@ def encode_exponent(e, fmt: MXIntFormat):
     return (e + fmt.exponent_bias)[:fmt.exponent_width]
 
 
-def leading_one(m, value, name):
-    """Index of the highest set bit of ``value`` (0 when ``value`` is 0)."""
-    pos = Signal(range(max(2, len(value))), name=name)
-    for i in range(len(value)):     # later (higher) bits override: the top set bit wins
-        with m.If(value[i]):
-            m.d.comb += pos.eq(i)
-    return pos
+def clamp_exponent(m, e_true, *, empty, fmt: MXIntFormat, shape, name: str):
+    """The block's shared exponent: floor(log2 max|v|) (``e_true``) clamped to [emin, emax];
+    ``emin`` for an all-zero block (``empty``), whose exponent is otherwise meaningless."""
+    e = Signal(shape, name=name)
+    with m.If(empty | (e_true < fmt.emin)):
+        m.d.comb += e.eq(fmt.emin)
+    with m.Elif(e_true > fmt.emax):
+        m.d.comb += e.eq(fmt.emax)
+    with m.Else():
+        m.d.comb += e.eq(e_true)
+    return e
 
 
-def max_tree(values):
-    """Balanced tree of 2-input maxima: depth ceil(log2 n) comparators instead of n - 1."""
-    level = list(values)
-    while len(level) > 1:
-        nxt = [Mux(a > b, a, b) for a, b in zip(level[0::2], level[1::2])]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+def round_magnitude(m, value, shift, *, rounding: str, name: str):
+    """``value / 2^shift`` rounded to an integer (``rounding``: half_even or half_away), for an
+    unsigned ``value`` and a shift amount of at most ``len(value) + 1``: the quotient, with one
+    bit of headroom for the rounding carry. Guard and sticky come from one shifter that is twice
+    as wide as ``value``."""
+    width = len(value)
+    wide = Signal(2 * width + 1, name=f"{name}_wide")
+    m.d.comb += wide.eq(Cat(Const(0, width + 1), value) >> shift)
+    q = wide[width + 1:]
+    round_bit, sticky = wide[width], wide[:width].any()
+    up = round_bit & (sticky | q[0]) if rounding == "half_even" else round_bit
+    rounded = Signal(width + 1, name=f"{name}_rounded")
+    m.d.comb += rounded.eq(q + up)
+    return rounded

@@ -9,7 +9,8 @@ be stored here).  Throughput: one beat per cycle.
 
 Pipeline (global enable, latency 3 from the last beat of a tile):
 
-1. ``n_tile`` exact block dot products (``hw.mxint_dot.adder_tree``) with their decoded exponents;
+1. ``n_tile`` exact block dot products (:func:`hw.primitives.adder_tree`) with their decoded
+   exponents;
 2. exact fixed-point accumulation: the LSB weighs 2^(2 emin - 2f) (f = w - 2), the smallest weight
    any product can have, so every dot product and the bias are added after a *left* shift and
    nothing is lost (the width follows from K, w, block size and the exponent range);
@@ -19,109 +20,134 @@ Pipeline (global enable, latency 3 from the last beat of a tile):
 
 software_model.mxint.mxint_linear is the reference.
 """
+import dataclasses
+
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import block_layout, decode_exponent, encode_exponent, exponent_shape
-from hw.mxint_common import leading_one, max_tree
-from hw.mxint_dot import adder_tree
+from hw.mxint_common import (block_layout, check_format, clamp_exponent, decode_exponent,
+                             encode_exponent, exponent_shape, round_magnitude)
+from hw.primitives import (GlobalEnable, adder_tree, check_choice, check_positive, delay,
+                           leading_one, max_tree, parameter_repr, tree_depth)
+from software_model.mxint import MXIntFormat
 
-__all__ = ["MXIntLinear"]
+__all__ = ["MXIntLinear", "OUTPUT_FORMATS"]
+
+OUTPUT_FORMATS = ("fp32", "mxint")
 
 
 class MXIntLinear(wiring.Component):
     """``operands`` stream ``{x, w, bias}`` in, ``results`` stream out (FP32 bit patterns or an
-    MXInt block of ``n_tile`` values)."""
+    MXInt block of ``n_tile`` values).
 
-    def __init__(self, config):
-        if config.in_features % config.block_size:
-            raise ValueError(f"in_features ({config.in_features}) must be a multiple of "
-                             f"block_size ({config.block_size})")
-        if config.output_format not in ("fp32", "mxint"):
-            raise ValueError(f"Output format must be 'fp32' or 'mxint', "
-                             f"not {config.output_format!r}")
-        self.config = config
-        self.fmt = config.fmt
-        self.out_fmt = config.out_fmt
-        f, t = self.fmt, config.n_tile
-        bias = StructLayout({"exponent": exponent_shape(f), "mantissa": signed(f.element_width)})
-        if config.output_format == "fp32":
-            out_layout = ArrayLayout(unsigned(32), t)
+    ``in_features``: K, a multiple of ``fmt.block_size``; ``n_tile``: outputs per tile; ``fmt``:
+    the MXInt format of x, W and b (its rounding also rounds an MXInt output, whose blocks are
+    the ``n_tile`` outputs of a tile); ``output_format``: ``"fp32"`` or ``"mxint"``.
+    """
+
+    latency = 3
+
+    def __init__(self, *, in_features: int, n_tile: int, fmt: MXIntFormat,
+                 output_format: str = "fp32"):
+        check_format(fmt)
+        check_positive("Input features", in_features)
+        if in_features % fmt.block_size:
+            raise ValueError(f"Input features must be a multiple of the block size "
+                             f"({fmt.block_size}), not {in_features}")
+        check_positive("Outputs per tile", n_tile)
+        check_choice("Output format", output_format, OUTPUT_FORMATS)
+        self.in_features, self.n_tile, self.fmt = in_features, n_tile, fmt
+        self.output_format = output_format
+        self.out_fmt = dataclasses.replace(fmt, block_size=n_tile)
+        self.k_blocks = in_features // fmt.block_size
+        #: weight 2^this of the exact accumulator's LSB: the smallest product weight
+        self.acc_lsb_exponent = 2 * fmt.emin - 2 * fmt.fraction_bits
+        #: largest left shift of a bias mantissa onto the accumulator grid
+        self.bias_shift_max = fmt.emax - 2 * fmt.emin + fmt.fraction_bits
+        # signed bits holding any sum of K/k dot products plus the bias exactly
+        dot_bits = (2 * fmt.element_width - 1 + tree_depth(fmt.block_size)
+                    + 2 * (fmt.emax - fmt.emin))
+        bias_bits = fmt.element_width + self.bias_shift_max
+        self.acc_width = max(dot_bits, bias_bits) + self.k_blocks.bit_length() + 1
+
+        bias = StructLayout({"exponent": exponent_shape(fmt),
+                             "mantissa": signed(fmt.element_width)})
+        self.operand_layout = StructLayout({
+            "x": block_layout(fmt),
+            "w": ArrayLayout(block_layout(fmt), n_tile),
+            "bias": ArrayLayout(bias, n_tile),
+        })
+        if output_format == "fp32":
+            self.result_layout = ArrayLayout(unsigned(32), n_tile)
         else:
-            out_layout = block_layout(self.out_fmt)
+            self.result_layout = block_layout(self.out_fmt)
         super().__init__({
-            "operands": In(stream.Signature(StructLayout({
-                "x": block_layout(f),
-                "w": ArrayLayout(block_layout(f), t),
-                "bias": ArrayLayout(bias, t),
-            }))),
-            "results": Out(stream.Signature(out_layout)),
+            "operands": In(stream.Signature(self.operand_layout)),
+            "results": Out(stream.Signature(self.result_layout)),
         })
 
     def __repr__(self):
-        c = self.config
-        return (f"MXIntLinear(in_features={c.in_features}, n_tile={c.n_tile}, "
-                f"block_size={c.block_size}, element_width={c.element_width}, "
-                f"exponent_width={c.exponent_width}, output_format={c.output_format})")
+        return parameter_repr(self, "in_features", "n_tile", "fmt", "output_format")
 
     def elaborate(self, platform):
         m = Module()
-        c, f = self.config, self.fmt
-        t, k, w = c.n_tile, f.block_size, f.element_width
+        f = self.fmt
+        t, k, w = self.n_tile, f.block_size, f.element_width
         fb = f.fraction_bits
-        lsb = c.acc_lsb_exponent                    # 2 emin - 2f
-        acc_width = c.acc_width
-        advance = ~self.results.valid | self.results.ready
-        take = self.operands.valid & advance
-        m.d.comb += self.operands.ready.eq(advance)
-        ops = self.operands.payload
+        lsb = self.acc_lsb_exponent                 # 2 emin - 2f
+        acc_width = self.acc_width
+        ops = self.operands
 
         # control: position of the beat inside its tile
-        beat = Signal(range(max(2, c.k_blocks)))
+        beat = Signal(range(max(2, self.k_blocks)))
         first = beat == 0
-        last = beat == c.k_blocks - 1
+        last = beat == self.k_blocks - 1
+        # A tile's results leave three stages after its last beat: the pipeline's valid bits
+        # follow the closing beats; every beat's accumulation is gated by its own `s1_beat`.
+        closing = stream.Signature(0).create(path=("closing",))
+        m.d.comb += [closing.valid.eq(ops.valid & last), ops.ready.eq(closing.ready)]
+        ctl = GlobalEnable(m, source=closing, sink=self.results, stages=self.latency,
+                           name="tile")
+        advance = ctl.advance
+        take = ops.valid & advance
         with m.If(take):
             m.d.sync += beat.eq(Mux(last, 0, beat + 1))
 
         # -- stage 1: dot products ---------------------------------------------------------------
-        dot_width = 2 * w + max(0, (k - 1).bit_length())
+        dot_width = 2 * w + tree_depth(k)
         totals = Signal(ArrayLayout(signed(dot_width), t), reset_less=True)
         dot_shift = Signal(ArrayLayout(unsigned(f.exponent_width + 2), t), reset_less=True)
         bias_val = Signal(ArrayLayout(signed(w), t), reset_less=True)
-        bias_shift = Signal(ArrayLayout(range(c.bias_shift_max + 1), t), reset_less=True)
-        s1_first, s1_last = Signal(reset_less=True), Signal(reset_less=True)
-        s1_valid = Signal()
-        ex = decode_exponent(ops.x.exponent, f)
+        bias_shift = Signal(ArrayLayout(range(self.bias_shift_max + 1), t), reset_less=True)
+        s1_beat = delay(m, ops.valid, 1, name="s1_beat", reset_less=False, enable=advance)
+        s1_first = delay(m, first, 1, name="s1_first", enable=advance)
+        ex = decode_exponent(ops.payload.x.exponent, f)
         with m.If(advance):
             for n in range(t):
-                wb = ops.w[n]
+                wb = ops.payload.w[n]
                 m.d.sync += [
-                    totals[n].eq(adder_tree([ops.x.mantissas[i] * wb.mantissas[i]
-                                             for i in range(k)])),
+                    totals[n].eq(adder_tree(m, [ops.payload.x.mantissas[i] * wb.mantissas[i]
+                                                for i in range(k)])),
                     # left shifts onto the accumulator grid (both >= 0 by choice of lsb)
                     dot_shift[n].eq(ex + decode_exponent(wb.exponent, f) - 2 * f.emin),
-                    bias_val[n].eq(ops.bias[n].mantissa),
-                    bias_shift[n].eq(decode_exponent(ops.bias[n].exponent, f) - fb - lsb),
+                    bias_val[n].eq(ops.payload.bias[n].mantissa),
+                    bias_shift[n].eq(decode_exponent(ops.payload.bias[n].exponent, f) - fb - lsb),
                 ]
-            m.d.sync += [s1_first.eq(first), s1_last.eq(last), s1_valid.eq(take)]
 
         # -- stage 2: exact accumulation -------------------------------------------------------
         acc = Signal(ArrayLayout(signed(acc_width), t), reset_less=True)
         final = Signal(ArrayLayout(signed(acc_width), t), reset_less=True)
-        s2_valid = Signal()
-        with m.If(advance):
-            m.d.sync += s2_valid.eq(s1_valid & s1_last)
-            for n in range(t):
-                start = Signal(signed(acc_width), name=f"start_{n}")
-                m.d.comb += start.eq(Mux(s1_first, bias_val[n] << bias_shift[n], acc[n]))
-                total = Signal(signed(acc_width), name=f"acc_next_{n}")
-                m.d.comb += total.eq(start + (totals[n] << dot_shift[n]))
-                with m.If(s1_valid):
-                    m.d.sync += acc[n].eq(total)
-                    with m.If(s1_last):
-                        m.d.sync += final[n].eq(total)
+        for n in range(t):
+            start = Signal(signed(acc_width), name=f"start_{n}")
+            m.d.comb += start.eq(Mux(s1_first, bias_val[n] << bias_shift[n], acc[n]))
+            total = Signal(signed(acc_width), name=f"acc_next_{n}")
+            m.d.comb += total.eq(start + (totals[n] << dot_shift[n]))
+            with m.If(advance & s1_beat):
+                m.d.sync += acc[n].eq(total)
+                with m.If(ctl.valid[1]):            # the tile's last beat
+                    m.d.sync += final[n].eq(total)
 
         # -- stage 3: the one rounding -------------------------------------------------------------
         mags, signs, msbs, nonzero = [], [], [], []
@@ -132,13 +158,13 @@ class MXIntLinear(wiring.Component):
             signs.append(final[n] < 0)
             msbs.append(leading_one(m, mag, f"msb_{n}"))
             nonzero.append(mag != 0)
-        if c.output_format == "fp32":
+        if self.output_format == "fp32":
             out = self._round_fp32(m, mags, signs, msbs, nonzero, lsb)
         else:
             out = self._round_mxint(m, mags, signs, msbs, nonzero, lsb)
-        result = Signal.like(self.results.payload, reset_less=True)
+        result = Signal(self.result_layout, reset_less=True)
         with m.If(advance):
-            m.d.sync += [result.eq(out), self.results.valid.eq(s2_valid)]
+            m.d.sync += result.eq(out)
         m.d.comb += self.results.payload.eq(result)
         return m
 
@@ -158,13 +184,9 @@ class MXIntLinear(wiring.Component):
             shift_cap = Signal(range(cap + 1), name=f"fp_shift_cap_{n}")
             # shift < 0 only on the unselected subnormal path of a grid that cannot reach it
             m.d.comb += shift_cap.eq(Mux(shift < 0, 0, Mux(shift > cap, cap, shift)))
-            x = Cat(Const(0, headroom), mag)
-            wide = Signal(2 * len(x) + 1, name=f"fp_wide_{n}")
-            m.d.comb += wide.eq(Cat(Const(0, len(x) + 1), x) >> shift_cap)
-            q = wide[len(x) + 1:]
-            up = wide[len(x)] & (wide[:len(x)].any() | q[0])
-            rounded = Signal(26, name=f"fp_sig_{n}")
-            m.d.comb += rounded.eq(q + up)
+            # at most 24 bits and the rounding carry: the rest of the quotient is always zero
+            rounded = round_magnitude(m, Cat(Const(0, headroom), mag), shift_cap,
+                                      rounding="half_even", name=f"fp_{n}")[:26]
             # exponent field - 1 in the upper bits, then adding the significand's hidden bit
             # carries into it: a rounding carry to 2^24 bumps the exponent for free
             packed = Signal(40, name=f"fp_packed_{n}")
@@ -191,13 +213,8 @@ class MXIntLinear(wiring.Component):
         m.d.comb += top_max.eq(max_tree(tops))
         e_true = Signal(signed(16))
         m.d.comb += e_true.eq(top_max - 1 + lsb)
-        e_blk = Signal(signed(16))
-        with m.If((top_max == 0) | (e_true < of.emin)):
-            m.d.comb += e_blk.eq(of.emin)
-        with m.Elif(e_true > of.emax):
-            m.d.comb += e_blk.eq(of.emax)
-        with m.Else():
-            m.d.comb += e_blk.eq(e_true)
+        e_blk = clamp_exponent(m, e_true, empty=top_max == 0, fmt=of, shape=signed(16),
+                               name="e_blk")
         cap = width + 1
         mans = []
         for n, mag in enumerate(mags):
@@ -205,15 +222,7 @@ class MXIntLinear(wiring.Component):
             m.d.comb += shift.eq(e_blk - of.fraction_bits - lsb)
             shift_cap = Signal(range(cap + 1), name=f"mx_shift_cap_{n}")
             m.d.comb += shift_cap.eq(Mux(shift > cap, cap, shift))
-            wide = Signal(2 * width + 1, name=f"mx_wide_{n}")
-            m.d.comb += wide.eq(Cat(Const(0, width + 1), mag) >> shift_cap)
-            q = wide[width + 1:]
-            if of.rounding == "half_even":
-                up = wide[width] & (wide[:width].any() | q[0])
-            else:
-                up = wide[width]
-            rounded = Signal(width + 1, name=f"mx_round_{n}")
-            m.d.comb += rounded.eq(q + up)
+            rounded = round_magnitude(m, mag, shift_cap, rounding=of.rounding, name=f"mx_{n}")
             clamped = Signal(range(of.mantissa_max + 1), name=f"mx_clamped_{n}")
             m.d.comb += clamped.eq(Mux(rounded > of.mantissa_max, of.mantissa_max, rounded))
             mans.append(Mux(signs[n], -clamped, clamped)[:of.element_width])

@@ -9,7 +9,7 @@
 from amaranth import *
 
 from hw.float_add import float_mul
-from hw.ternary_lut import TernaryUnitBase, adder_tree
+from hw.ternary_lut import TernaryUnitBase
 
 __all__ = ["TernaryAddSubUnit", "TernaryMultiplierUnit"]
 
@@ -18,9 +18,10 @@ class TernaryAddSubUnit(TernaryUnitBase):
     """Latency 2: operand registers -> lane-sum registers -> accumulators."""
 
     architecture = "addsub"
+    beat_stages = 1
 
-    def beat_sums(self, m, advance, activations, weights, control):
-        beat = self.config.beat_reduction
+    def beat_sums(self, m, advance, activations, weights):
+        beat = self.beat_reduction
         sums = []
         for k in range(self.lanes_k):
             codes = self.lane_weights(weights, k, 0, beat)
@@ -31,44 +32,37 @@ class TernaryAddSubUnit(TernaryUnitBase):
                 term = Signal(self.activation_shape, name=f"sel{k}_{r}")
                 if self.is_float:
                     m.d.comb += term.eq(Mux(code[0], Cat(a[:-1], a[-1] ^ code[1]), 0))
-                    terms.append(term)
                 else:
                     negate = code[0] & code[1]
                     # -a = ~a + 1: invert here, add the count of inversions once per lane.
                     m.d.comb += term.eq(Mux(code[0], Mux(negate, ~a, a), 0))
-                    terms.append(term)
                     negations.append(negate)
-            total = adder_tree(terms, lambda x, y, k=k: self.add(m, x, y, f"tree{k}"))
-            if negations:
-                total = total + sum(negations)
-            shape = self.activation_shape if self.is_float else Value.cast(total).shape()
-            sums.append(self.stage(m, advance, total, f"lane_sum_{k}", shape=shape))
-        return sums, self.control_stage(m, advance, control, "sums")
+                terms.append(term)
+            sums.append(self.lane_sum(m, advance, terms, k, negations))
+        return sums
 
 
 class TernaryMultiplierUnit(TernaryUnitBase):
     """Latency 3: operand registers -> product registers -> lane-sum registers -> accumulators."""
 
     architecture = "multiplier"
+    beat_stages = 2
 
-    def beat_sums(self, m, advance, activations, weights, control):
-        beat = self.config.beat_reduction
+    def beat_sum_bound(self) -> int:
+        # dequantised weights span the full int range: products up to 2^(2w-2)
+        return self.beat_reduction << (2 * self.activation_width - 2)
+
+    def beat_sums(self, m, advance, activations, weights):
+        beat = self.beat_reduction
         products = {}
         for k in range(self.lanes_k):
             lane = self.lane_weights(weights, k, 0, beat)
             for r in range(beat):
                 if self.is_float:
-                    product = float_mul(m, activations[r], lane[r], self.config.activation,
+                    product = float_mul(m, activations[r], lane[r], self.activation,
                                         name=f"mul{k}_{r}")
                 else:
                     product = activations[r] * lane[r]        # full w x w signed product
-                products[k, r] = self.stage(m, advance, product, f"product_{k}_{r}",
-                                            shape=Value.cast(product).shape())
-        control = self.control_stage(m, advance, control, "products")
-        sums = []
-        for k in range(self.lanes_k):
-            total = adder_tree([products[k, r] for r in range(beat)],
-                               lambda x, y, k=k: self.add(m, x, y, f"tree{k}"))
-            shape = self.activation_shape if self.is_float else Value.cast(total).shape()
-            sums.append(self.stage(m, advance, total, f"lane_sum_{k}", shape=shape))
-        return sums, self.control_stage(m, advance, control, "sums")
+                products[k, r] = self.stage(m, advance, product, f"product_{k}_{r}")
+        return [self.lane_sum(m, advance, [products[k, r] for r in range(beat)], k)
+                for k in range(self.lanes_k)]

@@ -166,12 +166,16 @@ def _flat_last_cycle(jobs, *, blen: int, sub_arrays: int, buffer_rows: int) -> i
 
 
 def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
-                      buffer_rows: int | None = None, block_size: int | None = None) -> dict:
+                      buffer_rows: int | None = None, block_size: int | None = None,
+                      memory=None) -> dict:
     """Cycles and multiplier utilization of an M x K x N GEMM on the flattened array.
 
     One job per (BLEN-row x BLEN-column) tile of C with the whole reduction (ceil(K/S) beats),
     N tiles outer, M tiles inner; the last row tile has M mod BLEN rows (GEMV: M = 1). MXInt
     (``block_size``): each tile is K/block_size block jobs, only the last emitting rows.
+    ``cycles`` are compute-bound; with ``memory`` (:class:`software_model.memory.MemorySettings`)
+    ``memory`` holds the bandwidth-bound cycles and which term binds: a beat reads S*BLEN = MLEN
+    words of A and of B, so A is re-read for every BLEN-column tile and B for every BLEN-row tile.
     """
     s = mlen // blen
     if buffer_rows is None:
@@ -194,9 +198,16 @@ def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
 
     cycles = _flat_last_cycle(jobs(), blen=blen, sub_arrays=s, buffer_rows=buffer_rows) + 1
     macs = m * k * n
-    return {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * blen * mlen)}
+    result = {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * blen * mlen)}
+    if memory is not None:
+        from software_model.memory import memory_bound
+        bound = memory_bound(cycles, m, k, n, tile_m=blen, tile_n=blen, memory=memory)
+        bound["utilization"] = macs / (bound["cycles"] * blen * mlen)
+        result["memory"] = bound
+    return result
 
 
-def square_tiled_cycles(m: int, k: int, n: int, *, side: int) -> dict:
+def square_tiled_cycles(m: int, k: int, n: int, *, side: int, memory=None) -> dict:
     """The foundation generator's side x side output-stationary array on the same GEMM."""
-    return tiled_gemm_cycles(m, k, n, rows=side, cols=side, dataflow="output_stationary")
+    return tiled_gemm_cycles(m, k, n, rows=side, cols=side, dataflow="output_stationary",
+                             memory=memory)

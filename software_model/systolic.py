@@ -6,7 +6,9 @@ order-independent; saturation is not, which is why the order is part of the defi
 
 Cycles: the arrays are deterministic, so their timing is a small recurrence over jobs (when each
 job's operands can enter, when its results leave), with latencies read off the RTL's register
-stages. ``scalesim_cycles`` gives SCALE-Sim's published estimate for comparison.
+stages. ``scalesim_cycles`` is the closed form of what the real SCALE-Sim v3 simulates for the same
+array and GEMM (checked against the simulator itself by tests/test_scalesim.py through
+gen/scalesim.py); ``ksplit_accumulation`` prices the partial-sum additions of split reductions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["gemm", "wrap", "saturate", "JobTiming", "os_schedule", "ws_schedule",
-           "os_latency", "ws_latency", "tiled_gemm_cycles", "scalesim_cycles"]
+           "os_latency", "ws_latency", "tiled_gemm_cycles", "scalesim_cycles",
+           "single_tile_cycles", "ksplit_accumulation"]
 
 
 def wrap(values: np.ndarray, width: int) -> np.ndarray:
@@ -148,13 +151,18 @@ def ws_schedule(jobs_km: list[tuple[int, int]], *, rows: int, cols: int,
 
 
 def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str,
-                      buffer_rows: int | None = None, max_k: int | None = None) -> dict:
+                      buffer_rows: int | None = None, max_k: int | None = None,
+                      memory=None) -> dict:
     """Cycles and PE utilization of an M x K x N GEMM tiled onto the array.
 
     Output-stationary: one job per (rows x cols) tile of C and K-chunk of at most ``max_k``.
     Weight-stationary: one job per (K-chunk of rows) x (cols) tile of B, streaming all M rows of A.
-    Partial sums of K-chunks are added outside the array (the accumulator memory in Gemmini), which
-    the model does not charge.
+    Partial sums of K-chunks are added outside the array (the accumulator memory in Gemmini):
+    :func:`ksplit_accumulation` gives what that costs, and with ``memory`` (a
+    :class:`software_model.memory.MemorySettings`) their writes and reads are charged to the result
+    port. ``cycles`` are compute-bound (operands every cycle: what the RTL does when fed); with
+    ``memory`` the result also has ``memory``: the bandwidth-bound cycles per port, the bound
+    ``cycles`` (the larger) and which one binds.
     """
     if dataflow == "output_stationary":
         buffer_rows = buffer_rows or 2 * rows
@@ -171,7 +179,18 @@ def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow:
         raise ValueError(f"unknown dataflow {dataflow!r}")
     cycles = timing + 1
     macs = m * k * n
-    return {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * rows * cols)}
+    result = {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * rows * cols)}
+    if memory is not None:
+        from software_model.memory import memory_bound
+        if dataflow == "output_stationary":
+            tile_m, chunks = rows, math.ceil(k / (min(k, max_k) if max_k else k))
+        else:
+            tile_m, chunks = m, math.ceil(k / rows)
+        bound = memory_bound(cycles, m, k, n, tile_m=tile_m, tile_n=cols, memory=memory,
+                             chunks=chunks)
+        bound["utilization"] = macs / (bound["cycles"] * rows * cols)
+        result["memory"] = bound
+    return result
 
 
 def _os_schedule_fast(k: int, jobs: int, *, rows: int, cols: int, buffer_rows: int) -> int:
@@ -197,11 +216,75 @@ def _os_schedule_fast(k: int, jobs: int, *, rows: int, cols: int, buffer_rows: i
 
 
 def scalesim_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str) -> int:
-    """SCALE-Sim's analytical estimate (no double buffering): per fold OS ~ 2R + C + T - 2,
-    WS ~ 2R + 2C + T - 3, folds = ceil(Sr/R) * ceil(Sc/C).
+    """Cycles SCALE-Sim v3 (PyPI ``scalesim`` 3.0.0) simulates for this GEMM, in closed form.
 
-    OS: Sr = M, Sc = N, T = K. WS: the array holds a K x N tile of B: Sr = K, Sc = N, T = M.
+    Per fold it costs R + C + T - 2 cycles output-stationary and 2R + C + T - 2 weight-stationary
+    (not its paper's 2R + C + T - 2 for both), folds run back to back with no overlap:
+    OS: Sr = M, Sc = N, T = K; WS: the array holds a K x N tile of B, Sr = K, Sc = N, T = M;
+    folds = ceil(Sr/R) * ceil(Sc/C). This is the number of cycles; SCALE-Sim's report prints
+    "Total Cycles" one less (it counts from cycle 0). Equal to the simulator on every case tested
+    (tests/test_scalesim.py, and the systolic/flattened benches record both).
     """
     if dataflow == "output_stationary":
-        return (2 * rows + cols + k - 2) * math.ceil(m / rows) * math.ceil(n / cols)
-    return (2 * rows + 2 * cols + m - 3) * math.ceil(k / rows) * math.ceil(n / cols)
+        return (rows + cols + k - 2) * math.ceil(m / rows) * math.ceil(n / cols)
+    if dataflow == "weight_stationary":
+        return (2 * rows + cols + m - 2) * math.ceil(k / rows) * math.ceil(n / cols)
+    raise ValueError(f"unknown dataflow {dataflow!r}")
+
+
+def single_tile_cycles(k_or_m: int, *, rows: int, cols: int, dataflow: str) -> dict:
+    """One tile on an empty array, ours (the RTL's cycle model) against SCALE-Sim's fold.
+
+    OS: a rows x K x cols GEMM (one job); WS: an M x rows x cols GEMM (one weight tile). Ours,
+    OS: K operand beats, then ``os_latency`` = R + C + 2 to the first result row, then R - 1 more
+    rows, one per cycle down the column chain: K + 2R + C + 1. SCALE-Sim's fold is R + C + K - 2:
+    it counts the last product's wavefront and no readout, so ours is R + 3 higher: R - 1 for
+    draining the R result rows serially through one port (SCALE-Sim assumes the array's C
+    elements leave at once), and 4 register stages it does not model (input register, shadow
+    register, chain slot, result FIFO write). Tiled GEMMs hide all of it (double-buffered shadow
+    registers; the next job's beats enter while the last one drains).
+
+    WS: R weight beats, then M activation rows, each ``ws_latency`` = R + C + 1 to its result row:
+    2R + C + M + 1 against SCALE-Sim's 2R + C + M - 2, 3 higher: the input register, the last
+    column's partial-sum register and the result FIFO write, which SCALE-Sim's fold does not
+    count. Between weight tiles the next tile's weights load while the current one computes.
+    """
+    if dataflow == "output_stationary":
+        ours = tiled_gemm_cycles(rows, k_or_m, cols, rows=rows, cols=cols, dataflow=dataflow)
+        ref = scalesim_cycles(rows, k_or_m, cols, rows=rows, cols=cols, dataflow=dataflow)
+        shape = (rows, k_or_m, cols)
+    else:
+        ours = tiled_gemm_cycles(k_or_m, rows, cols, rows=rows, cols=cols, dataflow=dataflow)
+        ref = scalesim_cycles(k_or_m, rows, cols, rows=rows, cols=cols, dataflow=dataflow)
+        shape = (k_or_m, rows, cols)
+    return {"m": shape[0], "k": shape[1], "n": shape[2], "cycles": ours["cycles"],
+            "scalesim_cycles": ref, "extra": ours["cycles"] - ref}
+
+
+def ksplit_accumulation(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str,
+                        max_k: int | None = None, acc_width: int = 32,
+                        result_words_per_cycle: int | None = None) -> dict:
+    """What adding the partial sums of a split reduction costs, outside the array.
+
+    A reduction longer than one job (OS: ``max_k``; WS: ``rows`` weight rows) leaves
+    ``chunks = ceil(K / chunk)`` partial results per element of C. An accumulator buffer (as
+    Gemmini's) adds them: per result row after the first chunk, one read of ``cols`` partial sums,
+    ``cols`` additions and one write. Returned: the chunk count, the words read and written, the
+    adds, the buffer capacity in accumulator words (a tile's rows x cols for OS, whose K-chunks
+    run back to back; M x cols for WS, whose chunks each stream all M rows), and the cycles the
+    accumulator port needs at ``result_words_per_cycle`` (default: ``cols``, one row per cycle,
+    the rate rows leave the array, so a dual-ported buffer adds no cycles beyond its one
+    pipeline stage, counted in ``extra_cycles``).
+    """
+    chunk = (min(k, max_k) if max_k else k) if dataflow == "output_stationary" else min(k, rows)
+    chunks = math.ceil(k / chunk)
+    port = result_words_per_cycle or cols
+    partial_words = m * n * chunks                       # every chunk's result leaves the array
+    adds = m * n * (chunks - 1)
+    capacity = (rows if dataflow == "output_stationary" else m) * cols if chunks > 1 else 0
+    port_cycles = math.ceil(partial_words / port)
+    return {"chunks": chunks, "partial_words": partial_words, "adds": adds,
+            "reads": adds, "writes": partial_words if chunks > 1 else 0,
+            "buffer_words": capacity, "buffer_bits": capacity * acc_width,
+            "port_words_per_cycle": port, "port_cycles": port_cycles,
+            "extra_cycles": 1 if chunks > 1 else 0}

@@ -210,17 +210,22 @@ def test_cycles_argument_ranges(capsys, argv, fragment):
 
 def test_cycles_on_a_non_systolic_config(capsys):
     code, _out, err = _run(capsys, "cycles", SMALL, "--m", "1", "--k", "1", "--n", "1")
-    assert code == 2 and "cycle model covers systolic_array" in err
+    assert code == 2 and "has no cycle model; kinds with one: systolic_array" in err
 
 
-def test_cycles_splits_output_stationary_jobs_at_max_k(capsys):
-    os_preset = str(preset_paths(prefix="systolic_os_4x4")[0])
-    code, out, _err = _run(capsys, "cycles", os_preset, "--m", "4", "--k", "1024", "--n", "4")
+def test_cycles_splits_output_stationary_jobs_at_max_k(capsys, tmp_path):
+    """The issue's example: a 16x16 array with max_k 8 on 256x1024x256 is drain-bound (jobs of
+    K = 8 < rows), which the cycles command must show (it used to ignore max_k)."""
+    path = tmp_path / "narrow_k.yaml"
+    path.write_text("kind: systolic_array\nrows: 16\ncols: 16\nmax_k: 8\n")
+    code, out, _err = _run(capsys, "cycles", str(path), "--m", "256", "--k", "1024", "--n", "256",
+                           "--json")
     assert code == 0
     from software_model.systolic import tiled_gemm_cycles
-    expected = tiled_gemm_cycles(4, 1024, 4, rows=4, cols=4, dataflow="output_stationary",
-                                 buffer_rows=8, max_k=256)
-    assert json.loads(out)["cycles"] == expected["cycles"]
+    kw = dict(rows=16, cols=16, dataflow="output_stationary", buffer_rows=32)
+    expected = tiled_gemm_cycles(256, 1024, 256, **kw, max_k=8)["cycles"]
+    assert json.loads(out)["model"]["cycles"] == expected
+    assert expected > 3 * tiled_gemm_cycles(256, 1024, 256, **kw)["cycles"]
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -105,10 +105,12 @@ def test_area_breakdown_adds_up():
 @settings(max_examples=60, deadline=None)
 @given(width=st.integers(2, 20), terms=st.integers(1, 33), negations=st.integers(0, 9))
 def test_tree_widths_match_amaranth_shapes(width, terms, negations):
-    from hw.ternary_lut import adder_tree
+    from amaranth import Module
+
+    from hw.primitives import adder_tree
 
     values = [Signal(signed(width)) for _ in range(terms)]
-    total = adder_tree(values, lambda a, b: a + b)
+    total = adder_tree(Module(), values)
     adders, model_width = _tree_widths(width, terms)
     assert len(adders) == terms - 1
     assert model_width == total.shape().width
@@ -212,3 +214,69 @@ def test_calibration_reproduces():
     units = unit_areas()
     assert measure_probe("add", 8) == pytest.approx(units.add(8), rel=1e-3)
     assert measure_probe("lookup", 5) == pytest.approx(units.lookup(5, 1), rel=1e-3)
+
+
+# --------------------------------------------------------------------------- at DSE sizes
+
+
+def test_negation_count_priced_at_its_information_width():
+    """After j flags the popcount is at most j: step j costs a j.bit_length()-bit increment,
+    not Amaranth's natural j + 1 bits (which synthesis trims to the same)."""
+    from gen.cost_model import _Ledger, CostEstimate, _lane_tree
+    units = unit_areas()
+    est = CostEstimate("addsub", "int8", 1, 16, 1)
+    ledger = _Ledger(est, units, "", 32)
+    _lane_tree(ledger, 16, 8, False, 16)
+    expected = sum(units.inc(j.bit_length()) for j in range(1, 16))
+    narrow = units.add(5) + units.inc(12) - units.inc(5)       # 12-bit tree sum + 5-bit count
+    assert est.area_by_part["negation count"] == pytest.approx(expected + narrow)
+
+
+def test_hierarchical_area_is_shared_plus_lanes():
+    """K extrapolation from K = 1 and K2, and bilinear L x K for floats, on a synthetic unit."""
+    from gen.cost_model import scaled
+
+    def fake(shared, per_l, lane, lane_per_l):
+        def synth(config):
+            lanes_l, lanes_k = config.lanes_l, config.lanes_k
+            return {"area": shared + per_l * lanes_l + lanes_k * (lane + lane_per_l * lanes_l)}
+        return synth
+
+    synth = fake(1000.0, 50.0, 300.0, 20.0)
+    for point in [("addsub", "int8", 1, 12, 20), ("addsub", "fp16", 1, 24, 10),
+                  ("lut", "bf16", 3, 5, 64), ("multiplier", "int4", 1, 64, 15)]:
+        _a, _b, _m, lanes_l, lanes_k = point
+        exact = 1000 + 50 * lanes_l + lanes_k * (300 + 20 * lanes_l)
+        assert scaled.hierarchical_area(point, synth)["area"] == pytest.approx(exact)
+        assert scaled.hierarchical_area(point, synth, check=True)["area"] == pytest.approx(exact)
+    # integers are always synthesized at their own L (trees widen with L)
+    assert scaled.plan(("lut", "int8", 2, 12, 40))["ls"] == (12, 12)
+    assert scaled.plan(("addsub", "fp16", 1, 48, 20))["ls"] == scaled.FLOAT_L_GRID
+    assert scaled.plan(("lut", "fp16", 3, 5, 64))["ls"] == scaled.FLOAT_LUT_L_GRID
+
+
+def test_scaled_points_cover_every_architecture_activation_and_size():
+    from gen.cost_model import scaled
+    seen = {(a, act, mu * lanes_l * lanes_k) for a, act, mu, lanes_l, lanes_k in
+            scaled.SCALED_POINTS}
+    for arch in ("lut", "addsub", "multiplier"):
+        for act in ("int4", "int8", "fp16", "bf16"):
+            for thr in (60, 240, 960):
+                assert (arch, act, thr) in seen
+    for point in scaled.SCALED_POINTS:
+        scaled.point_config(*point)           # every point is a valid config
+
+
+@pytest.mark.synth
+def test_hierarchical_synthesis_agrees_with_flat_on_a_small_point(tmp_path):
+    """The smallest flat check, synthesized both ways (a few seconds)."""
+    from gen.cost_model import scaled
+    from gen.dse import synthesize_cached
+
+    def synth(config):
+        return synthesize_cached(config, tmp_path)
+
+    point = ("addsub", "int4", 1, 12, 5)
+    flat = synth(scaled.point_config(*point))["area"]
+    hier = scaled.hierarchical_area(point, synth, check=True)["area"]
+    assert abs(hier / flat - 1) <= 0.05, (hier, flat)

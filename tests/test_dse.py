@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gen import dse
+import gen.dse.engine  # noqa: F401 (dse.engine: the module whose evaluate_point runs)
 from gen.config import config_from_dict
 from gen.cost_model import estimate
 from gen.schema import ConfigError
@@ -57,7 +58,7 @@ axes:
 
 def test_good_sweep_loads(tmp_path):
     sweep = dse.load_sweep(write_yaml(tmp_path, GOOD, "my_sweep.yaml"))
-    assert sweep.name == "my_sweep" and sweep.throughputs == (8,) and sweep.tiles == (1,)
+    assert sweep.name == "my_sweep" and sweep.throughput == (8,) and sweep.tiles == (1,)
     assert sweep.synthesize == "none"
 
 
@@ -65,9 +66,9 @@ def test_sweep_rejects_unknown_top_key(tmp_path):
     expect_rejection(tmp_path, GOOD + "axis: {}\n", "axis", "did you mean 'axes'")
 
 
-def test_sweep_rejects_wrong_kind(tmp_path):
-    expect_rejection(tmp_path, GOOD.replace("ternary_lut", "systolic_array"),
-                     "kind", "'systolic_array'", "ternary_lut")
+def test_sweep_rejects_kind_without_a_sweep_model(tmp_path):
+    expect_rejection(tmp_path, GOOD.replace("ternary_lut", "mxint_cast"),
+                     "kind", "'mxint_cast'", "ternary_lut", "systolic_array")
 
 
 def test_sweep_rejects_bad_throughput(tmp_path):
@@ -76,7 +77,8 @@ def test_sweep_rejects_bad_throughput(tmp_path):
 
 
 def test_sweep_rejects_missing_throughput(tmp_path):
-    expect_rejection(tmp_path, GOOD.replace("throughput: [8]\n", ""), "throughput", "missing")
+    expect_rejection(tmp_path, GOOD.replace("throughput: [8]\n", ""), "throughput",
+                     "the key is required")
 
 
 def test_sweep_rejects_bad_tiles(tmp_path):
@@ -254,12 +256,12 @@ def test_failed_point_is_reported_and_retried(tmp_path, monkeypatch):
             raise RuntimeError("simulated worker failure")
         return real(point, synth_cache)
 
-    monkeypatch.setattr(dse, "evaluate_point", flaky)
+    monkeypatch.setattr(dse.engine, "evaluate_point", flaky)
     result = dse.run_sweep(sweep, tmp_path, jobs=1, progress=False, plots=False)
     assert [e["key"] for e in result.errors] == [victim]
     assert "simulated worker failure" in result.errors[0]["error"]
     assert len(result.records) == len(points) - 1
-    monkeypatch.setattr(dse, "evaluate_point", real)
+    monkeypatch.setattr(dse.engine, "evaluate_point", real)
     again = dse.run_sweep(sweep, tmp_path, jobs=1, progress=False, plots=False)
     assert again.evaluated == 1 and not again.errors and len(again.records) == len(points)
 
@@ -370,3 +372,60 @@ def test_cli_check_and_bad_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(bad) in err and "throughput" in err and "-8" in err
     assert dse.main([str(good), "--jobs", "0"]) == 2
+
+
+# --------------------------------------------------------------------------- array sweeps
+
+ARRAY_SWEEP = {
+    "kind": "flattened_array", "multipliers": [32, 64], "gemms": ["1x64x64", "16x64x32"],
+    "fixed": {"max_k": 256}, "axes": {"blen": [2, 4, 8], "b_type": ["int4", "int8"]},
+}
+
+
+def test_array_sweep_derives_equal_multipliers():
+    sweep = dse.sweep_from_dict(ARRAY_SWEEP)
+    points, skipped = dse.expand_points(sweep)
+    assert points
+    for p in points:
+        c = p.config
+        assert c["blen"] * c["mlen"] in (32, 64)
+    assert all("multipliers" in s for s in skipped)
+
+
+def test_array_sweep_evaluates_cycles_from_the_cycle_model(tmp_path):
+    from software_model.flattened import flat_tiled_cycles
+    sweep = dse.sweep_from_dict(ARRAY_SWEEP, default_name="arrays")
+    result = dse.run_sweep(sweep, tmp_path, jobs=1, progress=False, plots=True)
+    assert result.records and not result.errors
+    for r in result.records:
+        expected = sum(flat_tiled_cycles(m, k, n, blen=r["blen"], mlen=r["mlen"],
+                                         buffer_rows=config_from_dict(r["config"])
+                                         .result_buffer_rows)["cycles"]
+                       for m, k, n in ((1, 64, 64), (16, 64, 32)))
+        assert r["cycles"] == expected
+        assert 0 < r["utilization"] <= 1 and r["model_area"] > 0
+    # decode (M=1) favours short BLEN at equal multipliers
+    best = min(result.records, key=lambda r: r["cycles"])
+    assert best["blen"] == 2
+    assert list(tmp_path.glob("arrays_pareto_*.png"))
+
+
+def test_systolic_sweep_at_equal_multipliers():
+    sweep = dse.sweep_from_dict({"kind": "systolic_array", "multipliers": [64],
+                                 "gemms": ["64x128x64"],
+                                 "axes": {"rows": [4, 8, 16],
+                                          "dataflow": ["output_stationary", "weight_stationary"]}})
+    points, _ = dse.expand_points(sweep)
+    shapes = {(p.config["rows"], p.config["cols"], p.config["dataflow"]) for p in points}
+    assert (8, 8, "output_stationary") in shapes and (16, 4, "weight_stationary") in shapes
+
+
+def test_array_sweep_rejects_bad_gemm(tmp_path):
+    expect_rejection(tmp_path, "kind: systolic_array\ngemms: [1x2]\naxes: {rows: [4]}\n",
+                     "gemms", "'MxKxN'")
+
+
+def test_bad_kind_still_checks_the_options_of_the_nearest_kind(tmp_path):
+    message = expect_rejection(tmp_path, "kind: ternary_lutt\nthroughput: 0\naxes: {mu: [2]}\n",
+                               "did you mean 'ternary_lut'", "throughput")
+    assert "got 0" in message

@@ -1,7 +1,6 @@
 """FP16/BF16 adder: golden model vs exact rational arithmetic, RTL vs golden (Amaranth simulator
 for the combinational adder and multiplier, Verilator/cocotb for the streamed adder)."""
-import gc
-import warnings
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -9,6 +8,8 @@ import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
+from cosim.float_add import random_pairs
+from cosim.pysim import run_streams
 from cosim.runner import preset_configs, run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
@@ -151,18 +152,47 @@ def test_float_add_config_wrong_pipeline_stages():
         config_from_dict({"kind": "float_add", "pipeline_stages": 3})
 
 
-def test_float_adder_unit_wrong_format():
-    class Fake:
-        format, pipeline_stages = "fp8", 0
-    with warnings.catch_warnings():     # the half-built component is never elaborated, by design
-        warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match=r"Format must be one of \['bf16', 'fp16'\], not 'fp8'"):
-            FloatAdderUnit(Fake())
-        gc.collect()
+@pytest.mark.parametrize("change,message", [
+    ({"format": "fp8"}, "Float format must be one of 'fp16', 'bf16', not 'fp8'"),
+    ({"pipeline_stages": 2}, "Pipeline stages must be one of 0, 1, not 2"),
+])
+def test_float_adder_unit_rejects_bad_arguments(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FloatAdderUnit(**{"format": "fp16", **change})
+
+
+def test_float_adder_unit_takes_a_format_object():
+    unit = FloatAdderUnit(format=float16.FORMATS["bf16"], pipeline_stages=1)
+    assert (unit.format, unit.latency) == ("bf16", 3)
+    assert repr(unit) == "FloatAdderUnit(format='bf16', pipeline_stages=1)"
 
 
 def test_float_add_latency():
     assert config_from_dict({"kind": "float_add", "pipeline_stages": 1}).latency == 3
+
+
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fmt,stages", [("fp16", 0), ("fp16", 1), ("bf16", 0), ("bf16", 1)])
+def test_float_adder_unit_fast(fmt, stages, profile):
+    """Special pairs (a stride through specials x specials, which the combinational test covers
+    in full) and random pairs streamed through the unit, against the model."""
+    cfg = config_from_dict({"kind": "float_add", "format": fmt, "pipeline_stages": stages})
+    specials = float16.special_values(fmt)
+    a = np.repeat(specials, specials.size)[::29]
+    b = np.tile(specials, specials.size)[::29]
+    ra, rb = random_pairs(np.random.default_rng(7), fmt, 48)
+    a, b = np.concatenate([a, ra]), np.concatenate([b, rb])
+    expected = [int(v) for v in float16.add(a, b, fmt)]
+    run = run_streams(cfg.elaborate(), {"operands": [{"a": int(x), "b": int(y)}
+                                                     for x, y in zip(a, b)]},
+                      {"sums": len(expected)}, profile=profile, seed=5)
+    assert len(run.outputs["sums"]) == len(expected) == 109
+    assert run.outputs["sums"] == expected
 
 
 # ------------------------------------------------------------------ Verilator co-simulation

@@ -1,10 +1,20 @@
-"""MXIntCast: config rules and the bit-exact cocotb regression over every preset."""
+"""MXIntCast: config rules, constructor checks, the fast amaranth.sim tier and the bit-exact
+cocotb regression over every preset."""
+import re
+
+import numpy as np
 import pytest
 
+from cosim.mxint_cast import cast_expected
+from cosim.mxint_common import corner_float_blocks, random_float_block
+from cosim.pysim import run_streams
 from cosim.runner import preset_configs
 from cosim.runner import run_cosim
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
+from hw.mxint_cast import MXIntCast
+from software_model.mxint import MXIntFormat
 
 PRESETS = preset_configs("mxint_cast")
 
@@ -28,6 +38,65 @@ def test_config_rejects(key, value, allowed):
         config_from_dict({"kind": "mxint_cast", key: value}, source="t.yaml")
     assert f"t.yaml: {key}: got" in str(info.value) and allowed in str(info.value)
 
+
+# ------------------------------------------------------------------ constructor checks
+
+_CAST = dict(input_format="fp16", fmt=MXIntFormat(8, 8, 5))
+
+
+@pytest.mark.parametrize("change,error,message", [
+    ({"input_format": "fp8"}, ValueError,
+     "Input format must be one of 'fp16', 'bf16', 'fp32', not 'fp8'"),
+    ({"fmt": "mxint8"}, TypeError, "Format must be an MXIntFormat, not 'mxint8'"),
+])
+def test_cast_rejects_bad_arguments(change, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        MXIntCast(**{**_CAST, **change})
+
+
+def test_config_maps_onto_parameters():
+    cfg = config_from_dict({"kind": "mxint_cast", "input_format": "bf16", "block_size": 4,
+                            "element_width": 5, "exponent_width": 3, "rounding": "half_away"})
+    assert cfg.parameters() == {"input_format": "bf16",
+                                "fmt": MXIntFormat(5, 4, 3, "half_away", "twos_complement")}
+    assert repr(cfg.elaborate()).startswith("MXIntCast(input_format='bf16', fmt=MXIntFormat(")
+
+
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+FAST_CONFIGS = [
+    {"input_format": "fp32", "block_size": 1, "element_width": 2, "exponent_width": 2},
+    {"input_format": "fp16", "block_size": 4, "element_width": 6, "exponent_width": 4,
+     "exponent_encoding": "biased", "rounding": "half_even"},
+]
+
+
+def check_fast(cfg, profile, seed=5):
+    """Corner and random blocks through the cast in amaranth.sim: every block bit-exact."""
+    k = cfg.block_size
+    rng = np.random.default_rng(seed)
+    blocks = corner_float_blocks(k, cfg.input_format)
+    blocks += [random_float_block(rng, k, cfg.input_format) for _ in range(24)]
+    expected = [cast_expected(cfg.fmt, cfg.input_format, bits) for bits in blocks]
+    run = run_streams(cfg.elaborate(), {"values": [[int(b) for b in bits] for bits in blocks]},
+                      {"blocks": len(expected)}, profile=profile, seed=seed)
+    assert len(run.outputs["blocks"]) == len(expected) == 36
+    assert run.outputs["blocks"] == expected, f"{cfg!r} under {profile}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_cast_fast(fields, profile):
+    check_fast(config_from_dict({"kind": "mxint_cast", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_cast_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_cast", 1, config_seed + index)[0], profile, seed=index)
 
 
 @pytest.mark.cosim

@@ -1,10 +1,19 @@
-"""MXIntDotProduct: config rules and the bit-exact cocotb regression over every preset."""
+"""MXIntDotProduct: config rules, constructor checks, the fast amaranth.sim tier and the
+bit-exact cocotb regression over every preset."""
+import re
+
+import numpy as np
 import pytest
 
+from cosim.mxint_dot import corner_pairs, pair_beat, pair_expected, random_pairs
+from cosim.pysim import run_streams
 from cosim.runner import preset_configs
 from cosim.runner import run_cosim
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
+from hw.mxint_dot import MXIntDotProduct
+from software_model.mxint import MXIntFormat
 
 PRESETS = preset_configs("mxint_dot")
 
@@ -38,6 +47,57 @@ def test_config_rejects(key, value, allowed):
         config_from_dict({"kind": "mxint_dot", key: value}, source="t.yaml")
     assert f"t.yaml: {key}: got" in str(info.value) and allowed in str(info.value)
 
+
+def test_component_widths_follow_the_config():
+    for c in PRESETS:
+        unit = c.elaborate()
+        assert (unit.total_width, unit.result_exponent_width) == (c.total_width,
+                                                                 c.result_exponent_width)
+
+
+# ------------------------------------------------------------------ constructor checks
+
+def test_dot_rejects_bad_format():
+    with pytest.raises(TypeError, match=re.escape("Format must be an MXIntFormat, not 8")):
+        MXIntDotProduct(fmt=8)
+
+
+def test_config_maps_onto_parameters():
+    cfg = config_from_dict({"kind": "mxint_dot", "block_size": 4, "element_width": 3,
+                            "exponent_width": 2, "exponent_encoding": "biased"})
+    assert cfg.parameters() == {"fmt": MXIntFormat(3, 4, 2, "half_even", "biased")}
+
+
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+FAST_CONFIGS = [
+    {"block_size": 1, "element_width": 2, "exponent_width": 2},
+    {"block_size": 5, "element_width": 4, "exponent_width": 3, "exponent_encoding": "biased"},
+]
+
+
+def check_fast(cfg, profile, seed=5):
+    pairs = corner_pairs(cfg.fmt) + random_pairs(cfg.fmt, np.random.default_rng(seed), 30)
+    expected = [pair_expected(cfg.fmt, pair) for pair in pairs]
+    run = run_streams(cfg.elaborate(), {"operands": [pair_beat(cfg.fmt, p) for p in pairs]},
+                      {"results": len(expected)}, profile=profile, seed=seed)
+    assert len(run.outputs["results"]) == len(expected) == 35
+    assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_dot_fast(fields, profile):
+    check_fast(config_from_dict({"kind": "mxint_dot", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_dot_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_dot", 1, config_seed + index)[0], profile, seed=index)
 
 
 @pytest.mark.cosim

@@ -1,10 +1,19 @@
-"""MXIntLinear: config rules and the bit-exact cocotb regression over every preset."""
+"""MXIntLinear: config rules, constructor checks, the fast amaranth.sim tier and the bit-exact
+cocotb regression over every preset."""
+import re
+
+import numpy as np
 import pytest
 
+from cosim.mxint_linear import corner_tiles, random_tile, tile_beats, tile_expected
+from cosim.pysim import run_streams
 from cosim.runner import run_cosim
 from cosim.runner import preset_configs
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
+from hw.mxint_linear import MXIntLinear
+from software_model.mxint import MXIntFormat
 
 PRESETS = preset_configs("mxint_linear")
 
@@ -46,6 +55,73 @@ def test_output_format_choices():
     assert "t.yaml: output_format: got 'bf16'; allowed: one of 'fp32', 'mxint'" in _reject(
         {"output_format": "bf16"})
 
+
+# ------------------------------------------------------------------ constructor checks
+
+_LINEAR = dict(in_features=16, n_tile=2, fmt=MXIntFormat(4, 8, 3))
+
+
+@pytest.mark.parametrize("change,error,message", [
+    ({"in_features": 0}, ValueError, "Input features must be a positive integer, not 0"),
+    ({"in_features": 12}, ValueError,
+     "Input features must be a multiple of the block size (8), not 12"),
+    ({"n_tile": -1}, ValueError, "Outputs per tile must be a positive integer, not -1"),
+    ({"fmt": None}, TypeError, "Format must be an MXIntFormat, not None"),
+    ({"output_format": "bf16"}, ValueError,
+     "Output format must be one of 'fp32', 'mxint', not 'bf16'"),
+])
+def test_linear_rejects_bad_arguments(change, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        MXIntLinear(**{**_LINEAR, **change})
+
+
+def test_component_widths_follow_the_config():
+    for c in PRESETS:
+        unit = c.elaborate()
+        assert c.parameters() == {"in_features": c.in_features, "n_tile": c.n_tile,
+                                  "fmt": c.fmt, "output_format": c.output_format}
+        assert (unit.k_blocks, unit.acc_lsb_exponent, unit.acc_width, unit.bias_shift_max,
+                unit.out_fmt) == (c.k_blocks, c.acc_lsb_exponent, c.acc_width,
+                                  c.bias_shift_max, c.out_fmt)
+
+
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+FAST_CONFIGS = [
+    {"block_size": 1, "in_features": 1, "n_tile": 1, "out_features": 1, "element_width": 2,
+     "exponent_width": 2, "output_format": "fp32"},
+    {"block_size": 1, "in_features": 1, "n_tile": 1, "out_features": 1, "element_width": 2,
+     "exponent_width": 2, "output_format": "mxint", "rounding": "half_away"},
+    # 7 exponent bits: products reach FP32 subnormals (2^-126 and below) and overflow to Inf
+    {"block_size": 2, "in_features": 4, "n_tile": 2, "out_features": 2, "element_width": 3,
+     "exponent_width": 7, "exponent_encoding": "biased", "output_format": "fp32"},
+]
+
+
+def check_fast(cfg, profile, seed=5):
+    rng = np.random.default_rng(seed)
+    jobs = corner_tiles(cfg) + [random_tile(cfg, rng) for _ in range(16)]
+    beats = [beat for job in jobs for beat in tile_beats(cfg, job)]
+    expected = [tile_expected(cfg, job) for job in jobs]
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile=profile, seed=seed)
+    assert len(run.outputs["results"]) == len(expected) >= 20
+    assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_linear_fast(fields, profile):
+    check_fast(config_from_dict({"kind": "mxint_linear", **fields}), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_linear_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("mxint_linear", 1, config_seed + index)[0], profile, seed=index)
 
 
 @pytest.mark.cosim

@@ -1,19 +1,22 @@
-"""Ternary units (lut, addsub, multiplier): config rules, constructor checks, a quick Amaranth
-simulation per architecture, and the Verilator/cocotb regression of every preset."""
-import gc
-import warnings
+"""Ternary units (lut, addsub, multiplier): config rules, constructor checks, the fast
+amaranth.sim tier of every architecture, and the Verilator/cocotb regression of every preset."""
+import re
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth import Module
 
+from cosim.pysim import run_streams
 from cosim.runner import preset_configs, run_cosim
 from cosim.ternary_lut import corner_jobs, expected_results, job_beats, random_activations, \
     random_weights
 from gen.config import config_from_dict
+from gen.random_configs import random_configs
 from gen.schema import ConfigError
-from hw.ternary_baseline import TernaryAddSubUnit
+from hw.primitives import adder_tree
+from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
 from hw.ternary_lut import TernaryLUTUnit
+from software_model.ternary import pairwise_sum_order
 
 
 def make(**fields):
@@ -85,103 +88,133 @@ def test_derived_facts():
 
 # ------------------------------------------------------------------ constructor checks
 
-def _rejects(cls, config, match):
-    with warnings.catch_warnings():     # the half-built component is never elaborated, by design
-        warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match=match):
-            cls(config)
-        gc.collect()
+_UNIT = dict(mu=2, lanes_l=2, lanes_k=2, activation="int8", acc_width=16)
 
 
-def test_unit_rejects_other_architecture():
-    _rejects(TernaryLUTUnit, make(architecture="addsub"),
-             "TernaryLUTUnit implements architecture 'lut', not 'addsub'")
-    _rejects(TernaryAddSubUnit, make(), "TernaryAddSubUnit implements architecture 'addsub', "
-                                        "not 'lut'")
+@pytest.mark.parametrize("cls", [TernaryLUTUnit, TernaryAddSubUnit, TernaryMultiplierUnit])
+@pytest.mark.parametrize("change,message", [
+    ({"mu": 0}, "Mu must be a positive integer, not 0"),
+    ({"lanes_l": 0}, "Lanes L must be a positive integer, not 0"),
+    ({"lanes_k": "2"}, "Lanes K must be a positive integer, not '2'"),
+    ({"activation": "fp32"}, "Activation must be int2 .. int16, fp16 or bf16, not 'fp32'"),
+    ({"acc_width": None}, "Accumulator width must be an integer >= "),
+    ({"activation": "fp16", "acc_width": 24},
+     "Accumulator width must be None for fp16 activations (they accumulate in fp16), not 24"),
+])
+def test_units_reject_bad_arguments(cls, change, message):
+    if cls is TernaryLUTUnit and "mu" in change:
+        message = "Mu must be an integer from 2 to 8 for the LUT unit, not 0"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cls(**{**_UNIT, **change})
 
 
-def test_unit_rejects_invalid_config_object():
-    import dataclasses
-    bad = dataclasses.replace(make(), lanes_k=0)          # bypasses from_dict validation
-    _rejects(TernaryLUTUnit, bad, "lanes_k must be a positive integer, not 0")
-    bad = dataclasses.replace(make(activation="fp16"), acc_width=20)
-    _rejects(TernaryLUTUnit, bad, "acc_width must be null for fp16")
+@pytest.mark.parametrize("cls,need", [(TernaryLUTUnit, 11), (TernaryAddSubUnit, 11),
+                                      (TernaryMultiplierUnit, 18)])
+def test_units_reject_accumulator_narrower_than_a_beat(cls, need):
+    # one beat of 4 int8 terms: |sum| <= 4 * 128, or 4 * 128^2 with full-range multiplier weights
+    with pytest.raises(ValueError, match=re.escape(
+            f"Accumulator width must be an integer >= {need} (one beat's exact sum) for int8 "
+            f"activations, not {need - 1}")):
+        cls(**{**_UNIT, "acc_width": need - 1})
+    cls(**{**_UNIT, "acc_width": need})
+
+
+def test_lut_unit_rejects_mu_1_and_bad_mirrored():
+    with pytest.raises(ValueError, match="Mu must be an integer from 2 to 8 for the LUT unit, "
+                                         "not 1"):
+        TernaryLUTUnit(**{**_UNIT, "mu": 1})
+    with pytest.raises(ValueError, match="Mirrored must be True or False, not 1"):
+        TernaryLUTUnit(**_UNIT, mirrored=1)
+
+
+@pytest.mark.parametrize("architecture", ["lut", "addsub", "multiplier"])
+def test_config_maps_onto_parameters(architecture):
+    c = make(architecture=architecture, mu=2, lanes_l=3, lanes_k=2, activation="int6",
+             max_reduction=100)
+    want = {"mu": 2, "lanes_l": 3, "lanes_k": 2, "activation": "int6",
+            "acc_width": c.accumulator_width}
+    if architecture == "lut":
+        want["mirrored"] = True
+    assert c.parameters() == want
+    unit = c.elaborate()
+    assert unit.result_shape.width == c.accumulator_width
+    assert make(activation="bf16", architecture=architecture).parameters()["acc_width"] is None
+    if architecture == "lut":
+        assert unit.table_entry_width == c.table_entry_width
 
 
 def test_interface_widths():
-    with warnings.catch_warnings():     # inspected, not elaborated
-        warnings.simplefilter("ignore")
-        unit = make(mu=3, lanes_l=2, lanes_k=4, activation="int8", acc_width=24).elaborate()
-        layout = unit.operands.payload.shape()
-        assert layout["activations"].shape.length == 6
-        assert layout["weights"].shape.length == 24
-        assert layout["weights"].shape.elem_shape.width == 2
-        assert unit.results.payload.shape().elem_shape.width == 24
-        mult = make(architecture="multiplier", activation="bf16").elaborate()
-        assert mult.operands.payload.shape()["weights"].shape.elem_shape.width == 16
-        del unit, mult
-        gc.collect()
+    unit = make(mu=3, lanes_l=2, lanes_k=4, activation="int8", acc_width=24).elaborate()
+    layout = unit.operands.payload.shape()
+    assert layout["activations"].shape.length == 6
+    assert layout["weights"].shape.length == 24
+    assert layout["weights"].shape.elem_shape.width == 2
+    assert unit.results.payload.shape().elem_shape.width == 24
+    mult = make(architecture="multiplier", activation="bf16").elaborate()
+    assert mult.operands.payload.shape()["weights"].shape.elem_shape.width == 16
 
 
-# ------------------------------------------------------------------ quick Amaranth simulation
-
-def simulate(config, jobs, seed=0):
-    """Drive jobs with random gaps and stalls through the Amaranth simulator; return results."""
-    dut = config.elaborate()
-    rng = np.random.default_rng(seed)
-    got = []
-
-    async def producer(ctx):
-        for x, w in jobs:
-            for payload in job_beats(config, x, w):
-                ctx.set(dut.operands.payload, payload)
-                ctx.set(dut.operands.valid, 1)
-                await ctx.tick().until(dut.operands.ready)
-                ctx.set(dut.operands.valid, 0)
-                if rng.random() < 0.3:
-                    await ctx.tick()
-
-    async def consumer(ctx):
-        for _ in jobs:
-            ctx.set(dut.results.ready, 1)
-            payload, = await ctx.tick().sample(dut.results.payload).until(dut.results.valid)
-            got.append([int(payload[k]) for k in range(config.lanes_k)])
-            ctx.set(dut.results.ready, 0)
-            for _ in range(int(rng.integers(0, 3))):
-                await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return got
+def test_adder_tree_order_is_the_golden_models():
+    """hw.primitives.adder_tree and software_model.ternary sum in the same pairwise order (it
+    matters: float adds round), for every count of terms up to 40."""
+    for count in range(1, 41):
+        terms = list(range(count))
+        hw_order = adder_tree(Module(), terms, add=lambda a, b: (a, b))
+        golden = terms
+        for level in pairwise_sum_order(count):
+            golden = [golden[i] if j is None else (golden[i], golden[j]) for i, j in level]
+        assert hw_order == golden[0]
 
 
-@pytest.mark.parametrize("fields", [
+# ------------------------------------------------------------------ fast tier (amaranth.sim)
+
+PROFILES = ("smooth", "backpressure", "bursty")
+
+
+FAST_CONFIGS = [
+    dict(mu=2, lanes_l=1, lanes_k=1, activation="int2"),                     # smallest LUT
     dict(mu=3, lanes_l=2, lanes_k=2, activation="int8"),
     dict(mu=2, lanes_l=3, lanes_k=2, activation="int4", mirrored=False, acc_width=8),
-    dict(mu=2, lanes_l=2, lanes_k=2, activation="fp16"),
-    dict(mu=2, lanes_l=1, lanes_k=3, activation="bf16", mirrored=False),
-    dict(mu=2, lanes_l=2, lanes_k=2, activation="int8", architecture="addsub"),
-    dict(mu=2, lanes_l=2, lanes_k=2, activation="bf16", architecture="addsub"),
-    dict(mu=1, lanes_l=2, lanes_k=2, activation="int6", architecture="multiplier"),
-    dict(mu=2, lanes_l=1, lanes_k=2, activation="fp16", architecture="multiplier"),
-], ids=lambda f: "-".join(str(v) for v in f.values()))
-def test_amaranth_simulation_matches_golden(fields):
-    config = make(**fields)
-    rng = np.random.default_rng(3)
-    jobs = corner_jobs(config, rng)[:6]
+    dict(mu=2, lanes_l=2, lanes_k=1, activation="fp16"),
+    dict(mu=2, lanes_l=1, lanes_k=2, activation="bf16", mirrored=False),
+    dict(mu=1, lanes_l=1, lanes_k=1, activation="int2", architecture="addsub"),   # smallest
+    dict(mu=3, lanes_l=2, lanes_k=1, activation="int3", architecture="addsub", acc_width=6),
+    dict(mu=2, lanes_l=2, lanes_k=1, activation="bf16", architecture="addsub"),
+    dict(mu=1, lanes_l=1, lanes_k=1, activation="int2", architecture="multiplier"),
+    dict(mu=2, lanes_l=2, lanes_k=3, activation="int5", architecture="multiplier"),
+    dict(mu=2, lanes_l=1, lanes_k=1, activation="fp16", architecture="multiplier"),
+]
+
+
+def check_fast(config, profile, seed=3):
+    """Corner jobs (every other one for floats: -0, extremes, Inf - Inf, NaN, cancellation; all
+    of them for ints, wrap-around included) and random jobs, every result bit-exact."""
+    rng = np.random.default_rng(seed)
+    jobs = corner_jobs(config, rng)
+    if config.is_float:
+        jobs = jobs[1::2]
     for _ in range(4):
         n = int(rng.integers(1, 3 * config.beat_reduction + 1))
         jobs.append((random_activations(rng, config, n),
                      random_weights(rng, config, n, config.lanes_k)))
-    got = simulate(config, jobs)
-    want = [expected_results(config, x, w) for x, w in jobs]
-    assert len(got) == len(jobs) == 10
-    if config.is_float:
-        got = [[v & 0xFFFF for v in lane] for lane in got]
-    assert got == want
+    beats = [beat for x, w in jobs for beat in job_beats(config, x, w)]
+    expected = [expected_results(config, x, w) for x, w in jobs]
+    run = run_streams(config.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile=profile, seed=seed)
+    assert len(run.outputs["results"]) == len(expected) >= 10
+    assert run.outputs["results"] == expected, f"{config!r} under {profile}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("fields", FAST_CONFIGS, ids=lambda f: "-".join(map(str, f.values())))
+def test_units_fast(fields, profile):
+    check_fast(make(**fields), profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("index", range(2))
+def test_units_fast_random_configs(config_seed, index, profile):
+    check_fast(random_configs("ternary_lut", 1, config_seed + index)[0], profile, seed=index)
 
 
 # ------------------------------------------------------------------ Verilator co-simulation

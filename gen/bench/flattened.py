@@ -11,7 +11,15 @@
 * Yosys (gen.synth): BLEN 4 x MLEN 16 vs 8 x 8 (int8, max_k 64): cells, NAND2-equivalent area,
   flops, longest path; and the adder tree synthesized alone (its extra area).
 
-Writes flattened.json and flattened.png (utilization vs M).
+* Equal multipliers AND equal memory (software_model.memory): both 4096-multiplier arrays under
+  the same memory settings (64-word on-chip ports, a 64 x 64 array's native width, and
+  1024-word ports, the 4 x 1024 array's), the same off-chip bandwidth and capacities; compute-
+  and bandwidth-bound cycles, which term binds, and a table splitting the headline gain into the
+  part that survives equal memory and the part bought with wider ports. GEMVs (M = 1) included.
+* SCALE-Sim v3 itself (gen/scalesim.py, optional group) on the square 64 x 64 output-stationary
+  array for every GEMM of the table (SCALE-Sim has no flattened array), with its closed form.
+
+Writes flattened.json, flattened.md (the tables for docs/README) and flattened.png.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ from pathlib import Path
 __all__ = ["run"]
 
 BIG = [("flat_b4_m1024", 4, 1024), ("flat_b8_m512", 8, 512)]
+#: Off-chip bandwidth shared by every memory setting (bytes/cycle; e.g. 1 TB/s at 2 GHz) and the
+#: on-chip buffer capacities (bytes); int8 operands, 32-bit results.
+OFFCHIP_BYTES_PER_CYCLE = 512
+CAPACITY = {"a_capacity_bytes": 1 << 20, "b_capacity_bytes": 4 << 20, "c_capacity_bytes": 1 << 20}
 SQUARE_BIG = 64
 SMALL = ("flat_b4_m16", 4, 16)
 SQUARE_SMALL = 8
@@ -53,6 +65,60 @@ def _cycle_rows(quick: bool) -> list[dict]:
                 row[f"{name}_util"] = round(fl["utilization"], 4)
                 row[f"{name}_gain"] = round(fl["utilization"] / sq["utilization"], 2)
             rows.append(row)
+    return rows
+
+
+def memory_settings():
+    from software_model.memory import MemorySettings
+    return [MemorySettings("64-word ports", 64, 64, 64, OFFCHIP_BYTES_PER_CYCLE, **CAPACITY),
+            MemorySettings("1024-word ports", 1024, 1024, 64, OFFCHIP_BYTES_PER_CYCLE, **CAPACITY)]
+
+
+def _memory_rows(quick: bool) -> list[dict]:
+    """Square 64x64 and flattened 4x1024 at equal multipliers and equal memory settings."""
+    from software_model.flattened import flat_tiled_cycles, square_tiled_cycles
+    decode, prefill = _shapes(quick)
+    shapes = [("GEMV", 1, k, n) for _m, k, n in decode if _m == 1] + \
+        [("decode", m, k, n) for m, k, n in decode if m > 1] + \
+        [("prefill", m, k, n) for m, k, n in prefill]
+    name, blen, mlen = BIG[0]
+    narrow, wide = memory_settings()
+    rows = []
+    for phase, m, k, n in shapes:
+        row = {"phase": phase, "M": m, "K": k, "N": n}
+        for tag, mem in (("narrow", narrow), ("wide", wide)):
+            sq = square_tiled_cycles(m, k, n, side=SQUARE_BIG, memory=mem)
+            fl = flat_tiled_cycles(m, k, n, blen=blen, mlen=mlen, memory=mem)
+            row[f"square_{tag}"] = {"compute_cycles": sq["cycles"],
+                                    "cycles": sq["memory"]["cycles"],
+                                    "bound": sq["memory"]["bound"]}
+            row[f"flat_{tag}"] = {"compute_cycles": fl["cycles"], "cycles": fl["memory"]["cycles"],
+                                  "bound": fl["memory"]["bound"]}
+            row[f"gain_equal_{tag}"] = round(sq["memory"]["cycles"] / fl["memory"]["cycles"], 3)
+        row["gain_compute_only"] = round(row["square_narrow"]["compute_cycles"]
+                                         / row["flat_narrow"]["compute_cycles"], 3)
+        # The old headline: each array fed at its own native width.
+        row["gain_native_ports"] = round(row["square_narrow"]["cycles"]
+                                         / row["flat_wide"]["cycles"], 3)
+        row["gain_from_wider_ports"] = round(row["gain_native_ports"]
+                                             / row["gain_equal_narrow"], 3)
+        rows.append(row)
+    return rows
+
+
+def _scalesim_rows(quick: bool) -> list[dict]:
+    """SCALE-Sim v3 on the square 64x64 OS array for every GEMM of the cycle table."""
+    from gen.bench.systolic import scalesim_reference
+    from software_model.flattened import square_tiled_cycles
+    decode, prefill = _shapes(quick)
+    rows = []
+    for m, k, n in decode + prefill:
+        ref = scalesim_reference(m, k, n, rows=SQUARE_BIG, cols=SQUARE_BIG,
+                                 dataflow="output_stationary")
+        ours = square_tiled_cycles(m, k, n, side=SQUARE_BIG)
+        rows.append({"M": m, "K": k, "N": n, "square_cycles": ours["cycles"], **ref})
+        print(f"  SCALE-Sim 64x64 OS {m}x{k}x{n}: {ref['scalesim_cycles']} ({ref['scalesim']}), "
+              f"ours {ours['cycles']}", flush=True)
     return rows
 
 
@@ -157,19 +223,63 @@ def _plot(curves: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def markdown(result: dict) -> str:
+    """The docs tables, generated from the bench's JSON."""
+    lines = ["| phase | M x K x N | square 64x64 | SCALE-Sim 64x64 (util) | flat 4x1024 | "
+             "flat 8x512 | gain (4x1024) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    ref = {(r["M"], r["K"], r["N"]): r for r in result.get("scalesim_square", [])}
+    for r in result["cycles"]:
+        s = ref.get((r["M"], r["K"], r["N"]))
+        ss = (f"{s['scalesim_utilization']:.3f}" + ("" if s["scalesim"] == "simulator" else " *")
+              if s else "-")
+        lines.append(f"| {r['phase']} | {r['M']} x {r['K']} x {r['N']} | {r['square_util']:.3f} | "
+                     f"{ss} | {r['flat_b4_m1024_util']:.3f} | {r['flat_b8_m512_util']:.3f} | "
+                     f"{r['flat_b4_m1024_gain']:.1f}x |")
+    lines.append("")
+    sims = [r for r in result.get("scalesim_square", []) if r["scalesim"] == "simulator"]
+    why = sorted({r["scalesim"].partition("(")[2].rstrip(")")
+                  for r in result.get("scalesim_square", []) if r["scalesim"] != "simulator"})
+    lines.append(f"SCALE-Sim: the simulator (gen/scalesim.py) on the square 64x64 "
+                 f"output-stationary array for {len(sims)} of {len(result['cycles'])} GEMMs; "
+                 "* = its closed form, equal to the simulator on every case simulated"
+                 + (f" ({'; '.join(w for w in why if w)})" if any(why) else "") + ".")
+    lines += ["", "| phase | M x K x N | compute only | "
+              "64-word ports: square / flat cycles (bound) "
+              "| gain | 1024-word ports: square / flat cycles (bound) | gain | native ports "
+              "(square 64, flat 1024) | of which wider ports |",
+              "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
+    for r in result["equal_memory"]:
+        sn, fn, sw, fw = r["square_narrow"], r["flat_narrow"], r["square_wide"], r["flat_wide"]
+        lines.append(
+            f"| {r['phase']} | {r['M']} x {r['K']} x {r['N']} | {r['gain_compute_only']:.2f}x | "
+            f"{sn['cycles']} ({sn['bound']}) / {fn['cycles']} ({fn['bound']}) | "
+            f"{r['gain_equal_narrow']:.2f}x | {sw['cycles']} ({sw['bound']}) / {fw['cycles']} "
+            f"({fw['bound']}) | {r['gain_equal_wide']:.2f}x | {r['gain_native_ports']:.2f}x | "
+            f"{r['gain_from_wider_ports']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def run(out_dir: Path, quick: bool = False) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {"benchmark": "flattened", "quick": quick}
     result["cycles"] = _cycle_rows(quick)
+    result["memory_settings"] = [m.to_dict() for m in memory_settings()]
+    result["equal_memory"] = _memory_rows(quick)
+    result["scalesim_square"] = _scalesim_rows(quick)
     result["utilization_vs_m"] = _util_curves(quick)
+    (out_dir / "flattened.md").write_text(markdown(result))
+    _plot(result["utilization_vs_m"], out_dir / "flattened.png")
+    print(markdown(result))
+    if os.environ.get("ACCELGEN_BENCH_MODEL_ONLY"):   # skip Verilator and Yosys
+        (out_dir / "flattened.json").write_text(json.dumps(result, indent=1) + "\n")
+        return result
     try:
         result["rtl"] = _rtl_rows(quick)
     except Exception as exc:           # a missing toolchain must not hide the model figures
         result["rtl_error"] = f"{type(exc).__name__}: {exc}"[:2000]
     result["synthesis"] = _synth_rows()
     (out_dir / "flattened.json").write_text(json.dumps(result, indent=1) + "\n")
-    _plot(result["utilization_vs_m"], out_dir / "flattened.png")
 
     print(f"{'phase':8} {'M':>5} {'K':>5} {'N':>5} {'square64':>9} {'b4_m1024':>9} "
           f"{'b8_m512':>8} {'gain b4':>8}")

@@ -14,23 +14,15 @@ from typing import Any
 
 import yaml
 
+from gen.registry import KINDS
 from gen.schema import ConfigBase, ConfigError, Problem, key_text, name_problem, show_value
 
 __all__ = ["GENERATORS", "ConfigError", "config_class", "config_from_dict", "load_config",
            "preset_paths", "read_yaml", "MAX_FILE_BYTES", "MAX_DEPTH", "MAX_VALUES"]
 
-#: ``kind`` -> ``module:ConfigClass``. Imported lazily so a broken generator can't break the others.
-GENERATORS: dict[str, str] = {
-    "systolic_array": "gen.config.systolic:SystolicArrayConfig",
-    "ternary_lut": "gen.config.ternary_lut:TernaryLUTConfig",
-    "float_add": "gen.config.float_add:FloatAddConfig",
-    "mxint_cast": "gen.config.mxint:MXIntCastConfig",
-    "mxint_dot": "gen.config.mxint:MXIntDotConfig",
-    "mxint_accumulator": "gen.config.mxint:MXIntAccumulatorConfig",
-    "mxint_linear": "gen.config.mxint:MXIntLinearConfig",
-    "flattened_array": "gen.config.flattened:FlattenedArrayConfig",
-    "accelerator": "gen.config.accelerator:AcceleratorConfig",
-}
+#: ``kind`` -> ``module:ConfigClass``, from the registry (gen/registry.py: one record per kind).
+#: Imported lazily so a broken generator can't break the others.
+GENERATORS: dict[str, str] = {name: record.config for name, record in KINDS.items()}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIR = REPO_ROOT / "configs"

@@ -27,6 +27,9 @@ class FloatAddConfig(ConfigBase):
         """Cycles from an operand handshake to the sum being valid."""
         return 2 + self.pipeline_stages
 
+    def parameters(self) -> dict:
+        return {"format": self.format, "pipeline_stages": self.pipeline_stages}
+
     def elaborate(self):
         from hw.float_add import FloatAdderUnit
-        return FloatAdderUnit(self)
+        return FloatAdderUnit(**self.parameters())

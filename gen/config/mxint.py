@@ -50,9 +50,12 @@ class MXIntCastConfig(ConfigBase):
         """Cycles from an input handshake to its block being valid (no backpressure)."""
         return 2
 
+    def parameters(self) -> dict:
+        return {"input_format": self.input_format, "fmt": self.fmt}
+
     def elaborate(self):
         from hw.mxint_cast import MXIntCast
-        return MXIntCast(self)
+        return MXIntCast(**self.parameters())
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,12 @@ class MXIntDotConfig(ConfigBase):
         """Decoded ea + eb always fits ew + 2 signed bits (biased codes reach 2^ew)."""
         return self.exponent_width + 2
 
+    def parameters(self) -> dict:
+        return {"fmt": self.fmt}
+
     def elaborate(self):
         from hw.mxint_dot import MXIntDotProduct
-        return MXIntDotProduct(self)
+        return MXIntDotProduct(**self.parameters())
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,14 @@ class MXIntAccumulatorConfig(ConfigBase):
         """Shift mode: renormalisation can lift the exponent above the inputs' maximum."""
         return self.exponent_width + 2
 
+    def parameters(self) -> dict:
+        return {"lanes": self.lanes, "input_width": self.input_width,
+                "exponent_width": self.exponent_width, "mode": self.mode,
+                "acc_width": self.acc_width, "max_terms": self.max_terms}
+
     def elaborate(self):
         from hw.mxint_accumulator import MXIntAccumulator
-        return MXIntAccumulator(self)
+        return MXIntAccumulator(**self.parameters())
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,10 @@ class MXIntLinearConfig(ConfigBase):
         """Cycles from a tile's last beat to its results."""
         return 3
 
+    def parameters(self) -> dict:
+        return {"in_features": self.in_features, "n_tile": self.n_tile, "fmt": self.fmt,
+                "output_format": self.output_format}
+
     def elaborate(self):
         from hw.mxint_linear import MXIntLinear
-        return MXIntLinear(self)
+        return MXIntLinear(**self.parameters())

@@ -142,14 +142,24 @@ class TernaryLUTConfig(ConfigBase):
             return _signed_bits(terms << (2 * width - 2))
         return _signed_bits(terms << (width - 1))
 
+    def parameters(self) -> dict:
+        """Keyword arguments of the unit of this architecture (the LUT unit alone has
+        ``mirrored``; float activations accumulate in their format, so no ``acc_width``)."""
+        out = {"mu": self.mu, "lanes_l": self.lanes_l, "lanes_k": self.lanes_k,
+               "activation": self.activation,
+               "acc_width": None if self.is_float else self.accumulator_width}
+        if self.architecture == "lut":
+            out["mirrored"] = self.mirrored
+        return out
+
     def elaborate(self):
         if self.architecture == "lut":
             from hw.ternary_lut import TernaryLUTUnit
-            return TernaryLUTUnit(self)
+            return TernaryLUTUnit(**self.parameters())
         from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
         if self.architecture == "addsub":
-            return TernaryAddSubUnit(self)
-        return TernaryMultiplierUnit(self)
+            return TernaryAddSubUnit(**self.parameters())
+        return TernaryMultiplierUnit(**self.parameters())
 
 
 def _signed_bits(magnitude):

@@ -123,6 +123,12 @@ class _Ledger:
         self.est.float_adders += count
         self._charge(part, count * self.units.fadd(self.fmt))
 
+    def float_add_shared(self, part: str, count: int = 1) -> None:
+        """Float adders whose operands are sign-selected copies shared with other adders: half
+        an add/subtract pair (calibration ``faddpair``), the probe of that sharing."""
+        self.est.float_adders += count
+        self._charge(part, count * self.units.fadd_pair(self.fmt) / 2)
+
     def add(self, part: str, width: int, is_float: bool, count: int = 1) -> None:
         if is_float:
             self.float_add(part, count)
@@ -194,24 +200,38 @@ def _tree_widths(width: int, terms: int) -> tuple[list[int], int]:
 
 
 def _lane_tree(ledger: _Ledger, terms: int, width: int, is_float: bool,
-               negations: int) -> int:
-    """One lane's adder tree (+ the negation count for inverted terms); returns the sum width."""
+               negations: int, shared_operands: bool = False) -> int:
+    """One lane's adder tree (+ the negation count for inverted terms); returns the sum width.
+
+    ``shared_operands``: the add/subtract unit's K lanes add sign-selected copies of the same
+    activations; ABC shares the float adders' exponent comparison and alignment across the
+    lanes, so a float adder there costs half an add/subtract pair (synthesized at 240-960
+    products/cycle: 873 GE per bf16 adder and 1033 per fp16 one against 1050 and 1137 alone;
+    half a pair is 876 and 1059). LUT lookups and products are per lane: isolated adders.
+    """
     if is_float:
-        ledger.float_add("trees", terms - 1)
+        if shared_operands:
+            ledger.float_add_shared("trees", terms - 1)
+        else:
+            ledger.float_add("trees", terms - 1)
         return width
     adders, total = _tree_widths(width, terms)
     for w in adders:
         ledger.int_add("trees", w)
     if negations:
         # sum() of one-bit values: 0 + n0 folds away, each later step is a counter increment.
-        pop = 2
-        for _ in range(negations - 1):
-            ledger.increment("negation count", pop)
-            pop += 1
-        # total (signed) + pop (unsigned, one more bit as signed): max + 1.
-        wide = max(total, pop + 1)
-        ledger.narrow_add("negation count", wide, pop)
-        total = wide + 1
+        # Amaranth widens every step by a bit (n + 1 bits after n flags), but after j flags the
+        # count is at most j: the bits above j.bit_length() are constant zero and synthesis
+        # (ABC's SAT sweeping) removes them, so step j costs a j.bit_length()-bit increment. Pricing
+        # the natural widths made the add/subtract unit 15-29% high at 240-960 products/cycle.
+        for j in range(1, negations):
+            ledger.increment("negation count", j.bit_length())
+        pop_bits = negations.bit_length()
+        natural = negations + 1
+        # total (signed) + pop (unsigned, one more bit as signed): max + 1 (register widths keep
+        # Amaranth's natural rule; the adder is priced at the bits that carry information).
+        ledger.narrow_add("negation count", max(total, pop_bits + 1), pop_bits)
+        total = max(total, natural + 1) + 1
     return total
 
 
@@ -280,6 +300,12 @@ def estimate(config, units: UnitAreas | None = None) -> CostEstimate:
         ledger.lookup("lookups", ways, ew, count=lanes_k * lanes_l)
         if is_float or not mirrored:
             ledger.gates("lookups", -lanes_k * lanes_l * (ew - int(mirrored)) * XOR_AREA)
+        else:
+            # The integer inversion (~v) feeds an adder (the lane tree, or the negation-count add
+            # when L = 1), and ABC folds an inverted adder input into the adder's own XORs: in
+            # place it costs nothing. Charging an XOR per bit made the LUT unit 6-9% high at
+            # 60-960 products/cycle (synthesized per-lane area, gen/cost_model/scaled.py).
+            ledger.gates("lookups", -lanes_k * lanes_l * ew * XOR_AREA)
         negations = lanes_l if (mirrored and not is_float) else 0
         sum_w = _lane_tree(ledger, lanes_l, ew, is_float, negations)
         for _ in range(lanes_k - 1):
@@ -290,9 +316,10 @@ def estimate(config, units: UnitAreas | None = None) -> CostEstimate:
                                                                  + AND_AREA)
         ledger.gates("selects", lanes_k * beat * term_area)
         negations = 0 if is_float else beat
-        sum_w = _lane_tree(ledger, beat, w, is_float, negations)
+        shared = lanes_k > 1
+        sum_w = _lane_tree(ledger, beat, w, is_float, negations, shared)
         for _ in range(lanes_k - 1):
-            _lane_tree(ledger, beat, w, is_float, negations)
+            _lane_tree(ledger, beat, w, is_float, negations, shared)
     else:
         est.multipliers = lanes_k * beat
         if is_float:

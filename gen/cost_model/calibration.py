@@ -124,15 +124,12 @@ def _probe(kind: str, size: int):
 
 def _decode(m, code_bits, mu, mirrored, name):
     """The LUT unit's own weight decoder (hw/ternary_lut.py), outside the unit."""
-    from types import SimpleNamespace
-
     from amaranth import Cat
 
-    from hw.ternary_lut import TernaryLUTUnit
+    from hw.ternary_lut import decode_group
 
-    unit = SimpleNamespace(mu=mu, mirrored=mirrored, half=(3 ** mu - 1) // 2)
     codes = [code_bits[2 * j:2 * j + 2] for j in range(mu)]
-    negate, index = TernaryLUTUnit.decode_group(unit, m, codes, name)
+    negate, index = decode_group(m, codes, mu=mu, mirrored=mirrored, name=name)
     return index if negate is None else Cat(index, negate)
 
 
@@ -178,18 +175,14 @@ def _lookup_probe(ways: int):
 
 def _table_probe(mu: int, width: int):
     """One table built by the LUT unit's own build_table, activations and entries registered."""
-    from types import SimpleNamespace
-
     from amaranth import Module, Signal, signed
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
-    from hw.ternary_lut import TernaryLUTUnit
+    from hw.ternary_lut import build_table, signed_bits
 
     half = (3 ** mu - 1) // 2
-    entry_width = (mu << (width - 1)).bit_length() + 1     # as TernaryLUTConfig derives it
-    config = SimpleNamespace(activation_width=width, table_entry_width=entry_width)
-    unit = SimpleNamespace(mu=mu, half=half, is_float=False, config=config)
+    entry_width = signed_bits(mu << (width - 1))           # as TernaryLUTUnit derives it
 
     class TableProbe(wiring.Component):
         def __init__(self):
@@ -203,7 +196,8 @@ def _table_probe(mu: int, width: int):
                 reg = Signal(signed(width), reset_less=True, name=f"a{j}")
                 m.d.sync += reg.eq(self.activations[j])
                 group.append(reg)
-            for i, entry in enumerate(TernaryLUTUnit.build_table(unit, m, group, "t")):
+            for i, entry in enumerate(build_table(m, group, mu=mu,
+                                                  entry_shape=signed(entry_width), name="t")):
                 reg = Signal(signed(entry_width), reset_less=True, name=f"q{i}")
                 m.d.sync += reg.eq(entry)
                 m.d.comb += self.entries[i].eq(reg)
@@ -241,14 +235,14 @@ def calibration_digest() -> str:
     import inspect
 
     from gen import synth
-    from hw.ternary_lut import TernaryLUTUnit
+    from hw import ternary_lut
     # The synthesis flow itself (script, library), not the rest of gen/synth.py.
     h.update(inspect.getsource(synth.synthesize_verilog).encode())
     h.update(inspect.getsource(synth._genlib).encode())
     h.update(str(getattr(synth, "_ABC_SCRIPT", "")).encode())
     # Only the decoder and table builder of the LUT unit are probed: the rest may change freely.
-    h.update(inspect.getsource(TernaryLUTUnit.decode_group).encode())
-    h.update(inspect.getsource(TernaryLUTUnit.build_table).encode())
+    h.update(inspect.getsource(ternary_lut.decode_group).encode())
+    h.update(inspect.getsource(ternary_lut.build_table).encode())
     return h.hexdigest()[:16]
 
 

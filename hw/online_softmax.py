@@ -188,7 +188,10 @@ class OnlineSoftmaxStep(wiring.Component):
             m.d.sync += row2.eq(0)
         tm = maxes.r_data.as_signed()
         m_old = read(st_m, row2, "old_max")
-        l_old = read(st_l, row2, "old_sum")
+        # init starts the rows afresh: the previous instruction's sums must not carry over
+        # (a second attention head would otherwise divide by both heads' sums)
+        l_old = Signal(unsigned(s.sum_bits))
+        m.d.comb += l_old.eq(Mux(fresh, 0, read(st_l, row2, "old_sum")))
         m_new = Signal(signed(s.max_bits))
         rescale = Signal(self.rescale_shape)
         m.d.comb += [m_new.eq(Mux(fresh | (tm > m_old), tm, m_old)),

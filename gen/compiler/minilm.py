@@ -196,14 +196,14 @@ def pool(hidden: np.ndarray, offsets, lengths) -> np.ndarray:
 def float_reference(model, sentences: Sequence[str], layers: int) -> dict:
     """The float32 model truncated to ``layers`` layers: per-layer hidden states (layer 0: the
     embedding LayerNorm's output) of all sentences packed (T x H) and the sentence embeddings."""
-    from software_model.minilm import BertConfig, MiniLM, layer_norm
-    cfg = dataclasses.replace(model.config, num_hidden_layers=layers)
+    from software_model.minilm import MiniLM, limited_blas_threads
     states = []
     for layer_count in range(layers + 1):
         sub = MiniLM.__new__(MiniLM)
-        sub.config = dataclasses.replace(cfg, num_hidden_layers=layer_count)
+        sub.config = dataclasses.replace(model.config, num_hidden_layers=layer_count)
         sub.weights, sub.tokenizer = model.weights, model.tokenizer
-        states.append(np.concatenate([sub.forward(model.tokenize(s)) for s in sentences]))
+        with limited_blas_threads(1):
+            states.append(np.concatenate([sub.forward(model.tokenize(s)) for s in sentences]))
     lengths = [len(model.tokenize(s)) for s in sentences]
     offsets = list(np.cumsum([0] + lengths[:-1]))
     return {"hidden": states, "embeddings": pool(states[-1], offsets, lengths)}
@@ -330,8 +330,12 @@ class _MiniLMCompiler:
         self.v_exp = [0] * self.layers
         if not p.is_int(KV):
             return
-        from software_model.minilm import record_linear_inputs
-        rec = record_linear_inputs(self.model, CALIBRATION_SENTENCES)
+        from software_model.minilm import MiniLM, limited_blas_threads, record_linear_inputs
+        sub = MiniLM.__new__(MiniLM)
+        sub.config = dataclasses.replace(self.model.config, num_hidden_layers=self.layers)
+        sub.weights, sub.tokenizer = self.model.weights, self.model.tokenizer
+        with limited_blas_threads(1):
+            rec = record_linear_inputs(sub, CALIBRATION_SENTENCES)
         w = self.model.weights
         for l in range(self.layers):
             x = rec[f"layer{l}.key"].astype(np.float64)

@@ -176,11 +176,19 @@ class Builder:
                                 d_stride=dst.stride, a_stride=src.stride)
 
     # -- cycle estimates (docs/isa.md "Cycle costs") -----------------------------------------
-    def cost(self, op: str, m: int = 1, n: int = 1, kb: int = 1) -> int:
-        key = (op, m, n, kb)
+    def cost(self, op: str, m: int = 1, n: int = 1, kb: int = 1, a: int = 0, b: int = 0,
+             a_stride: Optional[int] = None, b_stride: Optional[int] = None) -> int:
+        """Duration of one instruction in its queue (``CycleCosts``, docs/isa.md), cached.
+        MATMUL's depends on the operands' banks: give their addresses and strides (default:
+        at 0, stride = rows)."""
+        a_stride = m if a_stride is None else a_stride
+        b_stride = n if b_stride is None else b_stride
+        banks = self.p.sp_banks
+        key = (op, m, n, kb, a % banks, b % banks, a_stride % banks, b_stride % banks)
         got = self._cost_cache.get(key)
         if got is None:
-            instr = SimpleNamespace(m=m, n=n, kb=kb)
+            instr = SimpleNamespace(m=m, n=n, kb=kb, a=a, b=b, a_stride=a_stride,
+                                    b_stride=b_stride)
             got = self._cost_cache[key] = getattr(self.costs, op.lower())(instr, self.p,
                                                                          self.memory)
         return got

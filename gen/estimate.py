@@ -69,6 +69,10 @@ CALIBRATION: dict[str, tuple[float, float, float]] = {
     "mxint_softmax": (1.00, 1.57, 5000.0),
     "mxint_layernorm": (1.44, 1.57, 5000.0),
     "mxint_gelu": (0.85, 1.57, 5000.0),
+    # The accelerator: the sum of its parts' models, not fitted (no preset was synthesized
+    # whole); the units inside it carry their own kinds' factors only approximately.
+    # Generation speed measured on accelerator_small and accelerator_plena (12 s and 25 s).
+    "accelerator": (1.0, 1.6, 30000.0),
     "ternary_lut": (1.00, 1.46, 4000.0),
     "float_add": (1.03, 1.58, 8000.0),
 }
@@ -336,6 +340,35 @@ def _mxint_gelu(cfg) -> tuple[dict, float]:
     return {"lanes": k, "multipliers": k * cfg.degree}, k * lane + _ff(k * w)
 
 
+def _accelerator(cfg) -> tuple[dict, float]:
+    """The composition: the flattened matrix unit, the ACC and SP memories, the three nonlinear
+    units (their own models, at the accelerator's block size and activation format), the online
+    softmax state and a fixed allowance for the DMA engines, queues and decoder. The ACC and SP
+    memories are counted in bits, not cells: they are RAM macros (block RAM on an FPGA), one
+    memory each in the Verilog, and cost elaboration nothing per bit."""
+    from types import SimpleNamespace
+    f, m, b = cfg.formats, cfg.matrix, cfg.block_size
+    a_w, w_w, kv_w = (f.activation.element_width, f.weight.element_width,
+                      f.kv.element_width)
+    acc = cfg.accumulator.width
+    pes = m.rows * m.cols * m.sub_arrays
+    area = pes * _os_pe(a_w, max(w_w, kv_w), acc, True)
+    area += m.sub_arrays * (_skew(m.rows, a_w) + _skew(m.cols, w_w) + _skew(m.cols, acc))
+    area += (m.sub_arrays - 1) * m.cols * (_add(acc) + _ff(acc))
+    word = b * max(a_w, w_w, kv_w) + cfg.exponent_width
+    memory_bits = cfg.accumulator.words * m.cols * acc + cfg.scratchpad.words * word
+    unit = dict(block_size=b, element_width=a_w, out_element_width=a_w,
+                exponent_width=cfg.exponent_width, buffer_blocks=None)
+    sm, ln, ge = cfg.vector.softmax, cfg.vector.layernorm, cfg.vector.gelu
+    area += _mxint_softmax(SimpleNamespace(**unit, **vars(sm)))[1]
+    area += _mxint_layernorm(SimpleNamespace(**unit, **vars(ln), param_element_width=a_w,
+                                             row_blocks=max(1, ln.row_length // b)))[1]
+    area += _mxint_gelu(SimpleNamespace(**unit, **vars(ge)))[1]
+    area += _ff(cfg.vector.softmax_rows * 2 * (sm.exp_bits + 16))
+    area += 20000.0 + cfg.memory.port_words * word * 4 * _DATA_FF
+    return {"multipliers": pes, "memory bits": memory_bits}, area
+
+
 def _ternary(cfg) -> tuple[dict, float]:
     from gen.cost_model import estimate as cost_estimate
     est = cost_estimate(cfg, _units())
@@ -357,6 +390,7 @@ _MODELS: dict[str, Callable] = {
     "systolic_array": _systolic,
     "flattened_array": _flattened,
     "mxint_cast": _mxint_cast,
+    "accelerator": _accelerator,
     "mxint_softmax": _mxint_softmax,
     "mxint_layernorm": _mxint_layernorm,
     "mxint_gelu": _mxint_gelu,

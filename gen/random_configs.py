@@ -47,6 +47,12 @@ SMALL: dict[str, dict[str, Any]] = {
     "float_add": {},
 }
 
+#: Kinds made of nested mappings whose cross-field rules a field-by-field draw rarely meets:
+#: ``module:function`` of their own seeded generator of valid config data (rng -> dict).
+DRAWERS: dict[str, str] = {
+    "accelerator": "gen.config.accelerator:random_accelerator_config",
+}
+
 _MAX_TRIES = 400
 
 
@@ -79,6 +85,12 @@ def random_config(kind: str, rng: np.random.Generator, *, name: str | None = Non
     if kind not in GENERATORS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(GENERATORS))}")
     cls = config_class(kind)
+    if kind in DRAWERS:
+        import importlib
+        module, _, function = DRAWERS[kind].partition(":")
+        data = getattr(importlib.import_module(module), function)(rng)
+        data["name"] = name or f"random_{kind}"
+        return cls.from_dict(data, source=f"<random {kind}>")
     hints = typing.get_type_hints(cls)
     narrow = SMALL.get(kind, {})
     last_error = None

@@ -79,6 +79,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "cosim.ternary_lut",
          "tests/test_ternary_lut.py", dse="gen.dse.ternary:TernaryDse", bench="ternary",
          summary="LUT-based ternary (BitNet b1.58) units and their baselines"),
+    Kind("accelerator", "gen.config.accelerator:AcceleratorConfig",
+         ("hw.accelerator:Accelerator",), "software_model.accelerator:execute", "cosim.accelerator",
+         "tests/test_accelerator_rtl.py", bench="accelerator",
+         summary="instruction-driven accelerator: flattened or square matrix unit, MXInt "
+                 "vector unit, scratchpad, DMA, fused attention"),
     Kind("float_add", "gen.config.float_add:FloatAddConfig", ("hw.float_add:FloatAdderUnit",),
          "software_model.float16:add", "cosim.float_add", "tests/test_float_add.py",
          summary="FP16/BF16 adders"),
@@ -114,6 +119,11 @@ BENCHES: dict[str, Bench] = {b.name: b for b in (
           "every preset: cells, area, flops, longest path, latency, the deepest stage named"),
     Bench("fpga", "gen.bench.fpga",
           "every preset on an ECP5 LFE5U-85F: LUT4, FF, DSP, BRAM, Fmax, critical path"),
+    Bench("accelerator", "gen.bench.accelerator",
+          "accelerator golden-model speed, fused-attention error, cycle-model estimates"),
+    Bench("minilm", "gen.bench.minilm",
+          "all-MiniLM-L6-v2 through the accelerator RTL: small/PLENA-like/square, SCALE-Sim, "
+          "decode shapes"),
 )}
 
 

@@ -116,10 +116,13 @@ def test_existing_non_folder_at_the_target_is_not_replaced(tmp_path):
 
 
 def test_every_preset_is_below_the_warning_and_the_guard():
+    """Block presets stay below the size warning; whole accelerators (hundreds of thousands of
+    cells, a real synthesis job) may pass it but stay under the guard."""
     for path in preset_paths():
         est = estimate(config_from_dict(__import__("yaml").safe_load(path.read_text()),
                                         default_name=path.stem))
-        assert est is not None and 0 < est.cells < WARN_CELLS < DEFAULT_MAX_CELLS, path
+        limit = DEFAULT_MAX_CELLS if est and est.kind == "accelerator" else WARN_CELLS
+        assert est is not None and 0 < est.cells < limit <= DEFAULT_MAX_CELLS, path
 
 
 def test_estimate_matches_documented_synthesis_within_a_factor():

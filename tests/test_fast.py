@@ -220,6 +220,7 @@ EQUIVALENCE_PRESETS = [
     "systolic_os_4x4_int8", "systolic_ws_8x8_int8", "flattened_b4_m4_mxint8_square",
     "mxint_cast_fp32_w4_k8", "mxint_dot_w4_k8", "mxint_accumulator_exact_l1_w21",
     "mxint_linear_w2_k8_e7_fp32", "ternary_lut_int8_mu2_l4_k4", "float_add_fp16",
+    "mxint_softmax_k8_w6_r2_table", "mxint_layernorm_k2_n8_w8_out6", "mxint_gelu_k4_w8_table",
 ]
 
 

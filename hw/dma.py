@@ -1,0 +1,272 @@
+"""DMA between the off-chip memory port and the scratchpad (docs/accelerator.md sections 2, 6).
+
+The memory port is two streams: ``mem_req`` ``{write, addr, count, data[port_words]}`` (a read
+of ``count`` words at ``addr``, or a write of the first ``count`` words of ``data``) and
+``mem_resp`` ``{data[port_words]}`` (read data, in request order). Words move ``port_words`` per
+beat; ``port_words`` is at most the scratchpad's ``banks`` so one beat is one scratchpad run.
+
+* :class:`LoadEngine` (``LOAD``): ``segments`` segments of ``words`` consecutive words, DRAM
+  ``dram + s * dram_stride`` -> SP ``sp + s * sp_stride``. Reads are issued ahead, up to
+  ``outstanding`` beats in flight; responses come back in order, so the scratchpad address of
+  each is recomputed by a second walk of the same pattern instead of being queued.
+* :class:`StoreEngine` (``STORE``): the same shape from SP to DRAM; scratchpad runs are read
+  only against a reserved row of the write buffer, so a stalled port never loses data.
+* :class:`MemoryPortArbiter`: the two engines' beats onto ``mem_req``, alternating when both
+  wait (a load cannot starve a store or the reverse), holding a choice while its beat waits.
+
+An instruction is complete when its last beat has left (store) or its last response is written
+into the scratchpad (load).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.primitives import CreditBuffer, check_positive, parameter_repr
+from hw.scratchpad import (RunGenerator, ScratchpadReadPort, ScratchpadWritePort,
+                           check_power_of_two)
+
+__all__ = ["dma_command_layout", "read_request_layout", "write_request_layout",
+           "memory_request_layout", "memory_response_layout", "LoadEngine", "StoreEngine",
+           "MemoryPortArbiter"]
+
+
+def dma_command_layout(*, sp_address_bits: int, dram_address_bits: int) -> data.StructLayout:
+    """A LOAD or STORE as the engines see it (fields of isa.md, already routed)."""
+    return data.StructLayout({
+        "sp": unsigned(sp_address_bits),
+        "dram": unsigned(dram_address_bits),
+        "words": unsigned(16),
+        "segments": unsigned(16),
+        "sp_stride": unsigned(sp_address_bits),
+        "dram_stride": unsigned(dram_address_bits),
+    })
+
+
+def read_request_layout(address_bits: int, port_words: int) -> data.StructLayout:
+    return data.StructLayout({"addr": unsigned(address_bits), "count": range(port_words + 1)})
+
+
+def write_request_layout(address_bits: int, port_words: int, word) -> data.StructLayout:
+    return data.StructLayout({"addr": unsigned(address_bits), "count": range(port_words + 1),
+                              "data": data.ArrayLayout(word, port_words)})
+
+
+def memory_request_layout(address_bits: int, port_words: int, word) -> data.StructLayout:
+    """``mem_req``: ``write`` (1: write ``data``; 0: read), ``addr``, ``count`` (1 ..
+    ``port_words`` words), ``data`` (ignored by reads)."""
+    return data.StructLayout({"write": 1, "addr": unsigned(address_bits),
+                              "count": range(port_words + 1),
+                              "data": data.ArrayLayout(word, port_words)})
+
+
+def memory_response_layout(port_words: int, word) -> data.StructLayout:
+    """``mem_resp``: a read's words (element k = word ``addr + k``; those >= count unused)."""
+    return data.StructLayout({"data": data.ArrayLayout(word, port_words)})
+
+
+def _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits):
+    check_positive("Port words", port_words)
+    check_power_of_two("Scratchpad banks", sp_banks)
+    if port_words > sp_banks:
+        raise ValueError(f"Port words must be at most the scratchpad banks ({sp_banks}), not "
+                         f"{port_words}")
+    check_positive("Scratchpad address bits", sp_address_bits)
+    if not isinstance(dram_address_bits, int) or not 1 <= dram_address_bits <= 32:
+        raise ValueError(f"DRAM address bits must be an integer from 1 to 32, not "
+                         f"{dram_address_bits!r}")
+
+
+class LoadEngine(wiring.Component):
+    """``LOAD``: DRAM -> scratchpad along a 2-D pattern. ``command`` is taken when idle;
+    ``busy`` is high until the last response is written."""
+
+    def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
+                 dram_address_bits: int, word, outstanding: int = 16):
+        _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
+        check_positive("Outstanding reads", outstanding)
+        self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
+        self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits
+        self.outstanding = outstanding
+        super().__init__({
+            "command": In(stream.Signature(dma_command_layout(
+                sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits))),
+            "busy": Out(1),
+            "read_req": Out(stream.Signature(read_request_layout(dram_address_bits,
+                                                                 port_words))),
+            "read_resp": In(stream.Signature(memory_response_layout(port_words, word))),
+            "sp": Out(ScratchpadWritePort(address_bits=sp_address_bits, banks=sp_banks,
+                                          word=word)),
+        })
+
+    def __repr__(self):
+        return parameter_repr(self, "port_words", "sp_banks", "sp_address_bits",
+                              "dram_address_bits", "outstanding")
+
+    def elaborate(self, platform):
+        m = Module()
+        source = m.submodules.dram_runs = RunGenerator(address_bits=self.dram_address_bits,
+                                                       max_run=self.port_words)
+        target = m.submodules.sp_runs = RunGenerator(address_bits=self.sp_address_bits,
+                                                     max_run=self.port_words)
+        cmd = self.command
+        busy = source.busy | target.busy
+        m.d.comb += [self.busy.eq(busy), cmd.ready.eq(~busy)]
+        start = cmd.valid & cmd.ready
+        c = cmd.payload
+        m.d.comb += [
+            source.start.eq(start), target.start.eq(start),
+            source.pattern.base.eq(c.dram), source.pattern.outer.eq(c.segments),
+            source.pattern.outer_stride.eq(c.dram_stride), source.pattern.inner.eq(c.words),
+            source.pattern.inner_stride.eq(1),
+            target.pattern.base.eq(c.sp), target.pattern.outer.eq(c.segments),
+            target.pattern.outer_stride.eq(c.sp_stride), target.pattern.inner.eq(c.words),
+            target.pattern.inner_stride.eq(1),
+        ]
+
+        # -- reads ahead, bounded ----------------------------------------------------------------
+        in_flight = Signal(range(self.outstanding + 1))
+        room = in_flight != self.outstanding
+        req = self.read_req
+        m.d.comb += [
+            req.valid.eq(source.runs.valid & room),
+            req.payload.addr.eq(source.runs.payload.addr),
+            req.payload.count.eq(source.runs.payload.count),
+            source.runs.ready.eq(req.ready & room),
+        ]
+        issued = req.valid & req.ready
+
+        # -- responses into the scratchpad, addresses from the second walk ------------------------
+        resp, write = self.read_resp, self.sp.req
+        m.d.comb += [
+            write.valid.eq(resp.valid),
+            write.payload.addr.eq(target.runs.payload.addr),
+            write.payload.count.eq(target.runs.payload.count),
+            resp.ready.eq(write.ready),
+            target.runs.ready.eq(resp.valid & write.ready),
+        ]
+        m.d.comb += [write.payload.data[k].eq(resp.payload.data[k])
+                     for k in range(self.port_words)]
+        written = resp.valid & resp.ready
+        m.d.sync += in_flight.eq(in_flight + issued - written)
+        return m
+
+
+class StoreEngine(wiring.Component):
+    """``STORE``: scratchpad -> DRAM along a 2-D pattern. ``command`` is taken when idle;
+    ``busy`` is high until the last write beat has left on ``write_req``."""
+
+    def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
+                 dram_address_bits: int, word, buffer_depth: int = 4):
+        _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
+        check_positive("Buffer depth", buffer_depth)
+        self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
+        self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits
+        self.buffer_depth = buffer_depth
+        self.write_layout = write_request_layout(dram_address_bits, port_words, word)
+        super().__init__({
+            "command": In(stream.Signature(dma_command_layout(
+                sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits))),
+            "busy": Out(1),
+            "sp": Out(ScratchpadReadPort(address_bits=sp_address_bits, banks=sp_banks,
+                                         word=word)),
+            "write_req": Out(stream.Signature(self.write_layout)),
+        })
+
+    def __repr__(self):
+        return parameter_repr(self, "port_words", "sp_banks", "sp_address_bits",
+                              "dram_address_bits", "buffer_depth")
+
+    def elaborate(self, platform):
+        m = Module()
+        source = m.submodules.sp_runs = RunGenerator(address_bits=self.sp_address_bits,
+                                                     max_run=self.port_words)
+        target = m.submodules.dram_runs = RunGenerator(address_bits=self.dram_address_bits,
+                                                       max_run=self.port_words)
+        buf = m.submodules.write_buffer = CreditBuffer(layout=self.write_layout,
+                                                       depth=self.buffer_depth)
+        wiring.connect(m, buf.read, wiring.flipped(self.write_req))
+        cmd = self.command
+        busy = source.busy | (buf.credits != self.buffer_depth)
+        m.d.comb += [self.busy.eq(busy), cmd.ready.eq(~busy)]
+        start = cmd.valid & cmd.ready
+        c = cmd.payload
+        m.d.comb += [
+            source.start.eq(start), target.start.eq(start),
+            source.pattern.base.eq(c.sp), source.pattern.outer.eq(c.segments),
+            source.pattern.outer_stride.eq(c.sp_stride), source.pattern.inner.eq(c.words),
+            source.pattern.inner_stride.eq(1),
+            target.pattern.base.eq(c.dram), target.pattern.outer.eq(c.segments),
+            target.pattern.outer_stride.eq(c.dram_stride), target.pattern.inner.eq(c.words),
+            target.pattern.inner_stride.eq(1),
+        ]
+
+        # -- read a run only against a reserved write-buffer row ---------------------------------
+        req = self.sp.req
+        credit = buf.credits != 0
+        m.d.comb += [
+            req.valid.eq(source.runs.valid & credit),
+            req.payload.addr.eq(source.runs.payload.addr),
+            req.payload.count.eq(source.runs.payload.count),
+            source.runs.ready.eq(req.ready & credit),
+            target.runs.ready.eq(req.valid & req.ready),     # same run boundaries
+            buf.reserve.eq(req.valid & req.ready),
+        ]
+        addr = Signal(self.dram_address_bits, reset_less=True)
+        count = Signal(range(self.port_words + 1), reset_less=True)
+        m.d.sync += [addr.eq(target.runs.payload.addr), count.eq(target.runs.payload.count)]
+        m.d.comb += [
+            buf.write.valid.eq(self.sp.resp_valid),
+            buf.write.payload.addr.eq(addr),
+            buf.write.payload.count.eq(count),
+        ]
+        m.d.comb += [buf.write.payload.data[k].eq(self.sp.resp[k])
+                     for k in range(self.port_words)]
+        return m
+
+
+class MemoryPortArbiter(wiring.Component):
+    """Load reads and store writes onto the one ``mem_req`` stream.
+
+    When both wait, the one that did not go last goes (alternation); a beat offered and not yet
+    taken keeps its place, as a stream source must."""
+
+    def __init__(self, *, address_bits: int, port_words: int, word):
+        check_positive("Address bits", address_bits)
+        check_positive("Port words", port_words)
+        self.address_bits, self.port_words, self.word = address_bits, port_words, word
+        super().__init__({
+            "reads": In(stream.Signature(read_request_layout(address_bits, port_words))),
+            "writes": In(stream.Signature(write_request_layout(address_bits, port_words,
+                                                               word))),
+            "mem_req": Out(stream.Signature(memory_request_layout(address_bits, port_words,
+                                                                  word))),
+        })
+
+    def __repr__(self):
+        return parameter_repr(self, "address_bits", "port_words")
+
+    def elaborate(self, platform):
+        m = Module()
+        rd, wr, out = self.reads, self.writes, self.mem_req
+        holding = Signal()          # a beat was offered last cycle and not taken
+        held_write = Signal()
+        prefer_write = Signal()
+        write = Signal()
+        m.d.comb += write.eq(Mux(holding, held_write,
+                                 Mux(rd.valid & wr.valid, prefer_write, wr.valid)))
+        m.d.comb += [
+            out.valid.eq(Mux(write, wr.valid, rd.valid)),
+            out.payload.write.eq(write),
+            out.payload.addr.eq(Mux(write, wr.payload.addr, rd.payload.addr)),
+            out.payload.count.eq(Mux(write, wr.payload.count, rd.payload.count)),
+            out.payload.data.eq(wr.payload.data),
+            rd.ready.eq(~write & out.ready),
+            wr.ready.eq(write & out.ready),
+        ]
+        m.d.sync += [holding.eq(out.valid & ~out.ready), held_write.eq(write)]
+        with m.If(out.valid & out.ready):
+            m.d.sync += prefer_write.eq(~write)
+        return m

@@ -83,6 +83,15 @@ def random_inputs(manifest: dict, beats: int, rng: np.random.Generator) -> dict[
             cols["last"] = _last_flags(lengths)
             out[name] = cols
         return out
+    if kind == "mxint_layernorm":
+        # Rows of row_length / block_size blocks and whole parameter sets: a partial set holds
+        # every later row off (the unit waits for the set's last beat), so it is not a stimulus.
+        nb = int(cfg["row_length"]) // int(cfg["block_size"])
+        sets = max(1, beats // (8 * nb))
+        out["params"] = random_columns(ports["params__payload"]["layout"], sets * nb, rng)
+        out["operands"] = random_columns(ports["operands__payload"]["layout"],
+                                         max(1, beats // nb) * nb, rng)
+        return out
     for name in streams:
         layout = ports[f"{name}__payload"]["layout"]
         fields = layout.get("fields", {}) if layout["type"] == "struct" else {}

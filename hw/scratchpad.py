@@ -194,6 +194,11 @@ class Scratchpad(wiring.Component):
                      for k, port in enumerate(self.read)]
         write_rows = [rows_of(port.req.payload.addr, f"write{k}")
                       for k, port in enumerate(self.write)]
+        def row_of(offset, b, row0, row1):
+            # words of banks before the run's first bank lie in the next row; no bank lies
+            # after the last one, so the last bank always uses row0 (no constant comparison)
+            return Mux(offset > b, row1, row0) if b < banks - 1 else row0
+
         for b in range(banks):
             mem = m.submodules[f"bank{b}"] = self.bank_memories[b]
             # The read address is registered and the bank read asynchronously after it: the
@@ -209,14 +214,14 @@ class Scratchpad(wiring.Component):
                 offset, wants, _position, granted = reads[k]
                 row0, row1 = read_rows[k]
                 with m.If(granted & wants[b]):
-                    m.d.sync += read_row.eq(Mux(offset > b, row1, row0) if banks > 1 else row0)
+                    m.d.sync += read_row.eq(row_of(offset, b, row0, row1))
             bank_data.append(rp.data)
             for k in reversed(range(self.write_ports)):
                 offset, wants, position, granted = writes[k]
                 payload = self.write[k].req.payload
                 row0, row1 = write_rows[k]
                 with m.If(granted & wants[b]):
-                    m.d.comb += [wp.addr.eq(Mux(offset > b, row1, row0) if banks > 1 else row0),
+                    m.d.comb += [wp.addr.eq(row_of(offset, b, row0, row1)),
                                  wp.en.eq(1)]
                     with m.Switch(position[b]):
                         for p in range(banks):

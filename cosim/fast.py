@@ -83,7 +83,7 @@ class Design:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Design":
-        """A folder written by ``accelgen rtl`` / ``gen.export.export_rtl``."""
+        """A folder written by ``accelgen rtl`` (verilog and manifest.json)."""
         folder = Path(folder)
         manifest = json.loads((folder / "manifest.json").read_text())
         return cls(folder / manifest["files"][0], manifest)
@@ -665,7 +665,7 @@ def build(design: Design, *, harness: str = "fast", opt: str | None = None,
 
     ``harness="fast"``: the native harness alone (default ``-O2``, for long workloads).
     ``harness="cocotb"``: cocotb's Verilator main plus the native harness in one executable
-    (default ``-O0``); :mod:`cosim.runner` uses this build for every cocotb regression, so a test
+    (default ``-O0``); the runner (``gen/cosim_run.py``) uses this build for every cocotb regression, so a test
     that also runs the native harness on a preset needs no build of its own. ``waves`` (cocotb
     only): FST tracing, or VCD where the compiler lacks ``lz4.h`` (which Verilator's FST writer
     needs).

@@ -1,6 +1,6 @@
 """cocotb side of co-simulation: stream driver, monitor and scoreboard, shared by every block.
 
-A testbench runs inside the simulator process started by :mod:`cosim.runner`. Everything it needs
+A testbench runs inside the simulator process started by the runner (``gen/cosim_run.py``). Everything it needs
 comes from the environment: the manifest (config + port layouts) of the Verilog under test, the
 seed, the sample count, and the probabilities of input gaps and output backpressure. Payloads are
 packed and unpacked from the layouts recorded in the manifest, so a testbench works with dicts,

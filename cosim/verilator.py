@@ -91,7 +91,7 @@ def build_root() -> Path:
     return Path(env) if env else _REPO_ROOT / "build" / "verilator"
 
 
-#: Verilator options of every simulation build. Lint is a separate step (gen.lint) with its own
+#: Verilator options of every simulation build. Lint is a separate step (gen/lint.py) with its own
 #: waivers, so a simulation build must not stop on style warnings. ``--x-assign/--x-initial fast``
 #: in every build, so every harness starts from the same state.
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",

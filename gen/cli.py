@@ -444,7 +444,7 @@ def cmd_cosim(args) -> int:
             raise _Usage(f"--test: got {show_value(args.test)}; allowed: 'all' or a "
                          f"comma-separated list of {module}'s tests: {', '.join(tests)}")
         args.test = ",".join(wanted)
-    from cosim.runner import main_cosim
+    from gen.cosim_run import main_cosim
     _current[:] = [args.config]
     return main_cosim(args)
 

@@ -102,7 +102,10 @@ def _repro_command(config: ConfigBase, config_path: Path | None, seed: int, samp
 
 
 def _default_module(config: ConfigBase) -> str:
-    return getattr(config, "cosim_module", "") or f"cosim.{config.kind}"
+    """The kind's testbench, from its registry record (gen/registry.py)."""
+    from gen.registry import KINDS
+    record = KINDS.get(config.kind)
+    return (record.testbench if record else None) or f"cosim.{config.kind}"
 
 
 def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *,

@@ -14,6 +14,7 @@ import os
 import re
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from cocotb.triggers import Event, ReadOnly, RisingEdge, with_timeout
 
 from cosim.traffic import STRESS_PROFILES, Pattern, Profile, profile as make_profile
 
-__all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
+__all__ = ["Testbench", "PlainData", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
            "record_file_stem", "STRESS_PROFILES",
            "signed_limits", "operand_matrix", "OPERAND_STYLES"]
 
@@ -257,6 +258,53 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+class PlainData(Mapping):
+    """A read-only view of a JSON mapping of ``manifest.json`` with attribute access
+    (``tb.config.rows``, ``tb.parameters["fmt"]``); nested mappings are views too. Testbenches read
+    the manifest through this, never through gen/'s config dataclasses: what a config derives
+    (widths, formats, depths) is in ``parameters``, or computed from there by the testbench."""
+
+    __slots__ = ("_data", "_where")
+
+    def __init__(self, data: dict, where: str = "manifest"):
+        object.__setattr__(self, "_data", dict(data))
+        object.__setattr__(self, "_where", where)
+
+    def _wrap(self, key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return PlainData(value, f"{self._where}.{key}")
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._wrap(key, self._data[key])
+        except KeyError:
+            raise KeyError(f"{self._where} has no {key!r}; it has: "
+                           + ", ".join(sorted(self._data))) from None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"{self._where} is read-only (it is the manifest's data)")
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"PlainData({self._where}: {self._data!r})"
+
+
 class Testbench:
     """Clock, reset, config, seeded RNG and the stream helpers for one cocotb test."""
 
@@ -265,8 +313,10 @@ class Testbench:
         self.log = dut._log
         manifest_path = Path(os.environ["ACCELGEN_MANIFEST"])
         self.manifest = json.loads(manifest_path.read_text())
-        from gen.config import config_from_dict
-        self.config = config_from_dict(self.manifest["config"], source=str(manifest_path))
+        # Plain data only (the layering is gen -> cosim -> hw -> software_model): the YAML mapping
+        # with defaults, and the component's parameters as the config mapped them.
+        self.config = PlainData(self.manifest["config"], "config")
+        self.parameters = PlainData(self.manifest.get("parameters", {}), "parameters")
         self.test_name = _current_test_name()
         base_seed = int(os.environ.get("ACCELGEN_SEED", "1"))
         # Each test gets its own stream of numbers from the one user-visible seed.

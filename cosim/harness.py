@@ -229,23 +229,52 @@ class StreamSink(_StreamPort):
 
 
 class Scoreboard:
-    """Compares expected with observed results and counts every comparison."""
+    """Compares expected with observed results and counts every comparison.
+
+    Test hook: ``ACCELGEN_TEST_CORRUPT=N`` makes comparison number N (0-based) of every test
+    expect a deliberately wrong value (the lowest bit of its first integer flipped), so the whole
+    failure path (mismatch report, seed, reproduce command, waveform rerun) can be exercised
+    against a design that is right. Never set outside that test (tests/test_cosim_failure.py).
+    """
 
     def __init__(self, tb: "Testbench", max_reports: int = 10):
         self.tb = tb
         self.checked = 0
         self.mismatches: list[str] = []
         self.max_reports = max_reports
+        corrupt = os.environ.get("ACCELGEN_TEST_CORRUPT", "")
+        self.corrupt = int(corrupt) if corrupt.strip() else None
 
     def check(self, expected: Any, got: Any, context: str) -> bool:
+        index = self.checked
         self.checked += 1
-        if _normalise(expected) == _normalise(got):
+        expected = _normalise(expected)
+        if index == self.corrupt:
+            expected = _corrupted(expected)
+            self.tb.log.warning("ACCELGEN_TEST_CORRUPT=%d: comparison %d expects a deliberately "
+                                "wrong value", index, index)
+        if expected == _normalise(got):
             return True
-        msg = f"MISMATCH {context}: expected {_normalise(expected)!r}, got {_normalise(got)!r}"
+        msg = f"MISMATCH {context}: expected {expected!r}, got {_normalise(got)!r}"
         self.mismatches.append(msg)
         if len(self.mismatches) <= self.max_reports:
             self.tb.log.error(msg)
         return False
+
+
+def _corrupted(value: Any) -> Any:
+    """``value`` with the lowest bit of its first integer flipped (the ACCELGEN_TEST_CORRUPT
+    hook); a value without an integer becomes a marker that equals nothing."""
+    if isinstance(value, bool):
+        return int(value) ^ 1
+    if isinstance(value, int):
+        return value ^ 1
+    if isinstance(value, dict) and value:
+        key = next(iter(value))
+        return {**value, key: _corrupted(value[key])}
+    if isinstance(value, list) and value:
+        return [_corrupted(value[0]), *value[1:]]
+    return ("corrupted by ACCELGEN_TEST_CORRUPT", value)
 
 
 def _normalise(value: Any) -> Any:
@@ -386,6 +415,7 @@ class Testbench:
         (out_dir / f"{record_file_stem(self.test_name)}.json").write_text(json.dumps({
             "test": self.test_name, "checked": sb.checked, "mismatches": len(sb.mismatches),
             "seed": self.seed, "samples": self.samples, "records": self.records,
+            "first_mismatches": sb.mismatches[:5],
         }, indent=1, sort_keys=True))
         repro = os.environ.get("ACCELGEN_REPRO", "").replace("{test}", self.test_name)
         if sb.mismatches:

@@ -209,7 +209,16 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
         if bad:
             entry["failed"] = True
             text = "\n".join((el.get("message") or "") + "\n" + (el.text or "") for el in bad)
-            failures.append(f"{name}: {text.strip()[-3000:]}")
+            # The first mismatch leads (expected vs got, with its job/beat index), whatever the
+            # length of the traceback after it.
+            first = entry.get("first_mismatches") or _logged_mismatches(sim_dir / "sim.log",
+                                                                         name)
+            head = ""
+            if first:
+                count = entry.get("mismatches") or len(first)
+                head = (f"{count} of {entry.get('checked', '?')} results mismatched; first "
+                        f"{first[0]}\n")
+            failures.append(f"{name}: {head}{text.strip()[-3000:]}")
         elif entry.get("checked", 0) <= 0:
             entry["failed"] = True
             failures.append(f"{name}: passed but checked no results (the harness tally is "
@@ -225,6 +234,20 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
                                                       if t.get("failed")) or "all"))
         return message, tally
     return None, tally
+
+
+def _logged_mismatches(log: Path, test: str) -> list[str]:
+    """MISMATCH lines the scoreboard logged for ``test`` (for a test that failed before its
+    tally was written, e.g. on a timeout after a mismatch)."""
+    if not log.exists():
+        return []
+    found, inside = [], False
+    for line in log.read_text(errors="replace").splitlines():
+        if "running " in line:
+            inside = f"running {test} " in line or line.rstrip().endswith(f"running {test}")
+        elif inside and "MISMATCH" in line:
+            found.append(line[line.index("MISMATCH"):])
+    return found
 
 
 def main_cosim(args) -> int:

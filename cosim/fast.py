@@ -41,7 +41,7 @@ import numpy as np
 
 from cosim.payload import columns_from_values, pack_beats, to_values, unpack_beats, words_for
 from cosim.traffic import Profile, profile as make_profile
-from cosim.verilator import Build, BuildError, build_model
+from cosim.verilator import Build, BuildError, build_model, cpp_port_name
 
 __all__ = ["Design", "Stream", "FastRun", "FastSimError", "Words", "simulate", "build",
            "harness_sources", "cpp_port_name", "bare_loop", "read_inputs_npz", "write_run_npz",
@@ -502,21 +502,6 @@ int main(int argc, char** argv) {
     return accelgen_cocotb_main(argc, argv);
 }
 """
-
-
-def cpp_port_name(name: str) -> str:
-    """Verilator's C++ member name of a port: ``__`` is encoded (``a__b`` -> ``a___05Fb``)."""
-    out = []
-    i = 0
-    while i < len(name):
-        c = name[i]
-        if c == "_" and i + 1 < len(name) and name[i + 1] == "_":
-            out.append("___05F")
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
 
 
 def _ctype(width: int) -> str:

@@ -188,11 +188,23 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
     env.update(extra_env or {})
     if waves:
         env["ACCELGEN_WAVES"] = "1"
-    results_xml = runner.test(test_module=test_module, hdl_toplevel=config.top_name,
-                              hdl_toplevel_lang="verilog",
-                              build_dir=binary_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
-                              extra_env=env, waves=waves, results_xml=str(sim_dir / "results.xml"),
-                              log_file=sim_dir / "sim.log")
+    results_xml = sim_dir / "results.xml"
+    results_xml.unlink(missing_ok=True)     # never read a previous run's verdict
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=config.top_name,
+                    hdl_toplevel_lang="verilog",
+                    build_dir=binary_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
+                    extra_env=env, waves=waves, results_xml=str(results_xml),
+                    log_file=sim_dir / "sim.log")
+    except SystemExit as exc:
+        # Under pytest, cocotb's runner ends a failed run with sys.exit(), which pytest would
+        # show as a bare "SystemExit: 1". The results file and the tallies say what failed.
+        if not results_xml.exists():
+            tail = _log_tail(sim_dir / "sim.log")
+            return (f"co-simulation of {config.name} failed (seed {seed}): the simulator exited "
+                    f"({exc.code}) without a results file.\n{tail}\nSimulator log: "
+                    f"{sim_dir / 'sim.log'}\nReproduce with: {repro.replace('{test}', 'all')}",
+                    CosimResult(config=config, build_dir=build_dir))
     tally = CosimResult(config=config, build_dir=build_dir)
     for path in sorted(record_dir.glob("*.json")):
         data = json.loads(path.read_text())
@@ -208,7 +220,10 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
         entry = tally.tests.setdefault(name, {"test": name, "checked": 0})
         if bad:
             entry["failed"] = True
-            text = "\n".join((el.get("message") or "") + "\n" + (el.text or "") for el in bad)
+            # cocotb's message is usually the traceback's last line: print it once
+            text = "\n".join(el.text or el.get("message") or "" if el.get("message", "") in
+                              (el.text or "") else (el.get("message") or "") + "\n" +
+                              (el.text or "") for el in bad)
             # The first mismatch leads (expected vs got, with its job/beat index), whatever the
             # length of the traceback after it.
             first = entry.get("first_mismatches") or _logged_mismatches(sim_dir / "sim.log",
@@ -234,6 +249,12 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
                                                       if t.get("failed")) or "all"))
         return message, tally
     return None, tally
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    if not log.exists():
+        return "(no simulator log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _logged_mismatches(log: Path, test: str) -> list[str]:

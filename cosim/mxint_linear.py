@@ -8,6 +8,7 @@ import numpy as np
 from cosim.harness import Testbench
 from cosim.mxint_common import (block_payload, expected_block, exponent_field, mxint_format,
                                 random_exponent_codes, random_mantissas)
+from hw.mxint_linear import MXIntLinear
 from software_model.mxint import (MXIntFormat, decode_exponent, encode_exponent, mxint_linear,
                                   quantize_mxint)
 
@@ -19,7 +20,8 @@ def view(config, parameters) -> SimpleNamespace:
     n_tile = parameters["n_tile"]
     return SimpleNamespace(fmt=fmt, n_tile=n_tile, output_format=parameters["output_format"],
                            out_fmt=dataclasses.replace(fmt, block_size=n_tile),
-                           k_blocks=max(1, parameters["in_features"] // fmt.block_size))
+                           k_blocks=max(1, parameters["in_features"] // fmt.block_size),
+                           latency=MXIntLinear.latency)
 
 
 def _cfg(tb):

@@ -108,7 +108,7 @@ def test_testbench_view_matches_config(module, path):
         want = getattr(config, name)
         assert value == want, f"{module}.view().{name} = {value!r}, the config says {want!r}"
         compared += 1
-    assert compared >= 3, f"{module}.view() shares only {compared} attributes with the config"
+    assert compared >= 2, f"{module}.view() shares only {compared} attributes with the config"
     if hasattr(view, "elaborate"):      # the component rebuilt from the recorded parameters
         got, want = view.elaborate(), config.elaborate()
         for c in (got, want):

@@ -589,7 +589,7 @@ def cmd_dse(args) -> int:
 
 def cmd_fuzz(args) -> int:
     from gen.fuzz import run_campaign
-    return run_campaign(cases=args.cases, seed=args.seed, out=Path(args.out),
+    return run_campaign(cases=args.cases, seed=args.seed, out=Path(args.out), cli=main,
                         rtl_max_cells=args.rtl_max_cells, progress=not args.no_progress)
 
 

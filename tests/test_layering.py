@@ -71,6 +71,15 @@ def _presets():
             continue
         for path in preset_paths(name):
             yield pytest.param(record.testbench, path, id=path.stem)
+        yield pytest.param(record.testbench, f"random:{name}", id=f"random-{name}")
+
+
+def _configs(source):
+    """A preset, or (``random:<kind>``) a handful of seeded random valid configs of the kind."""
+    if str(source).startswith("random:"):
+        from gen.random_configs import random_configs
+        return random_configs(str(source).partition(":")[2], 6, seed=11)
+    return [load_config(source)]
 
 
 def test_plain_data_is_read_only():
@@ -84,11 +93,15 @@ def test_plain_data_is_read_only():
         data.cols
 
 
-@pytest.mark.parametrize("module,path", list(_presets()))
-def test_testbench_view_matches_config(module, path):
+@pytest.mark.parametrize("module,source", list(_presets()))
+def test_testbench_view_matches_config(module, source):
     """Every attribute a testbench's ``view`` derives from the manifest equals the config
-    dataclass's own (the helpers take either)."""
-    config = load_config(path)
+    dataclass's own (the helpers take either), for every preset and random configs."""
+    for config in _configs(source):
+        _check_view(module, config)
+
+
+def _check_view(module, config):
     tb = importlib.import_module(module)
     cfg, params = _manifest_data(config)
     if module == "cosim.accelerator":
@@ -106,7 +119,8 @@ def test_testbench_view_matches_config(module, path):
         if not hasattr(config, name):
             continue        # a component parameter the config names differently
         want = getattr(config, name)
-        assert value == want, f"{module}.view().{name} = {value!r}, the config says {want!r}"
+        assert value == want, \
+            f"{config.name}: {module}.view().{name} = {value!r}, the config says {want!r}"
         compared += 1
     assert compared >= 2, f"{module}.view() shares only {compared} attributes with the config"
     if hasattr(view, "elaborate"):      # the component rebuilt from the recorded parameters

@@ -293,7 +293,8 @@ def cmd_lint(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from gen.synth import SynthError, synthesize
+    from gen.export import synthesize
+    from gen.synth import SynthError
 
     configs = _load_all(args.configs)
     _guard_size(args.configs, configs, args.max_cells)

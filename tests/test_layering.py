@@ -58,6 +58,63 @@ def test_folders_import_only_downward(folder):
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (anywhere in the file, so the imports
+    inside functions count too)."""
+    files = {_module_name(p): p for folder in ALLOWED for p in (ROOT / folder).rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for target in targets:
+                if target in files and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def test_no_import_circles_between_files():
+    """No two project files import each other, directly or through others (Tarjan's strongly
+    connected components of the import graph)."""
+    graph = _import_graph()
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in graph[node]:
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
+
+
 def _manifest_data(config) -> tuple[PlainData, PlainData]:
     """``config`` and ``parameters`` exactly as manifest.json carries them (through JSON)."""
     manifest = json.loads(json.dumps({"config": config.to_dict(),

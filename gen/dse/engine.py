@@ -99,7 +99,7 @@ def synthesize_cached(config, cache_dir: Path | None = None) -> dict:
     path = cache_dir / f"{config.config_hash[:24]}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from gen.synth import synthesize
+    from gen.export import synthesize
     report = synthesize(config).to_dict()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

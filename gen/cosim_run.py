@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -263,11 +264,14 @@ def _logged_mismatches(log: Path, test: str) -> list[str]:
     if not log.exists():
         return []
     found, inside = [], False
+    started = re.compile(r"\brunning (?:\S+\.)?" + re.escape(test) + r"(?: \(|$)")
     for line in log.read_text(errors="replace").splitlines():
-        if "running " in line:
-            inside = f"running {test} " in line or line.rstrip().endswith(f"running {test}")
+        if "cocotb.regression" in line and " running " in line:
+            inside = started.search(line.rstrip()) is not None
         elif inside and "MISMATCH" in line:
-            found.append(line[line.index("MISMATCH"):])
+            mismatch = line[line.index("MISMATCH"):]
+            if mismatch not in found:
+                found.append(mismatch)
     return found
 
 

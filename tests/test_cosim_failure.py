@@ -68,3 +68,20 @@ def test_failing_cosim_reports_first_mismatch_seed_repro_and_waveform(tmp_path, 
     assert wave, text
     trace = Path(wave.group(1).rstrip(","))
     assert trace.suffix in (".fst", ".vcd") and trace.is_file() and trace.stat().st_size > 0
+
+
+def test_mismatches_of_a_test_that_never_wrote_its_tally_come_from_the_log(tmp_path):
+    """A test that fails before tb.finish() (a timeout after a mismatch) has no tally: the
+    runner takes its first mismatch from the scoreboard's log lines of that test only."""
+    from gen.cosim_run import _logged_mismatches
+    log = tmp_path / "sim.log"
+    log.write_text(
+        "0.00ns INFO     cocotb.regression   running cosim.x.random_jobs/profile='mild' (1/2)\n"
+        "90.00ns ERROR    ..tb.x MISMATCH job 0 row 1: expected 3, got 2\n"
+        "100.00ns INFO     cocotb.regression   running cosim.x.corner_cases (2/2)\n"
+        "120.00ns ERROR    ..tb.x MISMATCH job 4 row 0: expected 1, got 0\n"
+        "                   MISMATCH job 4 row 0: expected 1, got 0\n")
+    assert _logged_mismatches(log, "corner_cases") == ["MISMATCH job 4 row 0: expected 1, got 0"]
+    assert _logged_mismatches(log, "random_jobs/profile='mild'") == [
+        "MISMATCH job 0 row 1: expected 3, got 2"]
+    assert _logged_mismatches(log, "cases") == []

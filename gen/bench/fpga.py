@@ -64,7 +64,7 @@ def _failed_row(cfg, macs, exc, wall) -> dict:
 def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import PRESET_DIR, load_config
     from gen.fpga import FpgaError, FpgaTarget, run_fpga
-    from gen.synth import synthesize
+    from gen.export import synthesize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

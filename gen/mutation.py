@@ -201,6 +201,19 @@ CATALOGUE: tuple[Mutant, ...] = (
            'first = delay(m, ~in_job, depth, name="beat_first", enable=advance)',
            'first = delay(m, C(0), depth, name="beat_first", enable=advance)',
            "a job's first beat adds to the previous job's sum", ("tests/test_ternary_lut.py",)),
+    # -- MXInt nonlinear units --------------------------------------------------------------------
+    Mutant("softmax_running_max_frozen", "mxint_softmax", "hw/mxint_softmax.py",
+           "Mux(f_at | (bm.value > m_reg), bm.value, m_reg)", "Mux(f_at, bm.value, m_reg)",
+           "the row's running max keeps its first block's value (a later, larger block is not "
+           "rescaled)", ("tests/test_mxint_softmax.py",)),
+    Mutant("gelu_negative_tail", "mxint_gelu", "hw/mxint_gelu.py",
+           "Mux(x < -half, 0, y)", "Mux(x < -half, y, y)",
+           "inputs below the polynomial's range get the polynomial's edge value instead of 0",
+           ("tests/test_mxint_gelu.py",)),
+    Mutant("layernorm_row_sum_carried", "mxint_layernorm", "hw/mxint_layernorm.py",
+           "[Mux(f_at, 0, acc_s), Mux(f_at, 0, acc_c)]", "[acc_s, Mux(f_at, 0, acc_c)]",
+           "half of a row's carry-save sum is not cleared at the next row",
+           ("tests/test_mxint_layernorm.py",)),
     # -- an equivalent mutant, kept to show the report explains them ----------------------------
     Mutant("tree_operands_swapped", "primitives", "hw/primitives.py",
            "total = add(values[p], values[p + 1])",

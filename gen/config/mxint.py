@@ -185,6 +185,11 @@ class MXIntLinearConfig(ConfigBase):
                           choices=_ROUNDINGS)
     output_format: str = param("fp32 (one rounding, half-even) or mxint (the n_tile outputs "
                                "form one block)", default="fp32", choices=("fp32", "mxint"))
+    segment_bits: int = param("Pipelining knob: bits per carry segment of the exact accumulator "
+                              "and of the rounding stage's accumulator-wide adds (each segment "
+                              "is one ripple, carries wait in registers); smaller is shallower, "
+                              "a value >= the accumulator width leaves each add one ripple as "
+                              "wide as the accumulator", default=16, min=2, max=512)
 
     def check(self):
         if self.in_features % self.block_size:
@@ -235,11 +240,12 @@ class MXIntLinearConfig(ConfigBase):
     @property
     def latency(self) -> int:
         """Cycles from a tile's last beat to its results."""
-        return 3
+        from hw.mxint_linear import MXIntLinear
+        return MXIntLinear.latency
 
     def parameters(self) -> dict:
         return {"in_features": self.in_features, "n_tile": self.n_tile, "fmt": self.fmt,
-                "output_format": self.output_format}
+                "output_format": self.output_format, "segment_bits": self.segment_bits}
 
     def elaborate(self):
         from hw.mxint_linear import MXIntLinear

@@ -257,8 +257,8 @@ class MXIntLinear(wiring.Component):
             msb, any_set = _leading_one_tree(mag)
             msbs.append(stage(msb, f"msb_{n}"))
             nonzero.append(stage(any_set, f"nonzero_{n}"))
-        mags = [delay(m, mag, 1, name=f"mag8_{n}", enable=advance) for n, mag in enumerate(mags)]
-        signs = [delay(m, s, 1, name=f"sign8_{n}", enable=advance) for n, s in enumerate(signs)]
+        mags = [delay(m, mag, 1, name=f"mag9_{n}", enable=advance) for n, mag in enumerate(mags)]
+        signs = [delay(m, s, 1, name=f"sign9_{n}", enable=advance) for n, s in enumerate(signs)]
         if self.output_format == "fp32":
             out = self._round_fp32(m, stage, mags, signs, msbs, nonzero, lsb)
         else:
@@ -292,25 +292,25 @@ class MXIntLinear(wiring.Component):
             # shift < 0 only on the unselected subnormal path of a grid that cannot reach it
             m.d.comb += shift_cap.eq(Mux(shift < 0, 0, Mux(shift > cap, cap, shift)))
             shift_cap = stage(shift_cap, f"fp_shift_cap_r_{n}")
-            top, normal = later(top, 1, f"top10_{n}"), later(normal, 1, f"normal10_{n}")
+            top, normal = later(top, 1, f"top11_{n}"), later(normal, 1, f"normal11_{n}")
             # stages 12 and 13: shift with guard and sticky, then the rounding add; at most 24
             # bits and the rounding carry: the rest of the quotient is always zero
-            rounded, _ = round_magnitude(m, Cat(Const(0, headroom), later(mag, 2, f"mag10_{n}")),
+            rounded, _ = round_magnitude(m, Cat(Const(0, headroom), later(mag, 2, f"mag11_{n}")),
                                          shift_cap, rounding="half_even", name=f"fp_{n}", keep=26,
                                          register=stage)
-            top, normal = later(top, 1, f"top11_{n}"), later(normal, 1, f"normal11_{n}")
+            top, normal = later(top, 1, f"top12_{n}"), later(normal, 1, f"normal12_{n}")
             # exponent field - 1 in the upper bits, then adding the significand's hidden bit
             # carries into it: a rounding carry to 2^24 bumps the exponent for free
             packed = Signal(40, name=f"fp_packed_{n}")
             m.d.comb += packed.eq(Mux(normal, (top + 126).as_unsigned() << 23, 0) + rounded[:26])
             magnitude = Signal(31, name=f"fp_mag_{n}")
-            with m.If(~later(nonzero[n], 3, f"nonzero11_{n}")):
+            with m.If(~later(nonzero[n], 3, f"nonzero12_{n}")):
                 m.d.comb += magnitude.eq(0)
             with m.Elif((top > 127) | (packed >= 0x7F800000)):
                 m.d.comb += magnitude.eq(0x7F800000)
             with m.Else():
                 m.d.comb += magnitude.eq(packed)
-            words.append(Cat(magnitude, later(signs[n], 3, f"sign11_{n}")))
+            words.append(Cat(magnitude, later(signs[n], 3, f"sign12_{n}")))
         return Cat(*words)
 
     def _round_mxint(self, m, stage, mags, signs, msbs, nonzero, lsb):
@@ -345,13 +345,13 @@ class MXIntLinear(wiring.Component):
         for n, mag in enumerate(mags):
             # stages 12 and 13: shift with guard and sticky, then round and saturate; a quotient
             # bit above the element width is already beyond mantissa_max
-            rounded, over = round_magnitude(m, later(mag, 2, f"mag10_{n}"), shift_cap,
+            rounded, over = round_magnitude(m, later(mag, 2, f"mag11_{n}"), shift_cap,
                                             rounding=of.rounding, name=f"mx_{n}",
                                             keep=of.element_width, register=stage)
             clamped = Signal(range(of.mantissa_max + 1), name=f"mx_clamped_{n}")
             m.d.comb += clamped.eq(Mux(over | (rounded > of.mantissa_max), of.mantissa_max,
                                        rounded))
-            mans.append(Mux(later(signs[n], 3, f"sign11_{n}"), -clamped,
+            mans.append(Mux(later(signs[n], 3, f"sign12_{n}"), -clamped,
                             clamped)[:of.element_width])
         return Cat(e_out, *mans)
 

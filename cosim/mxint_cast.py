@@ -27,7 +27,7 @@ async def _run(tb, blocks, gap=None, stall=None):
     for i, want in enumerate(expected):
         got = await sink.recv()
         tb.scoreboard.check(want, got, f"block {i} (input {[hex(int(b)) for b in blocks[i]]})")
-    return sink
+    return source, sink
 
 
 @cocotb.test()
@@ -45,11 +45,15 @@ async def random_and_corner_blocks(dut):
 
 @cocotb.test()
 async def full_throughput(dut):
-    """No gaps, no backpressure: one block per cycle once the pipeline is full."""
+    """No gaps, no backpressure: one block per cycle once the pipeline is full, the first the
+    config's latency after its input."""
     tb = await Testbench.start(dut)
     cfg = tb.config
     n = max(16, tb.samples // 4)
     blocks = [random_float_block(tb.rng, cfg.block_size, cfg.input_format) for _ in range(n)]
-    sink = await _run(tb, blocks, gap=0.0, stall=0.0)
+    source, sink = await _run(tb, blocks, gap=0.0, stall=0.0)
     check_one_per_cycle(tb, sink, n)
-    tb.finish(min_checked=n + 1)
+    latency = sink.beat_cycles[0] - source.beat_cycles[0]
+    tb.record("latency", latency)
+    tb.scoreboard.check(cfg.latency, latency, "cycles from a block's input to its output")
+    tb.finish(min_checked=n + 2)

@@ -85,6 +85,10 @@ def check_fast(cfg, profile, seed=5):
                       {"blocks": len(expected)}, profile=profile, seed=seed)
     assert len(run.outputs["blocks"]) == len(expected) == 36
     assert run.outputs["blocks"] == expected, f"{cfg!r} under {profile}"
+    if profile == "smooth":     # no gaps or stalls: the stated latency, one block per cycle
+        ins, outs = run.cycles["values"], run.cycles["blocks"]
+        assert outs[0] - ins[0] == cfg.latency == 5
+        assert outs[-1] - outs[0] == len(expected) - 1
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -106,4 +110,5 @@ def test_mxint_cast_cosim(config):
     assert result.tests["random_and_corner_blocks"]["checked"] >= 200
     throughput = result.records("full_throughput")
     assert throughput["max_cycles_between_results"] == 1
+    assert throughput["latency"] == config.latency
     assert result.checked > 0

@@ -25,7 +25,7 @@ def _fmt(cfg, block_size=None):
 @dataclass(frozen=True)
 class MXIntCastConfig(ConfigBase):
     """Cast a block of FP16/BF16/FP32 values to one MXInt block (shared exponent + signed
-    mantissas), one block per cycle, latency 2 (docs/mxint.md)."""
+    mantissas), one block per cycle, latency 5 (docs/mxint.md)."""
 
     kind: ClassVar[str] = "mxint_cast"
 
@@ -48,7 +48,8 @@ class MXIntCastConfig(ConfigBase):
     @property
     def latency(self) -> int:
         """Cycles from an input handshake to its block being valid (no backpressure)."""
-        return 2
+        from hw.mxint_cast import MXIntCast
+        return MXIntCast.latency
 
     def parameters(self) -> dict:
         return {"input_format": self.input_format, "fmt": self.fmt}

@@ -101,6 +101,12 @@ FAST_CONFIGS = [
     # 7 exponent bits: products reach FP32 subnormals (2^-126 and below) and overflow to Inf
     {"block_size": 2, "in_features": 4, "n_tile": 2, "out_features": 2, "element_width": 3,
      "exponent_width": 7, "exponent_encoding": "biased", "output_format": "fp32"},
+    # narrow carry segments: every accumulator, resolution and negation carry crosses many
+    # segment boundaries
+    {"block_size": 2, "in_features": 6, "n_tile": 2, "out_features": 2, "element_width": 4,
+     "exponent_width": 3, "output_format": "mxint", "segment_bits": 3},
+    {"block_size": 2, "in_features": 4, "n_tile": 1, "out_features": 1, "element_width": 3,
+     "exponent_width": 4, "output_format": "fp32", "segment_bits": 2},
 ]
 
 

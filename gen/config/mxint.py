@@ -125,6 +125,11 @@ class MXIntAccumulatorConfig(ConfigBase):
                                      default=None, min=2, max=128)
     max_terms: int = param("Most terms one sum may have (sets the exact mode's carry bits)",
                            default=1024, min=1, max=1 << 20)
+    segment_bits: int = param("Pipelining knob (exact mode): bits per carry segment of the wide "
+                              "accumulator (each segment one ripple, carries wait in registers); "
+                              "smaller is shallower, >= the sum width leaves one ripple as wide "
+                              "as the sum. Shift mode's loop has no knob", default=16, min=2,
+                              max=512)
 
     def check(self):
         if self.mode == "shift":
@@ -154,10 +159,16 @@ class MXIntAccumulatorConfig(ConfigBase):
         span = (1 << self.exponent_width) - 1
         return self.input_width + span + max(0, (self.max_terms - 1).bit_length())
 
+    @property
+    def latency(self) -> int:
+        """Cycles from a sum's last term to the sum: 4 in exact mode, 1 in shift mode."""
+        return 4 if self.mode == "exact" else 1
+
     def parameters(self) -> dict:
         return {"lanes": self.lanes, "input_width": self.input_width,
                 "exponent_width": self.exponent_width, "mode": self.mode,
-                "acc_width": self.acc_width, "max_terms": self.max_terms}
+                "acc_width": self.acc_width, "max_terms": self.max_terms,
+                "segment_bits": self.segment_bits}
 
     def elaborate(self):
         from hw.mxint_accumulator import MXIntAccumulator

@@ -1,7 +1,8 @@
 """MXIntCast: a block of FP16/BF16/FP32 values in, one MXInt block out, one block per cycle.
 
 Five pipeline stages (latency 5, software_model.mxint.mxint_cast is the reference; each stage
-is at most a max tree, a shifter or a rounding add deep):
+is at most a max tree, a shifter or a rounding add deep; ``pipelined=False``, the knob, drops
+the registers after 1, 2 and 4: latency 2, about 42-62 gate levels on the presets):
 
 1. decode every element (sign, significand with hidden bit, effective exponent) and find its
    floor(log2|v|) with a leading-one detector (only subnormals need it);
@@ -39,11 +40,16 @@ class MXIntCast(wiring.Component):
     (block size, element and exponent widths, exponent encoding, rounding).
     """
 
-    #: stages: decode, block maximum, shared exponent, align, round (see the module docstring)
-    latency = 5
+    #: latency by ``pipelined``: decode, block maximum, shared exponent, align, round (see the
+    #: module docstring), or the two-stage layout (decode .. clamp, align .. round)
+    LATENCY = {True: 5, False: 2}
 
-    def __init__(self, *, input_format: str, fmt: MXIntFormat):
+    def __init__(self, *, input_format: str, fmt: MXIntFormat, pipelined: bool = True):
         check_choice("Input format", input_format, tuple(INPUT_FORMATS))
+        if not isinstance(pipelined, bool):
+            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
+        self.pipelined = pipelined
+        self.latency = self.LATENCY[pipelined]
         self.input_format = input_format
         self.fmt = check_format(fmt)
         self.exp_bits, self.frac_bits, self.in_width = INPUT_FORMATS[input_format]
@@ -55,7 +61,7 @@ class MXIntCast(wiring.Component):
         })
 
     def __repr__(self):
-        return parameter_repr(self, "input_format", "fmt")
+        return parameter_repr(self, "input_format", "fmt", "pipelined")
 
     def elaborate(self, platform):
         m = Module()
@@ -80,6 +86,9 @@ class MXIntCast(wiring.Component):
             return reg
         later = lambda value, cycles, name: delay(m, value, cycles, name=name,  # noqa: E731
                                                   enable=advance)
+        # the three registers `pipelined` adds (after the decode, the max tree, the shift)
+        piped = self.pipelined
+        extra = stage if piped else (lambda value, name: value)
 
         # -- stage 1: decode, per-element floor(log2) ------------------------------------------
         s1_sign = Signal(k, reset_less=True)
@@ -100,7 +109,7 @@ class MXIntCast(wiring.Component):
                 m.d.comb += top.eq(expf + fb)
             with m.Elif(frac != 0):
                 m.d.comb += top.eq(1 + msb)
-            tops.append(stage(top, f"top_r_{i}"))
+            tops.append(extra(top, f"top_r_{i}"))
             with m.If(advance):
                 m.d.sync += [
                     s1_sign[i].eq(bits[width - 1]),
@@ -111,7 +120,7 @@ class MXIntCast(wiring.Component):
         # -- stage 2: the block's maximum (a balanced max tree) ---------------------------------
         top_max = Signal(range((1 << eb) + fb))
         m.d.comb += top_max.eq(max_tree(tops))
-        top_max = stage(top_max, "top_max_r")
+        top_max = extra(top_max, "top_max_r")
 
         # -- stage 3: the shared exponent, clamped -----------------------------------------------
         e_true = Signal(signed(eb + 3))
@@ -119,8 +128,8 @@ class MXIntCast(wiring.Component):
         e_blk = clamp_exponent(m, e_true, empty=top_max == 0, fmt=f,
                                shape=signed(f.exponent_width + 1), name="e_blk")
         s1_e = stage(e_blk, "e_r")
-        sigs = [later(s1_sig[i], 2, f"sig3_{i}") for i in range(k)]
-        exps = [later(s1_exp[i], 2, f"exp3_{i}") for i in range(k)]
+        sigs = [later(s1_sig[i], 2 * piped, f"sig3_{i}") for i in range(k)]
+        exps = [later(s1_exp[i], 2 * piped, f"exp3_{i}") for i in range(k)]
 
         # -- stages 4 and 5: align with guard and sticky, then round and saturate ----------------
         mags_max = f.mantissa_max
@@ -135,15 +144,15 @@ class MXIntCast(wiring.Component):
             x = Cat(Const(0, guard_shift), sig)                       # p + guard_shift bits
             # a quotient bit at or above the element width is beyond mantissa_max already
             mag, over = round_magnitude(m, x, t_cap, rounding=f.rounding, name=f"mag_{i}",
-                                        keep=w, register=stage)
-            saturate = stage((t < 0) & (sig != 0), f"left_{i}") | over | (mag > mags_max)
+                                        keep=w, register=stage if piped else None)
+            saturate = extra((t < 0) & (sig != 0), f"left_{i}") | over | (mag > mags_max)
             clamped = Signal(range(mags_max + 1), name=f"clamped_{i}")
             m.d.comb += clamped.eq(Mux(saturate, mags_max, mag))
-            mantissas.append(Mux(later(s1_sign[i], 3, f"sign4_{i}"), -clamped, clamped))
+            mantissas.append(Mux(later(s1_sign[i], 3 * piped, f"sign4_{i}"), -clamped, clamped))
 
         result = Signal(self.block_layout, reset_less=True)
         with m.If(advance):
-            m.d.sync += result.exponent.eq(encode_exponent(later(s1_e, 1, "e4"), f))
+            m.d.sync += result.exponent.eq(encode_exponent(later(s1_e, 1 * piped, "e4"), f))
             m.d.sync += [result.mantissas[i].eq(mantissas[i]) for i in range(k)]
         m.d.comb += self.blocks.payload.eq(result)
         return m

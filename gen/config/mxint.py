@@ -40,6 +40,9 @@ class MXIntCastConfig(ConfigBase):
                                    choices=_ENCODINGS)
     rounding: str = param("Mantissa rounding (on the magnitude)", default="half_even",
                           choices=_ROUNDINGS)
+    pipelined: bool = param("Pipelining knob: five stages, each at most a max tree, a shifter or "
+                            "a rounding add deep (latency 5); false: two stages, decode to "
+                            "shared exponent and align to round (latency 2)", default=True)
 
     @property
     def fmt(self):
@@ -49,10 +52,10 @@ class MXIntCastConfig(ConfigBase):
     def latency(self) -> int:
         """Cycles from an input handshake to its block being valid (no backpressure)."""
         from hw.mxint_cast import MXIntCast
-        return MXIntCast.latency
+        return MXIntCast.LATENCY[self.pipelined]
 
     def parameters(self) -> dict:
-        return {"input_format": self.input_format, "fmt": self.fmt}
+        return {"input_format": self.input_format, "fmt": self.fmt, "pipelined": self.pipelined}
 
     def elaborate(self):
         from hw.mxint_cast import MXIntCast

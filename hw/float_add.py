@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hw.primitives import GlobalEnable, check_choice, delay, parameter_repr
 from software_model.float16 import FORMATS, FloatFormat
 
-__all__ = ["float_add", "float_mul", "float_neg", "FloatAdderUnit", "float_format", "PIPELINE_POINTS"]
+__all__ = ["float_add", "float_add_staged", "float_mul", "float_neg", "FloatAdderUnit", "float_format", "PIPELINE_POINTS"]
 
 _GUARD_BITS = 3     # guard, round, sticky: enough for a correctly rounded add (one left shift)
 
@@ -182,6 +182,15 @@ def float_add(m, a, b, fmt, name="fadd"):
     """Combinational correctly rounded a + b; returns a Signal of the format's width."""
     f = float_format(fmt)
     return _add_normalize(m, _add_align(m, a, b, f, name), f, name)
+
+
+def float_add_staged(m, a, b, fmt, register, name="fadd"):
+    """``a + b`` as :func:`float_add`, with ``register(value, name)`` (a pipeline register)
+    between alignment/addition and normalisation/rounding: two stages of about half the depth."""
+    f = float_format(fmt)
+    parts = _add_align(m, a, b, f, name)
+    parts = {k: register(v, f"{name}_{k}_s") for k, v in parts.items()}
+    return _add_normalize(m, parts, f, name)
 
 
 def float_mul(m, a, b, fmt, name="fmul"):

@@ -10,7 +10,7 @@ from amaranth import *
 
 from hw.float_add import float_mul
 from hw.primitives import tree_depth
-from hw.ternary_lut import TernaryUnitBase
+from hw.ternary_lut import FLOAT_ADD_STAGES, TernaryUnitBase
 
 __all__ = ["TernaryAddSubUnit", "TernaryMultiplierUnit"]
 
@@ -23,7 +23,7 @@ class TernaryAddSubUnit(TernaryUnitBase):
 
     @classmethod
     def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
-        return max(1, tree_depth(lanes_l * mu)) if pipelined else 1
+        return max(1, FLOAT_ADD_STAGES * tree_depth(lanes_l * mu)) if pipelined else 1
 
     def beat_sums(self, m, advance, activations, weights):
         beat = self.beat_reduction
@@ -56,7 +56,7 @@ class TernaryMultiplierUnit(TernaryUnitBase):
 
     @classmethod
     def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
-        return 1 + (max(1, tree_depth(lanes_l * mu)) if pipelined else 1)
+        return 1 + (max(1, FLOAT_ADD_STAGES * tree_depth(lanes_l * mu)) if pipelined else 1)
 
     def beat_sum_bound(self) -> int:
         # dequantised weights span the full int range: products up to 2^(2w-2)

@@ -130,10 +130,11 @@ def test_latency_follows_the_pipelining():
     """One stage per level of float adds (table build, lane trees) when pipelined."""
     assert make(mu=3, lanes_l=3, activation="int8").latency == 3           # integers: as before
     assert make(mu=3, lanes_l=3, activation="fp16", pipeline_float_adds=False).latency == 3
-    assert make(mu=3, lanes_l=3, activation="fp16").latency == 1 + 2 + 2    # build 2, tree 2
-    assert make(mu=4, lanes_l=1, activation="fp16").latency == 1 + 3 + 1
-    assert make(architecture="multiplier", mu=2, lanes_l=3, activation="fp16").latency == 5
-    assert make(architecture="addsub", mu=2, lanes_l=2, activation="bf16").latency == 3
+    # two stages per float add (a register inside it, one after it)
+    assert make(mu=3, lanes_l=3, activation="fp16").latency == 1 + 2 * 2 + 2 * 2  # build 2, tree 2
+    assert make(mu=4, lanes_l=1, activation="fp16").latency == 1 + 2 * 3 + 1     # no tree adds
+    assert make(architecture="multiplier", mu=2, lanes_l=3, activation="fp16").latency == 8
+    assert make(architecture="addsub", mu=2, lanes_l=2, activation="bf16").latency == 5
     assert make(architecture="addsub", mu=2, lanes_l=2, activation="int8").latency == 2
 
 

@@ -48,9 +48,10 @@ class TernaryLUTConfig(ConfigBase):
                            "on lookup (lut only); false stores all 3^mu-1 signed entries",
                            default=True)
     pipeline_float_adds: bool = param(
-        "Pipelining knob (fp16/bf16 only): a register after every level of float adds in the "
-        "table build and lane trees, so each stage is one float add deep like the accumulator's "
-        "own add; false: one stage for the table build and one for the lookups and trees",
+        "Pipelining knob (fp16/bf16 only): every float add of the table build and lane trees "
+        "gets a register inside it and one after it (two stages per level), so the "
+        "accumulator's own add, a loop, is the deepest stage; false: one stage for the table "
+        "build and one for the lookups and trees",
         default=True)
 
     # -- derived facts (read by the cost model) --------------------------------------------------

@@ -105,8 +105,34 @@ def closed(program):
                                + [Instruction.make("BARRIER", tag=-18)])
 
 
+def accelerator_kwargs(parameters) -> dict:
+    """``hw.accelerator.Accelerator``'s keyword arguments from the manifest's plain
+    ``parameters`` (the vector unit's specs rebuilt from their recorded fields)."""
+    from cosim.mxint_common import with_formats
+    from software_model.mxint_gelu import GeluSpec
+    from software_model.mxint_layernorm import LayerNormSpec
+    from software_model.mxint_softmax import SoftmaxSpec
+    kw = dict(parameters)
+    for name, spec in (("softmax", SoftmaxSpec), ("layernorm", LayerNormSpec),
+                       ("gelu", GeluSpec)):
+        if kw.get(name) is not None:
+            kw[name] = spec(**with_formats(kw[name]))
+    kw["class_widths"], kw["class_types"] = tuple(kw["class_widths"]), tuple(kw["class_types"])
+    return kw
+
+
+def golden_params(parameters):
+    """The golden model's :class:`~software_model.accelerator.AcceleratorParams` from the
+    manifest's plain ``parameters``."""
+    from software_model.accelerator import AcceleratorParams, TensorFormat
+    kw = accelerator_kwargs(parameters)
+    formats = tuple(TensorFormat(t, w) for t, w in zip(kw.pop("class_types"),
+                                                         kw.pop("class_widths")))
+    return AcceleratorParams(formats=formats, **kw)
+
+
 def _params(tb: Testbench):
-    return tb.config.accelerator_params()
+    return golden_params(tb.parameters)
 
 
 def _image(program, params) -> list[int]:
@@ -179,7 +205,7 @@ def check_program(tb: Testbench, program, got, events) -> bool:
 def _costs(tb: Testbench):
     from hw.accelerator import Accelerator
     from software_model.accelerator import CycleCosts
-    return CycleCosts(**Accelerator(**tb.config.parameters()).cycle_costs())
+    return CycleCosts(**Accelerator(**accelerator_kwargs(tb.parameters)).cycle_costs())
 
 
 @cocotb.test()

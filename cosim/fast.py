@@ -41,7 +41,7 @@ import numpy as np
 
 from cosim.payload import columns_from_values, pack_beats, to_values, unpack_beats, words_for
 from cosim.traffic import Profile, profile as make_profile
-from cosim.verilator import Build, BuildError, build_model
+from cosim.verilator import Build, BuildError, build_model, cpp_port_name
 
 __all__ = ["Design", "Stream", "FastRun", "FastSimError", "Words", "simulate", "build",
            "harness_sources", "cpp_port_name", "bare_loop", "read_inputs_npz", "write_run_npz",
@@ -83,7 +83,7 @@ class Design:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Design":
-        """A folder written by ``accelgen rtl`` / ``gen.export.export_rtl``."""
+        """A folder written by ``accelgen rtl`` (verilog and manifest.json)."""
         folder = Path(folder)
         manifest = json.loads((folder / "manifest.json").read_text())
         return cls(folder / manifest["files"][0], manifest)
@@ -504,21 +504,6 @@ int main(int argc, char** argv) {
 """
 
 
-def cpp_port_name(name: str) -> str:
-    """Verilator's C++ member name of a port: ``__`` is encoded (``a__b`` -> ``a___05Fb``)."""
-    out = []
-    i = 0
-    while i < len(name):
-        c = name[i]
-        if c == "_" and i + 1 < len(name) and name[i + 1] == "_":
-            out.append("___05F")
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
 def _ctype(width: int) -> str:
     if width <= 8:
         return "CData"
@@ -665,7 +650,7 @@ def build(design: Design, *, harness: str = "fast", opt: str | None = None,
 
     ``harness="fast"``: the native harness alone (default ``-O2``, for long workloads).
     ``harness="cocotb"``: cocotb's Verilator main plus the native harness in one executable
-    (default ``-O0``); :mod:`cosim.runner` uses this build for every cocotb regression, so a test
+    (default ``-O0``); the runner (``gen/cosim_run.py``) uses this build for every cocotb regression, so a test
     that also runs the native harness on a preset needs no build of its own. ``waves`` (cocotb
     only): FST tracing, or VCD where the compiler lacks ``lz4.h`` (which Verilator's FST writer
     needs).

@@ -16,11 +16,29 @@ Tiled GEMMs (long workloads) run on the native harness instead: :mod:`cosim.gemm
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import STRESS_PROFILES, Testbench, operand_matrix, signed_limits
 from software_model.flattened import flat_gemm, flat_mxint_gemm, flat_schedule
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs of a flattened array, from the manifest's plain data: the YAML
+    ``config`` mapping (job limits, formats) and the component ``parameters`` (widths and depths
+    as built). Attribute names follow the config dataclass, so the helpers below also take one."""
+    p = parameters
+    return SimpleNamespace(
+        blen=p["blen"], mlen=p["mlen"], sub_arrays=p["mlen"] // p["blen"],
+        a_width=p["a_width"], b_width=p["b_width"], accumulator_width=p["acc_width"],
+        output_width=p["output_width"], overflow=p["overflow"],
+        a_format=config["a_format"], b_format=config["b_format"],
+        mxint=bool(p["a_mxint"] or p["b_mxint"]), block_size=config["block_size"],
+        exponent_width=p["exponent_width"], max_blocks=config["max_blocks"],
+        max_k=config["max_k"], heads=p["heads"], transpose_b=p["transpose_b"],
+        result_buffer_rows=p["result_depth"])
 
 
 STYLES = ("uniform", "uniform", "extreme", "sparse")
@@ -131,7 +149,7 @@ class _Harness:
 
     def __init__(self, tb: Testbench, *, gap: float | None = None, stall: float | None = None):
         self.tb = tb
-        self.cfg = tb.config
+        self.cfg = view(tb.config, tb.parameters)
         self.operands = tb.source("operands", gap)
         self.results = tb.sink("results", stall)
         self.jobs: list[FlatJob] = []
@@ -158,7 +176,7 @@ class _Harness:
 
 
 def _random_k(tb: Testbench) -> int:
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     choice = tb.rng.random()
     if cfg.mxint:
         blocks = cfg.max_blocks if choice < 0.1 else int(
@@ -209,7 +227,7 @@ async def per_head_mode(dut, profile):
     tb = await Testbench.start(dut)
     tb.use_profile(profile)
     h = _Harness(tb)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     rows = 0
     samples = max(1, tb.samples // 2)
     tb.record("samples", samples)
@@ -232,7 +250,7 @@ async def corner_cases(dut, profile):
     tb = await Testbench.start(dut)
     tb.use_profile(profile)
     h = _Harness(tb)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     if cfg.mxint:
         ks = sorted({cfg.block_size, 2 * cfg.block_size, cfg.max_blocks * cfg.block_size})
     else:
@@ -257,7 +275,7 @@ async def cycle_model(dut):
     """Measured last-beat and result cycles equal the analytical model's, job by job."""
     tb = await Testbench.start(dut)
     h = _Harness(tb, gap=0.0, stall=0.0)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     subs, blen = cfg.sub_arrays, cfg.blen
     shapes = [(1, blen), (1, 1), (subs * blen, blen), (cfg.max_k, 1), (1, blen), (1, blen),
               (1, blen), (2 * subs + 1, max(1, blen // 2)), (cfg.max_k, blen), (subs, 1),

@@ -1,6 +1,6 @@
 """cocotb side of co-simulation: stream driver, monitor and scoreboard, shared by every block.
 
-A testbench runs inside the simulator process started by :mod:`cosim.runner`. Everything it needs
+A testbench runs inside the simulator process started by the runner (``gen/cosim_run.py``). Everything it needs
 comes from the environment: the manifest (config + port layouts) of the Verilog under test, the
 seed, the sample count, and the probabilities of input gaps and output backpressure. Payloads are
 packed and unpacked from the layouts recorded in the manifest, so a testbench works with dicts,
@@ -14,6 +14,7 @@ import os
 import re
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from cocotb.triggers import Event, ReadOnly, RisingEdge, with_timeout
 
 from cosim.traffic import STRESS_PROFILES, Pattern, Profile, profile as make_profile
 
-__all__ = ["Testbench", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
+__all__ = ["Testbench", "PlainData", "StreamSource", "StreamSink", "Scoreboard", "pack", "unpack",
            "record_file_stem", "STRESS_PROFILES",
            "signed_limits", "operand_matrix", "OPERAND_STYLES"]
 
@@ -228,23 +229,52 @@ class StreamSink(_StreamPort):
 
 
 class Scoreboard:
-    """Compares expected with observed results and counts every comparison."""
+    """Compares expected with observed results and counts every comparison.
+
+    Test hook: ``ACCELGEN_TEST_CORRUPT=N`` makes comparison number N (0-based) of every test
+    expect a deliberately wrong value (the lowest bit of its first integer flipped), so the whole
+    failure path (mismatch report, seed, reproduce command, waveform rerun) can be exercised
+    against a design that is right. Never set outside that test (tests/test_cosim_failure.py).
+    """
 
     def __init__(self, tb: "Testbench", max_reports: int = 10):
         self.tb = tb
         self.checked = 0
         self.mismatches: list[str] = []
         self.max_reports = max_reports
+        corrupt = os.environ.get("ACCELGEN_TEST_CORRUPT", "")
+        self.corrupt = int(corrupt) if corrupt.strip() else None
 
     def check(self, expected: Any, got: Any, context: str) -> bool:
+        index = self.checked
         self.checked += 1
-        if _normalise(expected) == _normalise(got):
+        expected = _normalise(expected)
+        if index == self.corrupt:
+            expected = _corrupted(expected)
+            self.tb.log.warning("ACCELGEN_TEST_CORRUPT=%d: comparison %d expects a deliberately "
+                                "wrong value", index, index)
+        if expected == _normalise(got):
             return True
-        msg = f"MISMATCH {context}: expected {_normalise(expected)!r}, got {_normalise(got)!r}"
+        msg = f"MISMATCH {context}: expected {expected!r}, got {_normalise(got)!r}"
         self.mismatches.append(msg)
         if len(self.mismatches) <= self.max_reports:
             self.tb.log.error(msg)
         return False
+
+
+def _corrupted(value: Any) -> Any:
+    """``value`` with the lowest bit of its first integer flipped (the ACCELGEN_TEST_CORRUPT
+    hook); a value without an integer becomes a marker that equals nothing."""
+    if isinstance(value, bool):
+        return int(value) ^ 1
+    if isinstance(value, int):
+        return value ^ 1
+    if isinstance(value, dict) and value:
+        key = next(iter(value))
+        return {**value, key: _corrupted(value[key])}
+    if isinstance(value, list) and value:
+        return [_corrupted(value[0]), *value[1:]]
+    return ("corrupted by ACCELGEN_TEST_CORRUPT", value)
 
 
 def _normalise(value: Any) -> Any:
@@ -257,6 +287,53 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+class PlainData(Mapping):
+    """A read-only view of a JSON mapping of ``manifest.json`` with attribute access
+    (``tb.config.rows``, ``tb.parameters["fmt"]``); nested mappings are views too. Testbenches read
+    the manifest through this, never through gen/'s config dataclasses: what a config derives
+    (widths, formats, depths) is in ``parameters``, or computed from there by the testbench."""
+
+    __slots__ = ("_data", "_where")
+
+    def __init__(self, data: dict, where: str = "manifest"):
+        object.__setattr__(self, "_data", dict(data))
+        object.__setattr__(self, "_where", where)
+
+    def _wrap(self, key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return PlainData(value, f"{self._where}.{key}")
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._wrap(key, self._data[key])
+        except KeyError:
+            raise KeyError(f"{self._where} has no {key!r}; it has: "
+                           + ", ".join(sorted(self._data))) from None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"{self._where} is read-only (it is the manifest's data)")
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"PlainData({self._where}: {self._data!r})"
+
+
 class Testbench:
     """Clock, reset, config, seeded RNG and the stream helpers for one cocotb test."""
 
@@ -265,8 +342,10 @@ class Testbench:
         self.log = dut._log
         manifest_path = Path(os.environ["ACCELGEN_MANIFEST"])
         self.manifest = json.loads(manifest_path.read_text())
-        from gen.config import config_from_dict
-        self.config = config_from_dict(self.manifest["config"], source=str(manifest_path))
+        # Plain data only (the layering is gen -> cosim -> hw -> software_model): the YAML mapping
+        # with defaults, and the component's parameters as the config mapped them.
+        self.config = PlainData(self.manifest["config"], "config")
+        self.parameters = PlainData(self.manifest.get("parameters", {}), "parameters")
         self.test_name = _current_test_name()
         base_seed = int(os.environ.get("ACCELGEN_SEED", "1"))
         # Each test gets its own stream of numbers from the one user-visible seed.
@@ -336,6 +415,7 @@ class Testbench:
         (out_dir / f"{record_file_stem(self.test_name)}.json").write_text(json.dumps({
             "test": self.test_name, "checked": sb.checked, "mismatches": len(sb.mismatches),
             "seed": self.seed, "samples": self.samples, "records": self.records,
+            "first_mismatches": sb.mismatches[:5],
         }, indent=1, sort_keys=True))
         repro = os.environ.get("ACCELGEN_REPRO", "").replace("{test}", self.test_name)
         if sb.mismatches:

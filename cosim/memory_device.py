@@ -243,7 +243,7 @@ class MemoryDevice:
 
     def cpp(self, design, index: int) -> dict:
         """C++ snippets for the harness's placeholders (see cosim.fast.harness_sources)."""
-        from cosim.fast import cpp_port_name
+        from cosim.verilator import cpp_port_name
         g = self.geometry(design)
         dev = f"dev[{index}]"
         q_v = cpp_port_name(f"{self.request}__valid")

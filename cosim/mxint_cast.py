@@ -2,9 +2,21 @@
 import cocotb
 
 from cosim.harness import Testbench
+from types import SimpleNamespace
+
 from cosim.mxint_common import (check_one_per_cycle, corner_float_blocks, expected_block,
-                                random_float_block)
+                                mxint_format, random_float_block)
+from hw.mxint_cast import MXIntCast
 from software_model.mxint import mxint_cast
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs, from the manifest's plain data (names as in the config); the
+    latency is the component's for the recorded ``pipelined``."""
+    fmt = mxint_format(parameters["fmt"])
+    return SimpleNamespace(fmt=fmt, input_format=parameters["input_format"],
+                           block_size=fmt.block_size,
+                           latency=MXIntCast.LATENCY[bool(parameters.get("pipelined", True))])
 
 
 def cast_expected(fmt, input_format, bits):
@@ -14,7 +26,7 @@ def cast_expected(fmt, input_format, bits):
 
 
 async def _run(tb, blocks, gap=None, stall=None):
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     source = tb.source("values", gap=gap)
     sink = tb.sink("blocks", stall=stall)
     expected = [cast_expected(cfg.fmt, cfg.input_format, bits) for bits in blocks]
@@ -34,7 +46,7 @@ async def _run(tb, blocks, gap=None, stall=None):
 async def random_and_corner_blocks(dut):
     """Corner blocks then random blocks, with random input gaps and output backpressure."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     k = cfg.block_size
     blocks = corner_float_blocks(k, cfg.input_format)
     blocks += [random_float_block(tb.rng, k, cfg.input_format) for _ in range(tb.samples)]
@@ -48,7 +60,7 @@ async def full_throughput(dut):
     """No gaps, no backpressure: one block per cycle once the pipeline is full, the first the
     config's latency after its input."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     n = max(16, tb.samples // 4)
     blocks = [random_float_block(tb.rng, cfg.block_size, cfg.input_format) for _ in range(n)]
     source, sink = await _run(tb, blocks, gap=0.0, stall=0.0)

@@ -1,13 +1,38 @@
 """Stimulus helpers shared by the MXInt testbenches (random floats in FP16/BF16/FP32 bit
 patterns, MXInt operands, corner cases) and the throughput check."""
+import dataclasses
+from collections.abc import Mapping
+
 import ml_dtypes
 import numpy as np
 
-from software_model.mxint import INPUT_FORMATS, encode_exponent
+from software_model.mxint import INPUT_FORMATS, MXIntFormat, encode_exponent
 
 __all__ = ["float_bits", "random_float_block", "corner_float_blocks", "random_mantissas",
            "random_exponent_codes", "exponent_field", "block_payload", "expected_block",
-           "check_one_per_cycle"]
+           "check_one_per_cycle", "mxint_format", "with_formats", "spec_from"]
+
+
+_FORMAT_FIELDS = frozenset(f.name for f in dataclasses.fields(MXIntFormat))
+
+
+def mxint_format(data: Mapping) -> MXIntFormat:
+    """An MXInt format from its plain data in manifest.json (a mapping of its fields)."""
+    return MXIntFormat(**{k: data[k] for k in _FORMAT_FIELDS})
+
+
+def with_formats(parameters: Mapping) -> dict:
+    """The manifest's component parameters with every MXInt format mapping turned back into an
+    :class:`MXIntFormat`: keyword arguments for the hw component and its golden model."""
+    return {k: mxint_format(v) if isinstance(v, Mapping) and set(v) == _FORMAT_FIELDS else v
+            for k, v in parameters.items()}
+
+
+def spec_from(spec_class, kwargs: dict, **formats):
+    """A golden model's spec dataclass (``SoftmaxSpec``, ...) from component keyword arguments:
+    the spec's formats given by name, its other fields taken from ``kwargs``."""
+    names = {f.name for f in dataclasses.fields(spec_class)} - set(formats)
+    return spec_class(**formats, **{k: kwargs[k] for k in names if k in kwargs})
 
 
 def float_bits(values, input_format):

@@ -2,8 +2,8 @@
 import cocotb
 
 from cosim.harness import Testbench
-from cosim.mxint_common import (block_payload, check_one_per_cycle, random_exponent_codes,
-                                random_mantissas)
+from cosim.mxint_common import (block_payload, check_one_per_cycle, mxint_format,
+                                random_exponent_codes, random_mantissas)
 from software_model.mxint import decode_exponent, mxint_dot
 
 
@@ -34,7 +34,7 @@ def pair_expected(fmt, pair):
 
 
 async def _run(tb, pairs, gap=None, stall=None):
-    fmt = tb.config.fmt
+    fmt = mxint_format(tb.parameters.fmt)
     source = tb.source("operands", gap=gap)
     sink = tb.sink("results", stall=stall)
     expected = [pair_expected(fmt, pair) for pair in pairs]
@@ -60,7 +60,7 @@ def random_pairs(fmt, rng, n):
 @cocotb.test()
 async def random_and_corner_blocks(dut):
     tb = await Testbench.start(dut)
-    pairs = corner_pairs(tb.config.fmt) + random_pairs(tb.config.fmt, tb.rng, tb.samples)
+    pairs = corner_pairs(mxint_format(tb.parameters.fmt)) + random_pairs(mxint_format(tb.parameters.fmt), tb.rng, tb.samples)
     await _run(tb, pairs)
     tb.finish(min_checked=len(pairs))
 
@@ -70,6 +70,6 @@ async def full_throughput(dut):
     """No gaps, no backpressure: one dot product per cycle once the pipeline is full."""
     tb = await Testbench.start(dut)
     n = max(16, tb.samples // 4)
-    sink = await _run(tb, random_pairs(tb.config.fmt, tb.rng, n), gap=0.0, stall=0.0)
+    sink = await _run(tb, random_pairs(mxint_format(tb.parameters.fmt), tb.rng, n), gap=0.0, stall=0.0)
     check_one_per_cycle(tb, sink, n)
     tb.finish(min_checked=n + 1)

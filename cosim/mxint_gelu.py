@@ -1,12 +1,32 @@
 """cocotb regression of MXIntGELU against software_model.mxint_gelu.mxint_gelu (bit-exact)."""
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
 from cosim.mxint_common import check_one_per_cycle
+from cosim.mxint_common import spec_from, with_formats
 from cosim.mxint_nonlinear import block_payload, corner_blocks, random_block
 from cosim.traffic import STRESS_PROFILES
-from software_model.mxint_gelu import mxint_gelu
+from hw.mxint_gelu import MXIntGELU
+from software_model.mxint_gelu import GeluSpec, mxint_gelu
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs, from the manifest's plain data (names as in the config): the
+    formats, the golden model's spec and ``elaborate()``, the hw component rebuilt from the
+    recorded parameters (read for its latencies)."""
+    kw = with_formats(parameters)
+    in_fmt, out_fmt = kw["in_format"], kw["out_format"]
+    spec = spec_from(GeluSpec, kw, in_fmt=in_fmt, out_fmt=out_fmt)
+    return SimpleNamespace(**{k: v for k, v in kw.items() if not k.endswith("_format")},
+                           in_fmt=in_fmt, out_fmt=out_fmt, block_size=in_fmt.block_size,
+                           spec=spec, elaborate=lambda: MXIntGELU(**kw))
+
+
+def _cfg(tb):
+    return view(tb.config, tb.parameters)
 
 
 def gelu_blocks(rng, fmt, n):
@@ -26,7 +46,7 @@ def expected(cfg, blocks):
 
 
 async def _run(tb, blocks, gap=None, stall=None):
-    cfg = tb.config
+    cfg = _cfg(tb)
     source = tb.source("blocks", gap=gap)
     sink = tb.sink("results", stall=stall)
     want = expected(cfg, blocks)
@@ -42,7 +62,7 @@ async def _run(tb, blocks, gap=None, stall=None):
 async def random_and_corner_blocks(dut):
     """Corner blocks then random blocks under the environment's traffic profile."""
     tb = await Testbench.start(dut)
-    blocks = gelu_blocks(tb.rng, tb.config.in_fmt, tb.samples)
+    blocks = gelu_blocks(tb.rng, _cfg(tb).in_fmt, tb.samples)
     await _run(tb, blocks)
     tb.record("blocks", len(blocks))
     tb.finish(min_checked=len(blocks))
@@ -54,7 +74,7 @@ async def stress(dut, profile):
     """The same checks under each stress profile (gaps, 90% backpressure, bursts, starvation)."""
     tb = await Testbench.start(dut)
     tb.use_profile(profile)
-    blocks = gelu_blocks(tb.rng, tb.config.in_fmt, max(16, tb.samples // 4))
+    blocks = gelu_blocks(tb.rng, _cfg(tb).in_fmt, max(16, tb.samples // 4))
     await _run(tb, blocks)
     tb.record("blocks", len(blocks))
     tb.finish(min_checked=len(blocks))
@@ -65,12 +85,12 @@ async def full_throughput(dut):
     """No gaps, no backpressure: one block per cycle, first result after the stated latency."""
     tb = await Testbench.start(dut)
     n = max(16, tb.samples // 4)
-    blocks = [random_block(tb.rng, tb.config.in_fmt) for _ in range(n)]
+    blocks = [random_block(tb.rng, _cfg(tb).in_fmt) for _ in range(n)]
     source, sink = await _run(tb, blocks, gap=0.0, stall=0.0)
     check_one_per_cycle(tb, sink, n)
     measured = sink.beat_cycles[0] - source.beat_cycles[0]
     tb.record("latency", measured)
-    model = tb.config.elaborate()
+    model = _cfg(tb).elaborate()
     model._MustUse__silence = True           # built only to read its latency
     tb.scoreboard.check(model.latency, measured, "cycles from input to output")
     tb.finish(min_checked=n + 2)

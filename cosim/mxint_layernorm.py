@@ -1,13 +1,36 @@
 """cocotb regression of MXIntLayerNorm against software_model.mxint_layernorm (bit-exact), plus
 its cycle model and a parameter reload between rows."""
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
+from cosim.mxint_common import spec_from, with_formats
 from cosim.mxint_nonlinear import block_payload, corner_blocks, random_block
 from cosim.traffic import STRESS_PROFILES
-from software_model.mxint_layernorm import mxint_layernorm
+from hw.mxint_layernorm import MXIntLayerNorm
+from software_model.mxint_layernorm import LayerNormSpec, mxint_layernorm
 from software_model.mxint_softmax import softmax_cycles
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs, from the manifest's plain data (names as in the config): the
+    formats, the golden model's spec and ``elaborate()``, the hw component rebuilt from the
+    recorded parameters (read for its latencies)."""
+    kw = with_formats(parameters)
+    in_fmt, out_fmt = kw["in_format"], kw["out_format"]
+    param_fmt = kw["param_format"]
+    spec = spec_from(LayerNormSpec, kw, in_fmt=in_fmt, out_fmt=out_fmt, param_fmt=param_fmt)
+    return SimpleNamespace(**{k: v for k, v in kw.items() if not k.endswith("_format")},
+                           in_fmt=in_fmt, out_fmt=out_fmt, param_fmt=param_fmt,
+                           block_size=in_fmt.block_size,
+                           spec=spec, elaborate=lambda: MXIntLayerNorm(**kw),
+                           row_blocks=parameters["row_length"] // in_fmt.block_size)
+
+
+def _cfg(tb):
+    return view(tb.config, tb.parameters)
 
 
 def random_params(rng, cfg):
@@ -88,7 +111,7 @@ def row_beats(cfg, rows):
 async def _run(tb, batches, gap=None, stall=None):
     """``batches``: [(params, rows)]: each parameter set is loaded, then its rows are sent;
     the next load is queued only after the previous rows were all taken."""
-    cfg = tb.config
+    cfg = _cfg(tb)
     psrc = tb.source("params", gap=gap)
     src = tb.source("operands", gap=gap)
     sink = tb.sink("results", stall=stall)
@@ -110,7 +133,7 @@ async def random_and_corner_rows(dut):
     """Corner rows then random rows, one parameter reload in the middle, under the environment's
     traffic profile."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = _cfg(tb)
     n = max(2, tb.samples // cfg.row_blocks)
     p1, p2 = random_params(tb.rng, cfg), random_params(tb.rng, cfg)
     batches = [(p1, corner_rows(cfg) + random_rows(tb.rng, cfg, n // 2)),
@@ -126,7 +149,7 @@ async def stress(dut, profile):
     """Corner and random rows under each stress profile."""
     tb = await Testbench.start(dut)
     tb.use_profile(profile)
-    cfg = tb.config
+    cfg = _cfg(tb)
     rows = corner_rows(cfg) + random_rows(tb.rng, cfg, max(4, tb.samples // (4 * cfg.row_blocks)))
     _, _, checked = await _run(tb, [(random_params(tb.rng, cfg), rows)])
     tb.finish(min_checked=checked)
@@ -137,7 +160,7 @@ async def cycle_model(dut):
     """No gaps, no backpressure: every row handshake at the cycle the shared row-unit cycle
     model (software_model.mxint_softmax.softmax_cycles) predicts, and the steady-state rate."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = _cfg(tb)
     dut_model = cfg.elaborate()
     dut_model._MustUse__silence = True       # built only to read its latencies
     lat = dut_model.latencies

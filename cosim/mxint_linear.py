@@ -1,12 +1,31 @@
 """cocotb regression of MXIntLinear against software_model.mxint.mxint_linear (bit-exact)."""
+import dataclasses
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
-from cosim.mxint_common import (block_payload, expected_block, exponent_field,
+from cosim.mxint_common import (block_payload, expected_block, exponent_field, mxint_format,
                                 random_exponent_codes, random_mantissas)
+from hw.mxint_linear import MXIntLinear
 from software_model.mxint import (MXIntFormat, decode_exponent, encode_exponent, mxint_linear,
                                   quantize_mxint)
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs, from the manifest's plain data (names as in the config): the
+    operand format, the output tile format (block size n_tile) and K / block_size."""
+    fmt = mxint_format(parameters["fmt"])
+    n_tile = parameters["n_tile"]
+    return SimpleNamespace(fmt=fmt, n_tile=n_tile, output_format=parameters["output_format"],
+                           out_fmt=dataclasses.replace(fmt, block_size=n_tile),
+                           k_blocks=max(1, parameters["in_features"] // fmt.block_size),
+                           latency=MXIntLinear.latency)
+
+
+def _cfg(tb):
+    return view(tb.config, tb.parameters)
 
 
 def random_tile(cfg, rng):
@@ -119,11 +138,11 @@ def tile_beats(cfg, job):
 async def _run(tb, jobs, gap=None, stall=None):
     source = tb.source("operands", gap=gap)
     sink = tb.sink("results", stall=stall)
-    expected = [tile_expected(tb.config, job) for job in jobs]
+    expected = [tile_expected(_cfg(tb), job) for job in jobs]
 
     async def produce():
         for job in jobs:
-            for beat in tile_beats(tb.config, job):
+            for beat in tile_beats(_cfg(tb), job):
                 await source.send(beat)
 
     tb.fork(produce())
@@ -135,7 +154,7 @@ async def _run(tb, jobs, gap=None, stall=None):
 @cocotb.test()
 async def random_and_corner_tiles(dut):
     tb = await Testbench.start(dut)
-    jobs = corner_tiles(tb.config) + [random_tile(tb.config, tb.rng) for _ in range(tb.samples)]
+    jobs = corner_tiles(_cfg(tb)) + [random_tile(_cfg(tb), tb.rng) for _ in range(tb.samples)]
     await _run(tb, jobs)
     tb.record("tiles", len(jobs))
     tb.finish(min_checked=len(jobs))
@@ -147,12 +166,13 @@ async def full_throughput(dut):
     the config's latency after its last beat."""
     tb = await Testbench.start(dut)
     n = max(8, tb.samples // 8)
-    source, sink = await _run(tb, [random_tile(tb.config, tb.rng) for _ in range(n)],
+    cfg = _cfg(tb)
+    source, sink = await _run(tb, [random_tile(cfg, tb.rng) for _ in range(n)],
                               gap=0.0, stall=0.0)
     gaps = {b - a for a, b in zip(sink.beat_cycles, sink.beat_cycles[1:])}
     tb.record("cycles_between_tiles", sorted(gaps))
-    tb.scoreboard.check({tb.config.k_blocks}, gaps, "tiles leave K/k cycles apart")
-    latency = sink.beat_cycles[0] - source.beat_cycles[tb.config.k_blocks - 1]
+    tb.scoreboard.check({cfg.k_blocks}, gaps, "tiles leave K/k cycles apart")
+    latency = sink.beat_cycles[0] - source.beat_cycles[cfg.k_blocks - 1]
     tb.record("latency", latency)
-    tb.scoreboard.check(tb.config.latency, latency, "cycles from a tile's last beat to its results")
+    tb.scoreboard.check(cfg.latency, latency, "cycles from a tile's last beat to its results")
     tb.finish(min_checked=n + 2)

@@ -1,12 +1,32 @@
 """cocotb regression of MXIntSoftmax against software_model.mxint_softmax (``tile_blocks=1``, the
 RTL's online form), bit-exact, plus its cycle model."""
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
+from cosim.mxint_common import spec_from, with_formats
 from cosim.mxint_nonlinear import block_payload, corner_blocks, mask_bits, random_block
 from cosim.traffic import STRESS_PROFILES
-from software_model.mxint_softmax import mxint_softmax, softmax_cycles
+from hw.mxint_softmax import MXIntSoftmax
+from software_model.mxint_softmax import SoftmaxSpec, mxint_softmax, softmax_cycles
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs, from the manifest's plain data (names as in the config): the
+    formats, the golden model's spec and ``elaborate()``, the hw component rebuilt from the
+    recorded parameters (read for its latencies)."""
+    kw = with_formats(parameters)
+    in_fmt, out_fmt = kw["in_format"], kw["out_format"]
+    spec = spec_from(SoftmaxSpec, kw, in_fmt=in_fmt, out_fmt=out_fmt)
+    return SimpleNamespace(**{k: v for k, v in kw.items() if not k.endswith("_format")},
+                           in_fmt=in_fmt, out_fmt=out_fmt, block_size=in_fmt.block_size,
+                           spec=spec, elaborate=lambda: MXIntSoftmax(**kw))
+
+
+def _cfg(tb):
+    return view(tb.config, tb.parameters)
 
 
 def corner_rows(cfg):
@@ -77,7 +97,7 @@ def beats_of(cfg, rows):
 
 
 async def _run(tb, rows, gap=None, stall=None):
-    cfg = tb.config
+    cfg = _cfg(tb)
     source = tb.source("scores", gap=gap)
     sink = tb.sink("probs", stall=stall)
     want = expected_rows(cfg, rows)
@@ -94,7 +114,7 @@ async def random_and_corner_rows(dut):
     """Corner rows (all equal, one dominant, most negative, saturating, masked, a row longer
     than max_row_blocks) then random rows, under the environment's traffic profile."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = _cfg(tb)
     rows = corner_rows(cfg)
     long_row = [(1, np.arange(cfg.block_size) - 2, np.ones(cfg.block_size, bool))] * \
         (cfg.max_row_blocks + 1)
@@ -111,7 +131,7 @@ async def stress(dut, profile):
     """Corner and random rows under each stress profile."""
     tb = await Testbench.start(dut)
     tb.use_profile(profile)
-    cfg = tb.config
+    cfg = _cfg(tb)
     rows = corner_rows(cfg) + random_rows(tb.rng, cfg, max(8, tb.samples // 8))
     _, _, n = await _run(tb, rows)
     tb.finish(min_checked=n)
@@ -123,7 +143,7 @@ async def cycle_model(dut):
     software_model.mxint_softmax.softmax_cycles predicts; then a run of full-length rows for the
     steady-state rate."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = _cfg(tb)
     dut_model = cfg.elaborate()
     dut_model._MustUse__silence = True       # built only to read its latencies
     lat = dut_model.latencies

@@ -2,7 +2,7 @@
 
 A payload port is a flat bit vector whose fields are described in ``manifest.json`` (``struct``
 fields with offsets, ``array`` elements, signed or unsigned ``int`` leaves; see
-``gen.export.layout_json``). :mod:`cosim.harness` packs one beat at a time with Python ints,
+the exporter's ``layout_json`` in gen/export.py). :mod:`cosim.harness` packs one beat at a time with Python ints,
 which is right for cocotb and far too slow for long workloads. Here a batch of ``n`` beats is
 
 * a *column* tree that follows the layout: a ``dict`` per struct, a numpy array per int leaf with

@@ -17,11 +17,25 @@ Tiled GEMMs (long workloads) run on the native harness instead: :mod:`cosim.gemm
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import STRESS_PROFILES, Testbench, operand_matrix
 from software_model.systolic import gemm, os_schedule, ws_schedule
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs of a systolic array, from the manifest's plain data: the YAML
+    ``config`` mapping and the component ``parameters`` the config mapped onto (widths, the
+    accumulator width and the result-buffer depth as built). Attribute names follow the config
+    dataclass, so the helpers below also take one."""
+    return SimpleNamespace(
+        rows=parameters["rows"], cols=parameters["cols"], dataflow=config["dataflow"],
+        max_k=config["max_k"], a_width=parameters["a_width"], b_width=parameters["b_width"],
+        accumulator_width=parameters["acc_width"], overflow=parameters["overflow"],
+        result_buffer_rows=parameters["result_depth"])
 
 
 def expected_rows(cfg, a: np.ndarray, b: np.ndarray) -> list[dict]:
@@ -73,7 +87,7 @@ class _Harness:
 
     def __init__(self, tb: Testbench, *, gap: float | None = None, stall: float | None = None):
         self.tb = tb
-        self.cfg = tb.config
+        self.cfg = view(tb.config, tb.parameters)
         self.os = self.cfg.dataflow == "output_stationary"
         names = ("operands",) if self.os else ("weights", "activations")
         self.sources = {name: tb.source(name, gap) for name in names}
@@ -112,7 +126,7 @@ STYLES = ("uniform", "uniform", "extreme", "sparse")
 
 
 def _random_k(tb: Testbench) -> int:
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     k_max = cfg.max_k
     # Mostly short jobs (fast to simulate, stress back-to-back hand-over) plus some full-length.
     choice = tb.rng.random()
@@ -145,7 +159,7 @@ async def corner_cases(dut, profile):
     tb = await Testbench.start(dut)
     tb.use_profile(profile)
     h = _Harness(tb)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     for k in sorted({1, cfg.max_k}):
         for style_a, style_b in (("min", "min"), ("max", "max"), ("min", "max"), ("zero", "min"),
                                  ("alternate", "alternate"), ("uniform", "zero")):
@@ -160,7 +174,7 @@ async def cycle_model(dut):
     """Measured accept and result cycles equal the analytical model's, job by job."""
     tb = await Testbench.start(dut)
     h = _Harness(tb, gap=0.0, stall=0.0)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     if h.os:
         ks = [1, 2, cfg.rows, cfg.max_k, 1, 1, 3, min(cfg.max_k, 16 * cfg.rows), 2, 1]
         ks = [min(k, cfg.max_k) for k in ks]

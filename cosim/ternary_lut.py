@@ -4,12 +4,32 @@ software_model.ternary.ternary_gemm (bit-exact, in the hardware's order).
 A job is one token's reduction for one group of K output columns: ceil(N / (L*mu)) beats, the
 last one zero-padded and flagged `last`; the unit answers with K results.
 """
+from types import SimpleNamespace
+
 import cocotb
 import numpy as np
 
 from cosim.harness import Testbench
 from software_model import float16
-from software_model.ternary import ternary_gemm, weight_codes
+from software_model.ternary import (exact_accumulator_width, parse_activation, ternary_gemm,
+                                    weight_codes)
+
+
+def view(config, parameters) -> SimpleNamespace:
+    """What this testbench needs, from the manifest's plain data (names as in the config): the
+    unit's parameters, its architecture, and the accumulator width as built against the exact
+    one (a narrower accumulator gets wrap-around corner jobs)."""
+    act = parse_activation(parameters["activation"])
+    beat = parameters["lanes_l"] * parameters["mu"]
+    return SimpleNamespace(
+        mu=parameters["mu"], lanes_l=parameters["lanes_l"], lanes_k=parameters["lanes_k"],
+        activation=parameters["activation"], architecture=config["architecture"],
+        is_float=act.is_float, activation_width=act.width, beat_reduction=beat,
+        acc_width=config["acc_width"],
+        accumulator_width=act.width if act.is_float else parameters["acc_width"],
+        exact_accumulator_width=exact_accumulator_width(
+            parameters["activation"], config["architecture"],
+            max(config["max_reduction"], beat)))
 
 
 # ------------------------------------------------------------------ stimulus
@@ -148,7 +168,7 @@ def expected_results(cfg, x, w):
 # ------------------------------------------------------------------ driver + scoreboard
 
 async def _run(tb, jobs, label, gap=None, stall=None):
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     source = tb.source("operands", gap=gap)
     sink = tb.sink("results", stall=stall)
     beats = [job_beats(cfg, x, w) for x, w in jobs]
@@ -171,7 +191,7 @@ async def _run(tb, jobs, label, gap=None, stall=None):
 async def random_jobs(dut):
     """Random lengths, values and sparsity; random input gaps and output backpressure."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     jobs = []
     for _ in range(tb.samples):
         n = int(tb.rng.integers(1, 4 * cfg.beat_reduction + 1))
@@ -186,7 +206,7 @@ async def random_jobs(dut):
 async def corner_cases(dut):
     """Zeros, extremes, N = 1 and N = beat + 1, wrap/overflow, and the float special classes."""
     tb = await Testbench.start(dut)
-    jobs = corner_jobs(tb.config, tb.rng)
+    jobs = corner_jobs(view(tb.config, tb.parameters), tb.rng)
     await _run(tb, jobs, "corner job")
     tb.record("jobs", len(jobs))
     tb.finish(min_checked=len(jobs))
@@ -196,7 +216,7 @@ async def corner_cases(dut):
 async def full_throughput(dut):
     """No gaps or stalls: consecutive results are exactly one job's beat count apart."""
     tb = await Testbench.start(dut)
-    cfg = tb.config
+    cfg = view(tb.config, tb.parameters)
     jobs = []
     for _ in range(24):
         n = int(tb.rng.integers(1, 3 * cfg.beat_reduction + 1))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 __all__ = ["ToolchainError", "BuildError", "verilator_root", "verilator_env",
            "apply_verilator_env", "verilator_version", "OPT_LEVELS", "Build", "build_model",
-           "build_root", "locked"]
+           "build_root", "locked", "cpp_port_name"]
 
 #: The repository's build folder (cosim/ sits one level below the repository root).
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def build_root() -> Path:
     return Path(env) if env else _REPO_ROOT / "build" / "verilator"
 
 
-#: Verilator options of every simulation build. Lint is a separate step (gen.lint) with its own
+#: Verilator options of every simulation build. Lint is a separate step (gen/lint.py) with its own
 #: waivers, so a simulation build must not stop on style warnings. ``--x-assign/--x-initial fast``
 #: in every build, so every harness starts from the same state.
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
@@ -263,3 +263,18 @@ def _read_info(out: Path) -> dict:
         return json.loads((out / "info.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def cpp_port_name(name: str) -> str:
+    """Verilator's C++ member name of a port: ``__`` is encoded (``a__b`` -> ``a___05Fb``)."""
+    out = []
+    i = 0
+    while i < len(name):
+        c = name[i]
+        if c == "_" and i + 1 < len(name) and name[i + 1] == "_":
+            out.append("___05F")
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)

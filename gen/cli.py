@@ -293,7 +293,8 @@ def cmd_lint(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from gen.synth import SynthError, synthesize
+    from gen.export import synthesize
+    from gen.synth import SynthError
 
     configs = _load_all(args.configs)
     _guard_size(args.configs, configs, args.max_cells)
@@ -444,7 +445,7 @@ def cmd_cosim(args) -> int:
             raise _Usage(f"--test: got {show_value(args.test)}; allowed: 'all' or a "
                          f"comma-separated list of {module}'s tests: {', '.join(tests)}")
         args.test = ",".join(wanted)
-    from cosim.runner import main_cosim
+    from gen.cosim_run import main_cosim
     _current[:] = [args.config]
     return main_cosim(args)
 
@@ -589,7 +590,7 @@ def cmd_dse(args) -> int:
 
 def cmd_fuzz(args) -> int:
     from gen.fuzz import run_campaign
-    return run_campaign(cases=args.cases, seed=args.seed, out=Path(args.out),
+    return run_campaign(cases=args.cases, seed=args.seed, out=Path(args.out), cli=main,
                         rtl_max_cells=args.rtl_max_cells, progress=not args.no_progress)
 
 

@@ -26,7 +26,7 @@ from gen.schema import ConfigBase, canonical_json, check_name
 from gen.toolchain import tool_versions
 
 __all__ = ["ExportResult", "ExportError", "export_rtl", "export_many", "fusesoc_core",
-           "output_dir", "generate_verilog", "layout_json", "port_table"]
+           "output_dir", "generate_verilog", "layout_json", "port_table", "synthesize"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,17 @@ def generate_verilog(config: ConfigBase, *, use_cache: bool = True
     os.replace(tmp, cached)
     return text, component
 
+
+
+def synthesize(config: ConfigBase, *, workdir: Path | None = None, use_cache: bool = True):
+    """Elaborate ``config`` and synthesize its Verilog with the Yosys flow of :mod:`gen.synth`
+    (cached by content hash); returns its ``SynthReport``. It lives here, not in gen/synth.py,
+    so the synthesis flow (which the cost model's calibration uses) imports nothing that
+    estimates sizes."""
+    from gen.synth import synthesize_verilog
+
+    text, _component = generate_verilog(config)
+    return synthesize_verilog(text, config.top_name, workdir=workdir, use_cache=use_cache)
 
 def _plain(value):
     """Component parameters as JSON data (format objects become mappings of their fields)."""

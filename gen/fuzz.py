@@ -322,9 +322,14 @@ def make_case(number: int, seed: int, seeds: list[Path] | None = None) -> Case:
 # --------------------------------------------------------------------------- running
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
+#: ``accelgen``'s entry point (``gen.cli.main``), passed in by the caller: the CLI is what this
+#: module tests, and the CLI's ``fuzz`` command calls this module, so importing it here would
+#: make a circle.
+CliMain = Callable[[list[str]], int]
+
+
+def _cli(main: CliMain, argv: list[str]) -> tuple[int, str, str]:
     """``accelgen argv`` in this process: (exit status, stdout, stderr)."""
-    from gen.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -355,7 +360,7 @@ def _repo_snapshot() -> set[str]:
     return entries
 
 
-def run_case(case: Case, workdir: Path, *, rtl_max_cells: int = 20_000,
+def run_case(case: Case, workdir: Path, *, cli: CliMain, rtl_max_cells: int = 20_000,
              generate: bool = True) -> Outcome:
     """Run one case in an empty ``workdir`` and check the contract; returns the outcome.
 
@@ -380,7 +385,7 @@ def run_case(case: Case, workdir: Path, *, rtl_max_cells: int = 20_000,
     before_repo = _repo_snapshot()
 
     def step(argv: list[str], *, names_file: bool = True) -> int:
-        code, stdout, stderr = _cli(argv)
+        code, stdout, stderr = _cli(cli, argv)
         outcome.steps.append({"argv": argv[:1] + [a if a != str(path) else "<input>"
                                                   for a in argv[1:]],
                               "exit": code, "stderr": stderr[-600:]})
@@ -455,7 +460,7 @@ def run_case(case: Case, workdir: Path, *, rtl_max_cells: int = 20_000,
     return outcome
 
 
-def run_cases(numbers, seed: int, *, rtl_max_cells: int = 20_000,
+def run_cases(numbers, seed: int, *, cli: CliMain, rtl_max_cells: int = 20_000,
               max_generations: int | None = None,
               on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run the given case numbers; at most ``max_generations`` of them generate Verilog."""
@@ -467,7 +472,8 @@ def run_cases(numbers, seed: int, *, rtl_max_cells: int = 20_000,
         workdir = Path(tempfile.mkdtemp(prefix="accelgen-fuzz-"))
         generate = max_generations is None or generations < max_generations
         try:
-            outcome = run_case(case, workdir, rtl_max_cells=rtl_max_cells, generate=generate)
+            outcome = run_case(case, workdir, cli=cli, rtl_max_cells=rtl_max_cells,
+                               generate=generate)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         generations += outcome.generated
@@ -477,8 +483,8 @@ def run_cases(numbers, seed: int, *, rtl_max_cells: int = 20_000,
     return outcomes
 
 
-def run_campaign(*, cases: int, seed: int, out: Path, rtl_max_cells: int = 20_000,
-                 progress: bool = True) -> int:
+def run_campaign(*, cases: int, seed: int, out: Path, cli: CliMain,
+                 rtl_max_cells: int = 20_000, progress: bool = True) -> int:
     """``accelgen fuzz``: run ``cases`` cases, write ``out/summary.json`` (and each violating
     input under ``out/violations/``); exit status 1 if any case broke the contract."""
     out = Path(out)
@@ -505,7 +511,7 @@ def run_campaign(*, cases: int, seed: int, out: Path, rtl_max_cells: int = 20_00
             print(f"fuzz: {counts['cases']}/{cases} cases, {counts['violating']} violating, "
                   f"{time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
-    run_cases(range(cases), seed, rtl_max_cells=rtl_max_cells, on_outcome=record)
+    run_cases(range(cases), seed, cli=cli, rtl_max_cells=rtl_max_cells, on_outcome=record)
     summary = {"seed": seed, "rtl_max_cells": rtl_max_cells, **counts,
                "seconds": round(time.monotonic() - start, 1), "violations": violations}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

@@ -250,8 +250,6 @@ class ConfigBase:
     """Mixin for generator config dataclasses (which must be ``@dataclass(frozen=True)``)."""
 
     kind: ClassVar[str] = ""
-    #: cocotb test module for this generator (default ``cosim.<kind>``).
-    cosim_module: ClassVar[str] = ""
 
     # -- generator hooks -------------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gen.schema import ConfigBase
 from gen.toolchain import yosys_command
 
+#: A config's synthesis (elaborate, then this flow) is gen.export.synthesize.
 __all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport", "report_workdir",
-           "synthesize", "synthesize_verilog"]
+           "synthesize_verilog"]
 
 #: Combinational gates offered to ABC: name -> (area in GE, genlib function).
 GATE_LIBRARY: dict[str, tuple[float, str]] = {
@@ -167,15 +167,6 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
                          extra={"unmapped_cells": unknown} if unknown else {})
     cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return report
-
-
-def synthesize(config: ConfigBase, *, workdir: Path | None = None,
-               use_cache: bool = True) -> SynthReport:
-    """Elaborate ``config`` and synthesize its Verilog (cached by content hash)."""
-    from gen.export import generate_verilog
-
-    text, _component = generate_verilog(config)
-    return synthesize_verilog(text, config.top_name, workdir=workdir, use_cache=use_cache)
 
 
 def clear_cache() -> None:

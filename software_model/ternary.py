@@ -33,6 +33,7 @@ __all__ = [
     "lut_index", "lut_pattern", "mirrored_index", "half_entries", "table_build_plan",
     "table_adder_count", "build_table_int", "build_table_float", "lookup_int", "lookup_float",
     "ActivationType", "parse_activation", "pairwise_sum_order", "ternary_gemm",
+    "exact_accumulator_width",
 ]
 
 EPS = 1e-5
@@ -260,6 +261,17 @@ def parse_activation(text):
     if text.startswith("int") and text[3:].isdigit() and 2 <= int(text[3:]) <= 16:
         return ActivationType(text, int(text[3:]), False)
     raise ValueError(f"allowed: int2..int16, fp16, bf16 (got {text!r})")
+
+
+def exact_accumulator_width(activation, architecture, terms):
+    """Two's-complement bits of an integer accumulator that never wraps over ``terms`` products:
+    ternary weights add or subtract an activation; the multiplier baseline's dequantised weights
+    span the full activation range, so its products are twice as wide."""
+    width = parse_activation(activation).width
+    bound = terms << (width - 1)
+    if architecture == "multiplier":
+        bound = terms << (2 * width - 2)
+    return bound.bit_length() + 1
 
 
 # --------------------------------------------------------------------------- golden GEMMs

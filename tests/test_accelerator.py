@@ -573,7 +573,7 @@ def test_accelerator_cosim():
     directed programs under two, and the cycle model within its bound (smooth traffic)."""
     from cosim.accelerator import CYCLE_BOUND_CYCLES, CYCLE_BOUND_FRACTION
     from cosim.harness import STRESS_PROFILES
-    from cosim.runner import run_cosim
+    from gen.cosim_run import run_cosim
     from gen.config import load_config
     from gen.config import REPO_ROOT
     config = load_config(REPO_ROOT / "configs" / "accelerator_small.yaml")

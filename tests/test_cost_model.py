@@ -198,7 +198,7 @@ def test_cycles_count_every_beat(mu, lanes_l, lanes_k, n, m):
     ("multiplier", 1, 2, 2, "int4"),
 ])
 def test_model_within_tolerance_of_synthesis(arch, mu, lanes_l, lanes_k, activation):
-    from gen.synth import synthesize
+    from gen.export import synthesize
 
     c = cfg(name=f"cm_{arch}_{activation}", architecture=arch, mu=mu, lanes_l=lanes_l,
             lanes_k=lanes_k, activation=activation, max_reduction=256)

@@ -74,7 +74,8 @@ def test_stage_of_a_registered_multiply_add_is_named(tmp_path):
 @pytest.mark.synth
 def test_stage_of_a_systolic_pe_is_named_after_its_submodule():
     from gen.config import load_config, preset_paths
-    from gen.synth import report_workdir, synthesize
+    from gen.export import synthesize
+    from gen.synth import report_workdir
 
     cfg = load_config(preset_paths(prefix="systolic_os_4x4_int8")[0])
     rep = synthesize(cfg)

@@ -229,7 +229,7 @@ EQUIVALENCE_PRESETS = [
 def test_native_harness_equals_cocotb(name):
     """Identical beats through cocotb (cosim.replay, StreamSource/StreamSink) and the native
     harness under every stress profile: identical output beats and handshake cycles."""
-    from cosim.crosscheck import Case, differences, run_both
+    from gen.crosscheck import Case, differences, run_both
 
     cfg = load_config(preset_paths(prefix=name)[0])
     design = _design(name)

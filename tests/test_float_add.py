@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from cosim.float_add import random_pairs
 from cosim.pysim import run_streams
-from cosim.runner import preset_configs, run_cosim
+from gen.cosim_run import preset_configs, run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
 from hw.float_add import FloatAdderUnit, float_add, float_mul

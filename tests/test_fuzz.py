@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+import gen.cli
 from gen.fuzz import make_case, run_case, run_cases, seed_files
 
 CHUNKS = 4
@@ -17,7 +18,7 @@ SEED = 20240909
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_mutated_inputs_keep_the_contract(chunk):
     numbers = range(chunk * CASES_PER_CHUNK, (chunk + 1) * CASES_PER_CHUNK)
-    outcomes = run_cases(numbers, SEED, rtl_max_cells=8000,
+    outcomes = run_cases(numbers, SEED, cli=gen.cli.main, rtl_max_cells=8000,
                          max_generations=GENERATIONS_PER_CHUNK)
     bad = [o.to_dict() for o in outcomes if o.violations]
     assert not bad, "\n".join(f"case {b['case']} from {b['origin']} {b['mutations']}: "
@@ -51,14 +52,14 @@ def test_a_broken_contract_is_caught(tmp_path, monkeypatch):
         return real(args)
 
     monkeypatch.setattr(gen.cli, "cmd_rtl", leaky_rtl)      # build_parser reads it per call
-    outcome = run_case(case, tmp_path / "w1")
+    outcome = run_case(case, tmp_path / "w1", cli=gen.cli.main)
     assert any("written outside the output folder" in v for v in outcome.violations)
 
     def crashing_check(args):
         raise ZeroDivisionError("integer modulo by zero")
 
     monkeypatch.setattr(gen.cli, "cmd_check", crashing_check)
-    outcome = run_case(case, tmp_path / "w2")
+    outcome = run_case(case, tmp_path / "w2", cli=gen.cli.main)
     assert any("exit 1" in v for v in outcome.violations)
     assert any("internal error" in v for v in outcome.violations)
 

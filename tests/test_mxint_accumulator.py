@@ -7,8 +7,8 @@ import pytest
 
 from cosim.mxint_accumulator import corner_sums, random_sum, sum_expected, term_beats
 from cosim.pysim import run_streams
-from cosim.runner import run_cosim
-from cosim.runner import preset_configs
+from gen.cosim_run import run_cosim
+from gen.cosim_run import preset_configs
 from gen.config import config_from_dict
 from gen.random_configs import random_configs
 from gen.schema import ConfigError

@@ -8,8 +8,8 @@ import pytest
 from cosim.mxint_cast import cast_expected
 from cosim.mxint_common import corner_float_blocks, random_float_block
 from cosim.pysim import run_streams
-from cosim.runner import preset_configs
-from cosim.runner import run_cosim
+from gen.cosim_run import preset_configs
+from gen.cosim_run import run_cosim
 from gen.config import config_from_dict
 from gen.random_configs import random_configs
 from gen.schema import ConfigError

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from cosim.mxint_nonlinear import block_payload, corner_blocks, random_block
 from cosim.pysim import run_streams
-from cosim.runner import preset_configs, run_cosim
+from gen.cosim_run import preset_configs, run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
 from hw.mxint_gelu import MXIntGELU
@@ -233,6 +233,6 @@ def test_longest_path_within_the_int8_mac_pe_budget(config):
     """The smallest nonlinear preset of each kind has a longest register-to-register path of at
     most 40 mapped gate levels: the int8 output-stationary MAC PE measures 32, its array 38-39
     (README); every preset's figure is in `accelgen bench depth`."""
-    from gen.synth import synthesize
+    from gen.export import synthesize
     report = synthesize(config)
     assert 0 < report.longest_path <= 40, report.longest_path

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from cosim.mxint_layernorm import (corner_rows, expected_rows, param_beats, random_params,
                                    random_rows, row_beats)
 from cosim.pysim import run_streams
-from cosim.runner import preset_configs, run_cosim
+from gen.cosim_run import preset_configs, run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
 from hw.mxint_layernorm import MXIntLayerNorm

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from cosim.mxint_softmax import beats_of, corner_rows, expected_rows, random_rows
 from cosim.pysim import run_streams
-from cosim.runner import preset_configs, run_cosim
+from gen.cosim_run import preset_configs, run_cosim
 from gen.config import config_from_dict
 from gen.schema import ConfigError
 from hw.mxint_softmax import MXIntSoftmax

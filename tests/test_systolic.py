@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.runner import preset_configs, run_cosim
+from gen.cosim_run import preset_configs, run_cosim
 from cosim.traffic import STRESS_PROFILES
 from gen.config import config_from_dict
 from gen.config.systolic import SystolicArrayConfig

@@ -7,7 +7,7 @@ import pytest
 from amaranth import Module
 
 from cosim.pysim import run_streams
-from cosim.runner import preset_configs, run_cosim
+from gen.cosim_run import preset_configs, run_cosim
 from cosim.ternary_lut import corner_jobs, expected_results, job_beats, random_activations, \
     random_weights
 from gen.config import config_from_dict

@@ -70,7 +70,8 @@ def _row(cfg, rep, stage, seconds) -> dict:
 def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import PRESET_DIR, load_config
     from gen.depth import analyse_stage, word_netlist
-    from gen.synth import report_workdir, synthesize
+    from gen.export import synthesize
+    from gen.synth import report_workdir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

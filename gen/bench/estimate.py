@@ -57,7 +57,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import config_from_dict, load_config, preset_paths
     from gen.estimate import CALIBRATION, estimate, structural_area
     from gen.export import generate_verilog
-    from gen.synth import synthesize
+    from gen.export import synthesize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

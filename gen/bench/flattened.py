@@ -164,7 +164,8 @@ def _synth_rows() -> dict:
     from amaranth.back import verilog
 
     from gen.config import config_from_dict
-    from gen.synth import synthesize, synthesize_verilog
+    from gen.export import synthesize
+    from gen.synth import synthesize_verilog
     from hw.flattened import PartialSumTree
     flat = config_from_dict({"kind": "flattened_array", "name": "flat_synth_b4_m16",
                              "blen": 4, "mlen": 16, "max_k": 64})

@@ -64,7 +64,8 @@ def _failed_row(cfg, macs, exc, wall) -> dict:
 def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import PRESET_DIR, load_config
     from gen.fpga import FpgaError, FpgaTarget, run_fpga
-    from gen.synth import synthesize
+    from gen.estimate import estimate
+    from gen.export import synthesize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,10 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     rows = []
     for path in sorted(PRESET_DIR.glob("*.yaml")):
         cfg = load_config(path)
-        if quick and synthesize(cfg).cells > QUICK_MAX_CELLS:
+        # the size estimate first (no synthesis of a whole accelerator just to skip it), then
+        # the real mapped-cell count
+        if quick and (estimate(cfg) is None or estimate(cfg).cells > 3 * QUICK_MAX_CELLS
+                      or synthesize(cfg).cells > QUICK_MAX_CELLS):
             continue
         macs = macs_per_cycle(cfg)
         start = time.monotonic()

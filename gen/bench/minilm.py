@@ -25,7 +25,9 @@ SCALE-Sim for the matrix parts, PLENA's decode-shape claim.
   explain it: rows used (``min(M, rows) / rows``), K chunks over the sub-arrays, and the weight
   bandwidth (``words_per_cycle * B * M / multipliers``).
 
-Writes minilm.json, minilm.md, minilm.png and per-config folders minilm/<config>/.
+Writes minilm.json, minilm.md, minilm.png and per-config folders minilm/<config>/. With
+``ACCELGEN_MINILM_REUSE_WHOLE=1`` the whole-model runs already in ``<out>/minilm.json`` are kept
+and only the decode shapes and SCALE-Sim are redone.
 """
 
 from __future__ import annotations
@@ -197,7 +199,11 @@ def _scalesim(rows: list[dict], out: Path, quick: bool) -> dict:
 
 
 def _decode_programs(p, M, K, N):
-    """(compute-only program, streamed program): X (M x K) and W (N x K) random."""
+    """(compute-only program, its K, its N, streamed program): X (M x K) and W (N x K) random.
+    The compute-only program holds X and at least one B-row tile of W in the scratchpad; where
+    M x K and B x K words do not both fit, its K is the largest multiple of 16 blocks that does
+    (16: the PLENA-like preset's sub-array count, so both presets run the same shape; the
+    utilization of one MATMUL barely depends on K past that)."""
     from software_model.accelerator import quantize_matrix
     from software_model.accelerator_programs import (Program, Region, SPAllocator,
                                                      _DramAllocator, _put, gemm_program)
@@ -206,12 +212,16 @@ def _decode_programs(p, M, K, N):
     KB = K // B
     rng = np.random.default_rng(M * 7 + K + N)
     # (a) operands in SP: as many weight rows as fit next to X
+    fit = (p.sp_words - 16) // (M + B)
+    if KB > fit:
+        KB = max(16, fit // 16 * 16)
+    k_sp = KB * B
     nt = max(B, min(N, (p.sp_words - M * KB - 16) // KB // B * B))
-    x = rng.normal(size=(M, K))
-    w = rng.normal(size=(nt, K)) / math.sqrt(K)
+    x = rng.normal(size=(M, k_sp))
+    w = rng.normal(size=(nt, k_sp)) / math.sqrt(k_sp)
     dram = _DramAllocator()
     xd, wd = dram.matrix(M, KB, 0), dram.matrix(nt, KB, 1)
-    a = Program(f"decode_sp_{M}x{K}x{nt}", [], dram.next)
+    a = Program(f"decode_sp_{M}x{k_sp}x{nt}", [], dram.next)
     _put(a, xd, *quantize_matrix(x, p, 0))
     _put(a, wd, *quantize_matrix(w, p, 1))
     sp = SPAllocator(p)
@@ -227,7 +237,7 @@ def _decode_programs(p, M, K, N):
     # (b) the whole N x K weight streamed from DRAM through double-buffered tiles
     b = gemm_program(p, m=M, k=K, n=N, seed=M + K + N)
     b.instructions.append(I("BARRIER", tag=3))
-    return a, nt, b
+    return a, k_sp, nt, b
 
 
 def _decode(rows: list[dict], out: Path, quick: bool) -> dict:
@@ -244,7 +254,7 @@ def _decode(rows: list[dict], out: Path, quick: bool) -> dict:
         mem = MemoryModel(latency=LATENCY, words_per_cycle=wpc)
         for K, N in shapes:
             for M in DECODE_ROWS:
-                a, nt, b = _decode_programs(p, M, K, N)
+                a, k_sp, nt, b = _decode_programs(p, M, K, N)
                 ra = run_program_native(design, a.instructions, dram_image_u32(a, p), p,
                                         latency=LATENCY, words_per_cycle=wpc)
                 want = a.run(p)
@@ -254,9 +264,9 @@ def _decode(rows: list[dict], out: Path, quick: bool) -> dict:
                 _check(b, p, rb)
                 _check(a, p, ra)
                 model_b = cycle_model(b.instructions, p, mem).cycles
-                macs_a, macs_b = M * nt * K, M * N * K
+                macs_a, macs_b = M * nt * k_sp, M * N * K
                 results.append({
-                    "config": key, "M": M, "K": K, "N": N, "sp_N": nt,
+                    "config": key, "M": M, "K": K, "N": N, "sp_K": k_sp, "sp_N": nt,
                     "sp_matmul_cycles": mm_cycles,
                     "sp_utilization": macs_a / (mm_cycles * p.multipliers),
                     "streamed_cycles": rb.cycles, "streamed_model_cycles": model_b,
@@ -311,14 +321,15 @@ def _markdown(res: dict) -> str:
     d = res.get("decode")
     if d:
         lines += ["", "Decode-like shapes (RTL; utilization = M N K / (cycles x 256)):", "",
-                  "| M | K | N | PLENA in SP | square in SP | ratio | PLENA streamed | "
-                  "square streamed | ratio |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| M | K | N | K, N in SP | PLENA in SP | square in SP | ratio | PLENA streamed | "
+                  "square streamed | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
         for x in d["ratios"]:
             pl = next(r for r in d["results"] if r["config"] == "plena" and
                       (r["M"], r["K"], r["N"]) == (x["M"], x["K"], x["N"]))
             sq = next(r for r in d["results"] if r["config"] == "square" and
                       (r["M"], r["K"], r["N"]) == (x["M"], x["K"], x["N"]))
-            lines.append(f"| {x['M']} | {x['K']} | {x['N']} | {pl['sp_utilization']:.3f} | "
+            lines.append(f"| {x['M']} | {x['K']} | {x['N']} | {pl['sp_K']}, {pl['sp_N']} | "
+                         f"{pl['sp_utilization']:.3f} | "
                          f"{sq['sp_utilization']:.3f} | {x['sp_ratio']:.2f} | "
                          f"{pl['streamed_utilization']:.3f} | {sq['streamed_utilization']:.3f} | "
                          f"{x['streamed_ratio']:.2f} |")
@@ -378,7 +389,15 @@ def run(out_dir, quick: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = {"quick": quick, "latency": LATENCY}
-    res["whole_model"] = _whole_model(out, quick)
+    previous = out / "minilm.json"
+    if os.environ.get("ACCELGEN_MINILM_REUSE_WHOLE") == "1" and previous.exists() and \
+            json.loads(previous.read_text()).get("quick") == quick:
+        # the whole-model runs of an earlier `bench minilm` in this folder (45 minutes on
+        # 2 cores), to redo only the decode shapes and SCALE-Sim
+        res["whole_model"] = json.loads(previous.read_text())["whole_model"]
+        _log("-- whole model: reusing the runs in " + str(previous))
+    else:
+        res["whole_model"] = _whole_model(out, quick)
     (out / "minilm.json").write_text(json.dumps(res, indent=1) + "\n")
     if os.environ.get("ACCELGEN_MINILM_ENGINE", "rtl") == "rtl":
         t1 = time.perf_counter()

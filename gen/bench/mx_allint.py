@@ -206,7 +206,7 @@ def _units(model, sentences, synthesize_area: bool) -> list[dict]:
                    "element_width": cfg.element_width, "block_size": cfg.block_size,
                    "relative_error": round(_unit_error(kind, cfg, rec), 7), "area": None}
             if synthesize_area:
-                from gen.synth import synthesize
+                from gen.export import synthesize
                 rep = synthesize(cfg)
                 dut = cfg.elaborate()
                 dut._MustUse__silence = True     # built only to read its latencies

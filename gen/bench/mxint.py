@@ -57,7 +57,7 @@ def _size_key(cfg):
 
 def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import GENERATORS, load_config, preset_paths
-    from gen.synth import synthesize
+    from gen.export import synthesize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

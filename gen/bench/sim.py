@@ -75,7 +75,7 @@ def _median(values):
 
 def _cocotb(cfg, design, inputs, opt: str | None) -> tuple[dict, list[str]]:
     """``REPEATS`` identical cases in one cocotb process, each against the native harness."""
-    from cosim.crosscheck import Case, differences, run_both
+    from gen.crosscheck import Case, differences, run_both
 
     pairs = run_both(cfg, design, [Case(inputs, "smooth")] * REPEATS, seed=1,
                      fast_harness="fast", fast_opt=OPT, cocotb_opt=opt)

@@ -31,7 +31,7 @@ def _config(activation, mu, lanes_l, lanes_k, architecture, mirrored):
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    from gen.synth import synthesize
+    from gen.export import synthesize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ class FlattenedArrayConfig(SignedOperands, ConfigBase):
     """
 
     kind: ClassVar[str] = "flattened_array"
-    cosim_module: ClassVar[str] = "cosim.flattened"
 
     name: str = param("Name of the design: Verilog top and output folder (default: file stem)",
                       default="flattened_array")

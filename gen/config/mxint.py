@@ -12,14 +12,22 @@ from gen.schema import ConfigBase, Problem, param
 
 __all__ = ["MXIntCastConfig", "MXIntDotConfig", "MXIntAccumulatorConfig", "MXIntLinearConfig"]
 
-_ROUNDINGS = ("half_even", "half_away")
-_ENCODINGS = ("twos_complement", "biased")
+#: the MXInt rounding and exponent-encoding choices every MXInt config offers
+ROUNDINGS = ("half_even", "half_away")
+ENCODINGS = ("twos_complement", "biased")
+_ROUNDINGS, _ENCODINGS = ROUNDINGS, ENCODINGS
+
+
+def block_format(cfg, width=None, block_size=None):
+    """The MXIntFormat of a config's ``block_size``, ``exponent_width``, ``rounding`` and
+    ``exponent_encoding`` at element ``width`` (default: its ``element_width``)."""
+    from software_model.mxint import MXIntFormat
+    return MXIntFormat(width or cfg.element_width, block_size or cfg.block_size,
+                       cfg.exponent_width, cfg.rounding, cfg.exponent_encoding)
 
 
 def _fmt(cfg, block_size=None):
-    from software_model.mxint import MXIntFormat
-    return MXIntFormat(cfg.element_width, block_size or cfg.block_size, cfg.exponent_width,
-                       cfg.rounding, cfg.exponent_encoding)
+    return block_format(cfg, block_size=block_size)
 
 
 @dataclass(frozen=True)

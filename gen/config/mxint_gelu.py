@@ -10,19 +10,10 @@ config onto the component's keyword arguments.
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+from gen.config.mxint import ENCODINGS, ROUNDINGS, block_format as _fmt
 from gen.schema import ConfigBase, Problem, param
 
 __all__ = ["MXIntGELUConfig"]
-
-ROUNDINGS = ("half_even", "half_away")
-ENCODINGS = ("twos_complement", "biased")
-
-
-def _fmt(cfg, width):
-    from software_model.mxint import MXIntFormat
-    return MXIntFormat(width, cfg.block_size, cfg.exponent_width, cfg.rounding,
-                       cfg.exponent_encoding)
-
 
 @dataclass(frozen=True)
 class MXIntGELUConfig(ConfigBase):

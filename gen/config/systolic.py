@@ -62,7 +62,6 @@ class SystolicArrayConfig(SignedOperands, ConfigBase):
     """
 
     kind: ClassVar[str] = "systolic_array"
-    cosim_module: ClassVar[str] = "cosim.systolic"
 
     name: str = param("Name of the design: Verilog top and output folder (default: file stem)",
                       default="systolic_array")

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from gen.schema import ConfigBase, Problem, param
-from software_model.ternary import half_entries, parse_activation, table_adder_count
+from software_model.ternary import (exact_accumulator_width, half_entries, parse_activation,
+                                    table_adder_count)
 
 __all__ = ["TernaryLUTConfig"]
 
@@ -101,12 +102,8 @@ class TernaryLUTConfig(ConfigBase):
 
     @property
     def exact_accumulator_width(self):
-        width = self.activation_width
-        terms = max(self.max_reduction, self.beat_reduction)
-        bound = terms << (width - 1)
-        if self.architecture == "multiplier":      # dequantised weights span the full int range
-            bound = terms << (2 * width - 2)
-        return _signed_bits(bound)
+        return exact_accumulator_width(self.activation, self.architecture,
+                                       max(self.max_reduction, self.beat_reduction))
 
     @property
     def weight_width(self):

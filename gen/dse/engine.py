@@ -13,15 +13,15 @@ import concurrent.futures
 import csv
 import hashlib
 import json
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from gen.dse.kinds import dse_kind
+from gen.dse.pareto import pareto_front, plot_pareto
 from gen.dse.sweep import Sweep
 from gen.schema import canonical_json
 
@@ -99,7 +99,7 @@ def synthesize_cached(config, cache_dir: Path | None = None) -> dict:
     path = cache_dir / f"{config.config_hash[:24]}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from gen.synth import synthesize
+    from gen.export import synthesize
     report = synthesize(config).to_dict()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -302,18 +302,6 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, jobs: int | None = None, scheduler
 # --------------------------------------------------------------------------- analysis and output
 
 
-def pareto_front(records: Iterable[dict], *, x: str = "throughput",
-                 y: str = "model_area") -> list[dict]:
-    """Records no other record beats: none has >= x and < y (or > x and <= y)."""
-    ordered = sorted(records, key=lambda r: (-r[x], r[y]))
-    front, best = [], math.inf
-    for record in ordered:
-        if record[y] < best:
-            front.append(record)
-            best = record[y]
-    return sorted(front, key=lambda r: r[x])
-
-
 def write_outputs(result: SweepResult, *, plots: bool = True) -> dict:
     spec = dse_kind(result.sweep.kind)
     out = result.out_dir
@@ -350,47 +338,3 @@ def write_outputs(result: SweepResult, *, plots: bool = True) -> dict:
     if plots and records:
         summary["plots"] = [str(p) for p in spec.plot(records, out, result.sweep.name)]
     return summary
-
-
-def plot_pareto(records: list[dict], out_dir: Path, *, prefix: str, spec) -> list[Path]:
-    """One PNG per group: every point's y against its x, each series' Pareto front as a line;
-    synthesized points (with a synthesized y) ringed in black."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, y = spec.pareto_x, spec.pareto_y
-    xlabel, ylabel = spec.axis_labels()
-    paths = []
-    markers = "os^Dv<>p*h"
-    for group in sorted({spec.group(r) for r in records}):
-        subset = [r for r in records if spec.group(r) == group]
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        series = sorted({r.get(spec.series, "") for r in subset}, key=str) if spec.series \
-            else [""]
-        for n, s in enumerate(series):
-            pts = [r for r in subset if not spec.series or r.get(spec.series) == s]
-            color = f"C{n % 10}"
-            ax.scatter([r[x] for r in pts], [r[y] for r in pts], s=14, alpha=0.35, color=color,
-                       marker=markers[n % len(markers)])
-            front = pareto_front(pts, x=x, y=y)
-            ax.plot([r[x] for r in front], [r[y] for r in front], color=color,
-                    marker=markers[n % len(markers)],
-                    label=f"{s} (Pareto front)" if s != "" else "Pareto front")
-            synth = [r for r in pts if r.get("synthesized") and r.get("synth_" + y.split("_", 1)[-1])]
-            if synth:
-                ax.scatter([r[x] for r in synth], [r["synth_" + y.split("_", 1)[-1]] for r in synth],
-                           s=40, facecolors="none", edgecolors="black")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{prefix}: {group}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{prefix}_pareto_{group}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths

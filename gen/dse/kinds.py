@@ -76,7 +76,7 @@ class DseKind:
         return "all"
 
     def plot(self, records: list[dict], out_dir: Path, prefix: str) -> list[Path]:
-        from gen.dse.engine import plot_pareto
+        from gen.dse.pareto import plot_pareto
         return plot_pareto(records, out_dir, prefix=prefix, spec=self)
 
     def axis_labels(self) -> tuple[str, str]:

@@ -238,7 +238,7 @@ def plot_pareto(records: list[dict], out_dir: Path, *, prefix: str = "pareto") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gen.dse.engine import pareto_front
+    from gen.dse.pareto import pareto_front
 
     paths = []
     for activation in sorted({r["activation"] for r in records}, key=_activation_order):

@@ -53,10 +53,10 @@ class ReplayRun:
 def run_both(config, design: Design, cases: list[Case], *, seed: int = 1,
              fast_harness: str = "cocotb", fast_opt: str | None = None,
              cocotb_opt: str | None = None) -> list[tuple[FastRun, ReplayRun]]:
-    """Every case through both harnesses. ``config`` is what :func:`cosim.runner.run_cosim` takes
+    """Every case through both harnesses. ``config`` is what :func:`gen.cosim_run.run_cosim` takes
     (it builds and runs the cocotb side, ``cocotb_opt``: its build's C++ optimisation, default
     the regressions' -O0); ``design`` the same design as plain data."""
-    from cosim.runner import run_cosim
+    from gen.cosim_run import run_cosim
 
     fast_runs, stims, outs = [], [], []
     work = tempfile.mkdtemp(prefix="accelgen-crosscheck-")

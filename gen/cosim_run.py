@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -102,7 +103,10 @@ def _repro_command(config: ConfigBase, config_path: Path | None, seed: int, samp
 
 
 def _default_module(config: ConfigBase) -> str:
-    return getattr(config, "cosim_module", "") or f"cosim.{config.kind}"
+    """The kind's testbench, from its registry record (gen/registry.py)."""
+    from gen.registry import KINDS
+    record = KINDS.get(config.kind)
+    return (record.testbench if record else None) or f"cosim.{config.kind}"
 
 
 def run_cosim(config: ConfigBase | str | Path, test_module: str | None = None, *,
@@ -185,11 +189,23 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
     env.update(extra_env or {})
     if waves:
         env["ACCELGEN_WAVES"] = "1"
-    results_xml = runner.test(test_module=test_module, hdl_toplevel=config.top_name,
-                              hdl_toplevel_lang="verilog",
-                              build_dir=binary_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
-                              extra_env=env, waves=waves, results_xml=str(sim_dir / "results.xml"),
-                              log_file=sim_dir / "sim.log")
+    results_xml = sim_dir / "results.xml"
+    results_xml.unlink(missing_ok=True)     # never read a previous run's verdict
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=config.top_name,
+                    hdl_toplevel_lang="verilog",
+                    build_dir=binary_dir, test_dir=sim_dir, testcase=testcase, seed=seed,
+                    extra_env=env, waves=waves, results_xml=str(results_xml),
+                    log_file=sim_dir / "sim.log")
+    except SystemExit as exc:
+        # Under pytest, cocotb's runner ends a failed run with sys.exit(), which pytest would
+        # show as a bare "SystemExit: 1". The results file and the tallies say what failed.
+        if not results_xml.exists():
+            tail = _log_tail(sim_dir / "sim.log")
+            return (f"co-simulation of {config.name} failed (seed {seed}): the simulator exited "
+                    f"({exc.code}) without a results file.\n{tail}\nSimulator log: "
+                    f"{sim_dir / 'sim.log'}\nReproduce with: {repro.replace('{test}', 'all')}",
+                    CosimResult(config=config, build_dir=build_dir))
     tally = CosimResult(config=config, build_dir=build_dir)
     for path in sorted(record_dir.glob("*.json")):
         data = json.loads(path.read_text())
@@ -205,8 +221,20 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
         entry = tally.tests.setdefault(name, {"test": name, "checked": 0})
         if bad:
             entry["failed"] = True
-            text = "\n".join((el.get("message") or "") + "\n" + (el.text or "") for el in bad)
-            failures.append(f"{name}: {text.strip()[-3000:]}")
+            # cocotb's message is usually the traceback's last line: print it once
+            text = "\n".join(el.text or el.get("message") or "" if el.get("message", "") in
+                              (el.text or "") else (el.get("message") or "") + "\n" +
+                              (el.text or "") for el in bad)
+            # The first mismatch leads (expected vs got, with its job/beat index), whatever the
+            # length of the traceback after it.
+            first = entry.get("first_mismatches") or _logged_mismatches(sim_dir / "sim.log",
+                                                                         name)
+            head = ""
+            if first:
+                count = entry.get("mismatches") or len(first)
+                head = (f"{count} of {entry.get('checked', '?')} results mismatched; first "
+                        f"{first[0]}\n")
+            failures.append(f"{name}: {head}{text.strip()[-3000:]}")
         elif entry.get("checked", 0) <= 0:
             entry["failed"] = True
             failures.append(f"{name}: passed but checked no results (the harness tally is "
@@ -222,6 +250,29 @@ def _run_once(config, config_path, test_module, build_dir, testcase, seed, sampl
                                                       if t.get("failed")) or "all"))
         return message, tally
     return None, tally
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    if not log.exists():
+        return "(no simulator log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _logged_mismatches(log: Path, test: str) -> list[str]:
+    """MISMATCH lines the scoreboard logged for ``test`` (for a test that failed before its
+    tally was written, e.g. on a timeout after a mismatch)."""
+    if not log.exists():
+        return []
+    found, inside = [], False
+    started = re.compile(r"\brunning (?:\S+\.)?" + re.escape(test) + r"(?: \(|$)")
+    for line in log.read_text(errors="replace").splitlines():
+        if "cocotb.regression" in line and " running " in line:
+            inside = started.search(line.rstrip()) is not None
+        elif inside and "MISMATCH" in line:
+            mismatch = line[line.index("MISMATCH"):]
+            if mismatch not in found:
+                found.append(mismatch)
+    return found
 
 
 def main_cosim(args) -> int:

@@ -4,6 +4,7 @@ import numpy as np
 
 from cosim.harness import Testbench
 from cosim.mxint_common import random_mantissas
+from hw.mxint_accumulator import MXIntAccumulator
 from software_model.mxint import mxint_accumulate
 
 
@@ -70,7 +71,7 @@ async def _run(tb, jobs, gap=None, stall=None, label="sum"):
     tb.fork(produce())
     for i, want in enumerate(expected):
         tb.scoreboard.check(want, await sink.recv(), f"{label} {i} ({len(jobs[i][0])} terms)")
-    return sink
+    return source, sink
 
 
 @cocotb.test()
@@ -94,8 +95,13 @@ async def one_term_per_cycle(dut):
     c = tb.config
     length = min(4, c.max_terms)
     jobs = [random_sum(c, tb.rng, length) for _ in range(max(8, tb.samples // 8))]
-    sink = await _run(tb, jobs, gap=0.0, stall=0.0)
+    source, sink = await _run(tb, jobs, gap=0.0, stall=0.0)
     gaps = {b - a for a, b in zip(sink.beat_cycles, sink.beat_cycles[1:])}
     tb.record("cycles_between_sums", sorted(gaps))
     tb.scoreboard.check({length}, gaps, f"sums of {length} terms leave {length} cycles apart")
-    tb.finish(min_checked=len(jobs) + 1)
+    latency = sink.beat_cycles[0] - source.beat_cycles[length - 1]
+    tb.record("latency", latency)
+    unit = MXIntAccumulator(**tb.parameters)
+    unit._MustUse__silence = True            # built only to read its latency
+    tb.scoreboard.check(unit.latency, latency, "cycles from a sum's last term to the sum")
+    tb.finish(min_checked=len(jobs) + 2)

@@ -6,14 +6,17 @@ from types import SimpleNamespace
 
 from cosim.mxint_common import (check_one_per_cycle, corner_float_blocks, expected_block,
                                 mxint_format, random_float_block)
+from hw.mxint_cast import MXIntCast
 from software_model.mxint import mxint_cast
 
 
 def view(config, parameters) -> SimpleNamespace:
-    """What this testbench needs, from the manifest's plain data (names as in the config)."""
+    """What this testbench needs, from the manifest's plain data (names as in the config); the
+    latency is the component's for the recorded ``pipelined``."""
     fmt = mxint_format(parameters["fmt"])
     return SimpleNamespace(fmt=fmt, input_format=parameters["input_format"],
-                           block_size=fmt.block_size)
+                           block_size=fmt.block_size,
+                           latency=MXIntCast.LATENCY[bool(parameters.get("pipelined", True))])
 
 
 def cast_expected(fmt, input_format, bits):
@@ -36,7 +39,7 @@ async def _run(tb, blocks, gap=None, stall=None):
     for i, want in enumerate(expected):
         got = await sink.recv()
         tb.scoreboard.check(want, got, f"block {i} (input {[hex(int(b)) for b in blocks[i]]})")
-    return sink
+    return source, sink
 
 
 @cocotb.test()
@@ -54,11 +57,15 @@ async def random_and_corner_blocks(dut):
 
 @cocotb.test()
 async def full_throughput(dut):
-    """No gaps, no backpressure: one block per cycle once the pipeline is full."""
+    """No gaps, no backpressure: one block per cycle once the pipeline is full, the first the
+    config's latency after its input."""
     tb = await Testbench.start(dut)
     cfg = view(tb.config, tb.parameters)
     n = max(16, tb.samples // 4)
     blocks = [random_float_block(tb.rng, cfg.block_size, cfg.input_format) for _ in range(n)]
-    sink = await _run(tb, blocks, gap=0.0, stall=0.0)
+    source, sink = await _run(tb, blocks, gap=0.0, stall=0.0)
     check_one_per_cycle(tb, sink, n)
-    tb.finish(min_checked=n + 1)
+    latency = sink.beat_cycles[0] - source.beat_cycles[0]
+    tb.record("latency", latency)
+    tb.scoreboard.check(cfg.latency, latency, "cycles from a block's input to its output")
+    tb.finish(min_checked=n + 2)

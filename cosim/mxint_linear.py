@@ -148,7 +148,7 @@ async def _run(tb, jobs, gap=None, stall=None):
     tb.fork(produce())
     for i, want in enumerate(expected):
         tb.scoreboard.check(want, await sink.recv(), f"tile {i}")
-    return sink
+    return source, sink
 
 
 @cocotb.test()
@@ -162,11 +162,17 @@ async def random_and_corner_tiles(dut):
 
 @cocotb.test()
 async def full_throughput(dut):
-    """No gaps or backpressure: one beat per cycle, so tiles leave K/k cycles apart."""
+    """No gaps or backpressure: one beat per cycle, so tiles leave K/k cycles apart, the first
+    the config's latency after its last beat."""
     tb = await Testbench.start(dut)
     n = max(8, tb.samples // 8)
-    sink = await _run(tb, [random_tile(_cfg(tb), tb.rng) for _ in range(n)], gap=0.0, stall=0.0)
+    cfg = _cfg(tb)
+    source, sink = await _run(tb, [random_tile(cfg, tb.rng) for _ in range(n)],
+                              gap=0.0, stall=0.0)
     gaps = {b - a for a, b in zip(sink.beat_cycles, sink.beat_cycles[1:])}
     tb.record("cycles_between_tiles", sorted(gaps))
-    tb.scoreboard.check({_cfg(tb).k_blocks}, gaps, "tiles leave K/k cycles apart")
-    tb.finish(min_checked=n + 1)
+    tb.scoreboard.check({cfg.k_blocks}, gaps, "tiles leave K/k cycles apart")
+    latency = sink.beat_cycles[0] - source.beat_cycles[cfg.k_blocks - 1]
+    tb.record("latency", latency)
+    tb.scoreboard.check(cfg.latency, latency, "cycles from a tile's last beat to its results")
+    tb.finish(min_checked=n + 2)

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hw.primitives import GlobalEnable, check_choice, delay, parameter_repr
 from software_model.float16 import FORMATS, FloatFormat
 
-__all__ = ["float_add", "float_mul", "float_neg", "FloatAdderUnit", "float_format"]
+__all__ = ["float_add", "float_add_staged", "float_mul", "float_neg", "FloatAdderUnit", "float_format", "PIPELINE_POINTS"]
 
 _GUARD_BITS = 3     # guard, round, sticky: enough for a correctly rounded add (one left shift)
 
@@ -65,7 +65,7 @@ def _leading_zeros(m, value, name):
     return count
 
 
-def _round_pack(m, f, sign, exponent, significand, name):
+def _round_pack(m, f, sign, exponent, significand, name, register=None):
     """Normalise, round to nearest even and pack a non-zero finite magnitude.
 
     `significand` (W bits) is worth significand * 2^(exponent - bias - (W - 1)): `exponent` is
@@ -73,6 +73,9 @@ def _round_pack(m, f, sign, exponent, significand, name):
     right onto the subnormal grid (lost bits kept as sticky) before the one rounding step, so
     there is no double rounding; a carry out of the mantissa bumps the exponent for free
     because exponent and mantissa are rounded as one packed integer.
+
+    ``register(value, name)``, if given, is a pipeline register between the normalisation
+    plan (leading zeros, exponent, shift amounts) and the shifts and rounding add.
     """
     mb = f.mantissa_bits
     width = len(significand)
@@ -91,6 +94,14 @@ def _round_pack(m, f, sign, exponent, significand, name):
         right_amount.eq(Mux(shift_right,
                             Mux(1 - exponent >= width, width, (1 - exponent).as_unsigned()), 0)),
     ]
+    field_exponent = Mux(is_normal, normal_exponent[:f.exponent_bits], 0)
+    overflow = is_normal & (normal_exponent >= f.exponent_max)
+    if register is not None:
+        significand, left_amount, right_amount, shift_right, field_exponent, overflow, sign = (
+            register(v, f"{name}_{k}") for k, v in (
+                ("sig_r", significand), ("lshift_r", left_amount), ("rshift_r", right_amount),
+                ("right_r", shift_right), ("fexp_r", field_exponent), ("ovf_r", overflow),
+                ("sign_r", sign)))
     shifted = Signal(width, name=f"{name}_norm")
     right_shifted = significand >> right_amount
     right_lost = (right_shifted << right_amount)[:width] != significand
@@ -100,8 +111,6 @@ def _round_pack(m, f, sign, exponent, significand, name):
     guard = shifted[width - 2 - mb]
     rest = (shifted[:width - 2 - mb] != 0) | (shift_right & right_lost)
     round_up = guard & (rest | mantissa[0])
-    field_exponent = Mux(is_normal, normal_exponent[:f.exponent_bits], 0)
-    overflow = is_normal & (normal_exponent >= f.exponent_max)
     packed = Signal(f.width - 1, name=f"{name}_packed")
     m.d.comb += packed.eq(Cat(mantissa, field_exponent) + round_up)   # carry may reach Inf
     result = Signal(f.width, name=f"{name}_rounded")
@@ -109,8 +118,9 @@ def _round_pack(m, f, sign, exponent, significand, name):
     return result
 
 
-def _add_align(m, a, b, f, name):
-    """First half of the adder: specials, swap, alignment with sticky, add/subtract."""
+def _add_align(m, a, b, f, name, register=None):
+    """First half of the adder: specials, swap, alignment with sticky, add/subtract.
+    ``register(value, name)``, if given, is a pipeline register after the swap."""
     mb = f.mantissa_bits
     ua, ub = _Unpacked(a, f), _Unpacked(b, f)
     swap = ua.magnitude < ub.magnitude
@@ -119,6 +129,17 @@ def _add_align(m, a, b, f, name):
     big_exp = Mux(swap, ub.effective_exponent, ua.effective_exponent)
     small_sig = Mux(swap, ua.significand, ub.significand)
     small_exp = Mux(swap, ua.effective_exponent, ub.effective_exponent)
+    subtract = ua.sign ^ ub.sign
+    zero_sign = ua.sign & ub.sign      # exact zero: +0 unless both operands are negative
+    nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_inf & subtract)
+    inf = ua.is_inf | ub.is_inf
+    inf_sign = Mux(ua.is_inf, ua.sign, ub.sign)
+    if register is not None:
+        (big_sign, big_sig, big_exp, small_sig, small_exp, subtract, zero_sign, nan, inf,
+         inf_sign) = (register(v, f"{name}_{k}_r") for k, v in (
+            ("big_sign", big_sign), ("big_sig", big_sig), ("big_exp", big_exp),
+            ("small_sig", small_sig), ("small_exp", small_exp), ("subtract", subtract),
+            ("zero_sign", zero_sign), ("nan", nan), ("inf", inf), ("inf_sign", inf_sign)))
 
     distance = Signal(f.exponent_bits, name=f"{name}_dist")
     m.d.comb += distance.eq(big_exp - small_exp)
@@ -130,38 +151,28 @@ def _add_align(m, a, b, f, name):
     aligned = small >> clamped
     sticky = (aligned << clamped)[:len(small)] != small
     small_aligned = aligned | sticky
-    subtract = ua.sign ^ ub.sign
     total = Signal(mb + 1 + _GUARD_BITS + 1, name=f"{name}_sum")   # carry bit on top
     m.d.comb += total.eq(Mux(subtract, big - small_aligned, big + small_aligned))
-    return {
-        "sign": big_sign,
-        "exponent": big_exp,
-        "total": total,
-        "zero_sign": ua.sign & ub.sign,    # exact zero: +0 unless both operands are negative
-        "nan": ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_inf & subtract),
-        "inf": ua.is_inf | ub.is_inf,
-        "inf_sign": Mux(ua.is_inf, ua.sign, ub.sign),
-    }
+    return {"sign": big_sign, "exponent": big_exp, "total": total, "zero_sign": zero_sign,
+            "nan": nan, "inf": inf, "inf_sign": inf_sign}
 
 
-def _add_parts_layout(f):
-    return StructLayout({
-        "sign": 1, "exponent": f.exponent_bits, "total": f.mantissa_bits + _GUARD_BITS + 2,
-        "zero_sign": 1, "nan": 1, "inf": 1, "inf_sign": 1,
-    })
-
-
-def _add_normalize(m, parts, f, name):
+def _add_normalize(m, parts, f, name, register=None):
+    """Second half: normalise and round; ``register`` as in :func:`_round_pack`."""
     exponent = Signal(signed(f.exponent_bits + 2), name=f"{name}_topexp")
     m.d.comb += exponent.eq(parts["exponent"] + 1)     # the carry bit sits one above the hidden bit
-    rounded = _round_pack(m, f, parts["sign"], exponent, parts["total"], name)
+    rounded = _round_pack(m, f, parts["sign"], exponent, parts["total"], name, register)
+    flags = {"nan": parts["nan"], "inf": parts["inf"], "inf_sign": parts["inf_sign"],
+             "zero": parts["total"] == 0, "zero_sign": parts["zero_sign"]}
+    if register is not None:
+        flags = {k: register(v, f"{name}_{k}_n") for k, v in flags.items()}
     result = Signal(f.width, name=name)
-    with m.If(parts["nan"]):
+    with m.If(flags["nan"]):
         m.d.comb += result.eq(f.canonical_nan)
-    with m.Elif(parts["inf"]):
-        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), parts["inf_sign"]))
-    with m.Elif(parts["total"] == 0):
-        m.d.comb += result.eq(Cat(C(0, f.width - 1), parts["zero_sign"]))
+    with m.Elif(flags["inf"]):
+        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), flags["inf_sign"]))
+    with m.Elif(flags["zero"]):
+        m.d.comb += result.eq(Cat(C(0, f.width - 1), flags["zero_sign"]))
     with m.Else():
         m.d.comb += result.eq(rounded)
     return result
@@ -171,6 +182,15 @@ def float_add(m, a, b, fmt, name="fadd"):
     """Combinational correctly rounded a + b; returns a Signal of the format's width."""
     f = float_format(fmt)
     return _add_normalize(m, _add_align(m, a, b, f, name), f, name)
+
+
+def float_add_staged(m, a, b, fmt, register, name="fadd"):
+    """``a + b`` as :func:`float_add`, with ``register(value, name)`` (a pipeline register)
+    between alignment/addition and normalisation/rounding: two stages of about half the depth."""
+    f = float_format(fmt)
+    parts = _add_align(m, a, b, f, name)
+    parts = {k: register(v, f"{name}_{k}_s") for k, v in parts.items()}
+    return _add_normalize(m, parts, f, name)
 
 
 def float_mul(m, a, b, fmt, name="fmul"):
@@ -196,19 +216,27 @@ def float_mul(m, a, b, fmt, name="fmul"):
     return result
 
 
+#: where each register of ``FloatAdderUnit(pipeline_stages=n)`` sits: the first ``n`` of these
+#: (one register between alignment/addition and normalisation first, as it always was)
+PIPELINE_POINTS = ("add", "normalize", "swap")
+
+
 class FloatAdderUnit(wiring.Component):
     """Streamed FP adder: operands {a, b} in, sum out; operands and sum registered.
 
     ``format``: ``"fp16"`` or ``"bf16"`` (or its :class:`~software_model.float16.FloatFormat`);
-    ``pipeline_stages``: 0 or 1 registers between alignment/addition and normalisation/rounding.
+    ``pipeline_stages``: 0 to 3 registers inside the adder, the pipelining knob: 1 sits between
+    alignment/addition and normalisation/rounding, 2 adds one between the normalisation plan
+    (leading zeros, exponent, shift amounts) and the shifts and rounding add, 3 one after the
+    magnitude compare and swap (:data:`PIPELINE_POINTS`).
     Latency 2 + pipeline_stages cycles; one sum per cycle; the whole pipeline stalls while the
     sum is held by backpressure (:class:`hw.primitives.GlobalEnable`).
     """
 
-    def __init__(self, *, format: "str | FloatFormat", pipeline_stages: int = 0):
+    def __init__(self, *, format: "str | FloatFormat", pipeline_stages: int = 3):
         self.float_format = float_format(format)
         self.format = self.float_format.name
-        check_choice("Pipeline stages", pipeline_stages, (0, 1))
+        check_choice("Pipeline stages", pipeline_stages, tuple(range(len(PIPELINE_POINTS) + 1)))
         self.pipeline_stages = pipeline_stages
         self.latency = 2 + pipeline_stages
         width = self.float_format.width
@@ -225,14 +253,23 @@ class FloatAdderUnit(wiring.Component):
         m = Module()
         f = self.float_format
         ctl = GlobalEnable(m, source=self.operands, sink=self.sums, stages=self.latency)
+
+        def stage(value, name):
+            """A datapath register loading with the global enable; reset_less: its content only
+            matters while the valid bit travelling beside it is set."""
+            value = Value.cast(value)
+            reg = Signal(value.shape(), name=name, reset_less=True)
+            with m.If(ctl.advance):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        points = PIPELINE_POINTS[:self.pipeline_stages]
+        at = lambda point: stage if point in points else None     # noqa: E731
         a, b = (delay(m, self.operands.payload[name], 1, name=name, enable=ctl.advance)
                 for name in ("a", "b"))
-        parts = _add_align(m, a, b, f, "fadd")
-        if self.pipeline_stages:
-            staged = Signal(_add_parts_layout(f), reset_less=True)
-            with m.If(ctl.advance):
-                m.d.sync += [getattr(staged, k).eq(v) for k, v in parts.items()]
-            parts = {k: getattr(staged, k) for k in parts}
-        total = _add_normalize(m, parts, f, "fadd")
+        parts = _add_align(m, a, b, f, "fadd", register=at("swap"))
+        if "add" in points:
+            parts = {k: stage(v, f"staged_{k}") for k, v in parts.items()}
+        total = _add_normalize(m, parts, f, "fadd", register=at("normalize"))
         m.d.comb += self.sums.payload.eq(delay(m, total, 1, name="sum", enable=ctl.advance))
         return m

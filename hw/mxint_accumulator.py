@@ -2,12 +2,15 @@
 
 A term is ``lanes`` signed integers sharing one exponent: ``value_l * 2^exponent`` (a block dot
 product's ``total`` with exponent ``e_a + e_b - 2(w-2)``, or one MXInt block).  ``last`` closes a
-sum; the sum leaves one cycle after its last term is taken.  Two variants (``mode``):
+sum; the sum leaves ``latency`` cycles after its last term is taken (4 in exact mode, 1 in
+shift mode).  Two variants (``mode``):
 
 * ``exact`` (default): a fixed-point (Kulisch-style) accumulator whose LSB weighs 2^emin, emin the
   smallest exponent the input field holds.  Every term is shifted *left* by ``e - emin`` and
   added, so nothing is ever lost; the width is input + (2^ew - 1) + ceil(log2 max_terms) bits.
-  The result's exponent is the constant emin.
+  The result's exponent is the constant emin.  The wide add is kept in carry-save segments of
+  ``segment_bits`` (the pipelining knob), so the accumulation loop is one segment deep; the
+  closing sum's pending carries are resolved in two more stages.
 * ``shift`` (lossy, the usual MXInt/block-floating-point accumulator): ``acc_width`` bits plus a
   running exponent E.  For each term: E' = max(E, e); the accumulator and the term are
   *arithmetically shifted right* by E' - E and E' - e (floor: bits below the new LSB are
@@ -21,7 +24,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import GlobalEnable, check_choice, check_positive, parameter_repr, tree_depth
+from hw.mxint_common import carry_prefix, increment
+from hw.primitives import (GlobalEnable, check_choice, check_positive, delay, parameter_repr,
+                           tree_depth)
 
 __all__ = ["MXIntAccumulator", "MODES"]
 
@@ -38,7 +43,8 @@ class MXIntAccumulator(wiring.Component):
     """
 
     def __init__(self, *, lanes: int, input_width: int, exponent_width: int,
-                 mode: str = "exact", acc_width: int | None = None, max_terms: int = 1024):
+                 mode: str = "exact", acc_width: int | None = None, max_terms: int = 1024,
+                 segment_bits: int = 16):
         check_positive("Lanes", lanes)
         check_positive("Input width", input_width, minimum=2)
         check_positive("Exponent width", exponent_width, minimum=2)
@@ -53,6 +59,8 @@ class MXIntAccumulator(wiring.Component):
                              f"from the input and exponent widths and max_terms), "
                              f"not {acc_width!r}")
         check_positive("Max terms", max_terms)
+        check_positive("Segment bits", segment_bits, minimum=2)
+        self.segment_bits = segment_bits
         self.lanes, self.input_width, self.exponent_width = lanes, input_width, exponent_width
         self.mode, self.acc_width, self.max_terms = mode, acc_width, max_terms
         #: the exact accumulator's LSB weighs 2^exponent_min: the smallest exponent a term has
@@ -61,6 +69,11 @@ class MXIntAccumulator(wiring.Component):
             self.sum_width = acc_width
         else:   # input + the full exponent span + carry bits for max_terms terms
             self.sum_width = input_width + (1 << exponent_width) - 1 + tree_depth(max_terms)
+        #: exact mode: align, accumulate in carry-save segments, resolve (two stages); shift
+        #: mode: one stage (its exponent compare, shifts, add and renormalisation are a loop)
+        self.latency = 4 if mode == "exact" else 1
+        self.segments = [(lo, min(lo + segment_bits, self.sum_width))
+                         for lo in range(0, self.sum_width, segment_bits)]
         self.sum_exponent_width = exponent_width + 2
         if mode == "shift":
             self.sum_exponent_width = max(self.sum_exponent_width,
@@ -81,7 +94,7 @@ class MXIntAccumulator(wiring.Component):
 
     def __repr__(self):
         return parameter_repr(self, "lanes", "input_width", "exponent_width", "mode",
-                              "acc_width", "max_terms")
+                              "acc_width", "max_terms", "segment_bits")
 
     def shift_exponent_max(self) -> int:
         """Largest exponent a shift-mode sum of ``max_terms`` terms can reach.
@@ -99,6 +112,8 @@ class MXIntAccumulator(wiring.Component):
         return emax + 1 + (self.max_terms - 2) // (1 << (self.acc_width - self.input_width))
 
     def elaborate(self, platform):
+        if self.mode == "exact":
+            return self._elaborate_exact()
         m = Module()
         lanes = self.lanes
         term = self.terms.payload
@@ -115,10 +130,7 @@ class MXIntAccumulator(wiring.Component):
         acc_exponent = Signal(signed(self.sum_exponent_width), reset_less=True)
         result = Signal(self.sum_layout, reset_less=True)
 
-        if self.mode == "exact":
-            new_values, new_exponent = self._exact(m, term, first, acc)
-        else:
-            new_values, new_exponent = self._shift(m, term, first, acc, acc_exponent)
+        new_values, new_exponent = self._shift(m, term, first, acc, acc_exponent)
 
         with m.If(take):
             with m.If(term.last):
@@ -130,15 +142,88 @@ class MXIntAccumulator(wiring.Component):
         m.d.comb += self.sums.payload.eq(result)
         return m
 
-    def _exact(self, m, term, first, acc):
+    def _elaborate_exact(self):
+        """Exact mode, four stages: align; accumulate in carry-save segments of
+        ``segment_bits`` (each segment adds on its own, its carry-out waits in a register for
+        the next term, so the loop is one segment deep however wide the sum is); on a closing
+        term the segments and pending carries are copied out and resolved by a log-depth
+        lookahead across segments (two stages), as in :mod:`hw.mxint_linear`."""
+        m = Module()
+        lanes, segs = self.lanes, self.segments
+        term = self.terms.payload
+        closing = stream.Signature(0).create(path=("closing",))
+        m.d.comb += [closing.valid.eq(self.terms.valid & term.last),
+                     self.terms.ready.eq(closing.ready)]
+        ctl = GlobalEnable(m, source=closing, sink=self.sums, stages=self.latency, name="sum")
+        advance = ctl.advance
+        take = self.terms.valid & advance
+
+        def stage(value, name):
+            """A datapath register loading with the global enable (reset_less: its content only
+            matters while the valid bit beside it is set)."""
+            value = Value.cast(value)
+            reg = Signal(value.shape(), name=name, reset_less=True)
+            with m.If(advance):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        first = Signal(init=1)          # control: the next term opens a new sum
+        with m.If(take):
+            m.d.sync += first.eq(term.last)
+
+        # -- stage 1: each value shifted left onto the accumulator grid ---------------------------
         left = Signal(self.exponent_width, name="align_left")
         m.d.comb += left.eq(term.exponent - self.exponent_min)
-        totals = []
-        for i in range(self.lanes):
-            total = Signal(signed(self.sum_width), name=f"total_{i}")
-            m.d.comb += total.eq(Mux(first, 0, acc[i]) + (term.values[i] << left))
-            totals.append(total)
-        return totals, Const(self.exponent_min, signed(self.sum_exponent_width))
+        aligned = []
+        for i in range(lanes):
+            grid = Signal(signed(self.sum_width), name=f"aligned_{i}")
+            m.d.comb += grid.eq(term.values[i] << left)
+            aligned.append(stage(grid, f"aligned_r_{i}"))
+        a_beat = delay(m, self.terms.valid, 1, name="a_beat", reset_less=False, enable=advance)
+        a_first = delay(m, first, 1, name="a_first", enable=advance)
+
+        # -- stage 2: carry-save accumulation; a closing term's sum is copied out --------------
+        finals = []
+        for n in range(lanes):
+            fin_s, fin_c = [], [None]
+            carry = [None]
+            for i, (lo, hi) in enumerate(segs):
+                acc = Signal(hi - lo, name=f"acc_{n}_s{i}", reset_less=True)
+                if i + 1 < len(segs):
+                    carry.append(Signal(name=f"acc_{n}_c{i + 1}", reset_less=True))
+                    fin_c.append(Signal(name=f"final_{n}_c{i + 1}", reset_less=True))
+                fin = Signal(hi - lo, name=f"final_{n}_s{i}", reset_less=True)
+                fin_s.append(fin)
+                start = Mux(a_first, 0, acc)
+                cin = C(0, 1) if i == 0 else carry[i] & ~a_first
+                # a + b + cin as one adder: (2a + cin) + (2b + cin) = 2 (a + b + cin)
+                total = Signal(hi - lo + 1, name=f"acc_next_{n}_s{i}")
+                m.d.comb += total.eq((Cat(cin, start) + Cat(cin, aligned[n][lo:hi]))[1:])
+                with m.If(advance & a_beat):
+                    m.d.sync += acc.eq(total[:hi - lo])
+                    if i + 1 < len(segs):
+                        m.d.sync += carry[i + 1].eq(total[-1])
+                    with m.If(ctl.valid[1]):            # the closing term
+                        m.d.sync += fin.eq(total[:hi - lo])
+                        if i + 1 < len(segs):
+                            m.d.sync += fin_c[i + 1].eq(total[-1])
+            finals.append((fin_s, fin_c))
+
+        # -- stages 3 and 4: carry resolution -----------------------------------------------------
+        for n, (fin_s, fin_c) in enumerate(finals):
+            low, gen, prop = [], [], []
+            for i, (lo, hi) in enumerate(segs):
+                inc = increment(m, fin_s[i], C(0, 1) if fin_c[i] is None else fin_c[i],
+                                name=f"res_{n}_inc{i}")
+                low.append(stage(inc[:hi - lo], f"res_{n}_s{i}"))
+                gen.append(stage(inc[-1], f"res_{n}_g{i}"))
+                prop.append(stage(inc[:hi - lo].all(), f"res_{n}_p{i}"))
+            cins = carry_prefix(C(0, 1), gen, prop)
+            value = stage(Cat(*[increment(m, low[i], cins[i], name=f"res_{n}_v{i}")[:hi - lo]
+                                for i, (lo, hi) in enumerate(segs)]), f"sum_{n}")
+            m.d.comb += self.sums.payload.values[n].eq(value)
+        m.d.comb += self.sums.payload.exponent.eq(self.exponent_min)
+        return m
 
     def _shift(self, m, term, first, acc, acc_exponent):
         a, width = self.acc_width, self.input_width

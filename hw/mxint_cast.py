@@ -1,13 +1,15 @@
 """MXIntCast: a block of FP16/BF16/FP32 values in, one MXInt block out, one block per cycle.
 
-Two pipeline stages (latency 2, software_model.mxint.mxint_cast is the reference):
+Five pipeline stages (latency 5, software_model.mxint.mxint_cast is the reference; each stage
+is at most a max tree, a shifter or a rounding add deep; ``pipelined=False``, the knob, drops
+the registers after 1, 2 and 4: latency 2, about 42-62 gate levels on the presets):
 
-1. decode every element (sign, significand with hidden bit, effective exponent), find each
-   element's floor(log2|v|) with a leading-one detector (only subnormals need it), take the
-   block's maximum with a balanced max tree and clamp it to the exponent field: the shared
-   exponent ``e``;
-2. shift each significand right so its LSB weighs 2^(e - (w - 2)), round on the magnitude with
-   guard/sticky bits (half-even or half-away), saturate to +-(2^(w-1) - 1), apply the sign.
+1. decode every element (sign, significand with hidden bit, effective exponent) and find its
+   floor(log2|v|) with a leading-one detector (only subnormals need it);
+2. the block's maximum with a balanced max tree;
+3. clamp it to the exponent field: the shared exponent ``e``;
+4. shift each significand right so its LSB weighs 2^(e - (w - 2)), keeping guard and sticky;
+5. round on the magnitude (half-even or half-away), saturate to +-(2^(w-1) - 1), apply the sign.
 
 The shifter is ``w - 2`` bits wider than the significand so that a subnormal element whose block
 maximum is itself tiny can shift *left* without a second shifter; a negative shift amount only
@@ -23,7 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_layout, check_format, clamp_exponent, encode_exponent,
                              round_magnitude)
-from hw.primitives import GlobalEnable, check_choice, leading_one, max_tree, parameter_repr
+from hw.primitives import (GlobalEnable, check_choice, delay, leading_one, max_tree,
+                           parameter_repr)
 from software_model.mxint import INPUT_FORMATS, MXIntFormat
 
 __all__ = ["MXIntCast"]
@@ -37,10 +40,16 @@ class MXIntCast(wiring.Component):
     (block size, element and exponent widths, exponent encoding, rounding).
     """
 
-    latency = 2
+    #: latency by ``pipelined``: decode, block maximum, shared exponent, align, round (see the
+    #: module docstring), or the two-stage layout (decode .. clamp, align .. round)
+    LATENCY = {True: 5, False: 2}
 
-    def __init__(self, *, input_format: str, fmt: MXIntFormat):
+    def __init__(self, *, input_format: str, fmt: MXIntFormat, pipelined: bool = True):
         check_choice("Input format", input_format, tuple(INPUT_FORMATS))
+        if not isinstance(pipelined, bool):
+            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
+        self.pipelined = pipelined
+        self.latency = self.LATENCY[pipelined]
         self.input_format = input_format
         self.fmt = check_format(fmt)
         self.exp_bits, self.frac_bits, self.in_width = INPUT_FORMATS[input_format]
@@ -52,7 +61,7 @@ class MXIntCast(wiring.Component):
         })
 
     def __repr__(self):
-        return parameter_repr(self, "input_format", "fmt")
+        return parameter_repr(self, "input_format", "fmt", "pipelined")
 
     def elaborate(self, platform):
         m = Module()
@@ -67,11 +76,24 @@ class MXIntCast(wiring.Component):
         ctl = GlobalEnable(m, source=self.values, sink=self.blocks, stages=self.latency)
         advance = ctl.advance
 
-        # -- stage 1: decode, per-element floor(log2), block maximum, clamp ---------------------
+        def stage(value, name):
+            """A datapath register loading with the global enable (reset_less: its content only
+            matters while the valid bit beside it is set)."""
+            value = Value.cast(value)
+            reg = Signal(value.shape(), name=name, reset_less=True)
+            with m.If(advance):
+                m.d.sync += reg.eq(value)
+            return reg
+        later = lambda value, cycles, name: delay(m, value, cycles, name=name,  # noqa: E731
+                                                  enable=advance)
+        # the three registers `pipelined` adds (after the decode, the max tree, the shift)
+        piped = self.pipelined
+        extra = stage if piped else (lambda value, name: value)
+
+        # -- stage 1: decode, per-element floor(log2) ------------------------------------------
         s1_sign = Signal(k, reset_less=True)
         s1_sig = Signal(ArrayLayout(unsigned(p), k), reset_less=True)
         s1_exp = Signal(ArrayLayout(unsigned(eb), k), reset_less=True)
-        s1_e = Signal(signed(f.exponent_width + 1), reset_less=True)
         tops = []                 # floor(log2|v|) + fb + bias + 0, or 0 for zero/NaN
         for i in range(k):
             bits = self.values.payload[i]
@@ -87,42 +109,50 @@ class MXIntCast(wiring.Component):
                 m.d.comb += top.eq(expf + fb)
             with m.Elif(frac != 0):
                 m.d.comb += top.eq(1 + msb)
-            tops.append(top)
+            tops.append(extra(top, f"top_r_{i}"))
             with m.If(advance):
                 m.d.sync += [
                     s1_sign[i].eq(bits[width - 1]),
                     s1_sig[i].eq(Mux(is_nan, 0, Cat(frac, normal))),
                     s1_exp[i].eq(Mux(normal, expf, 1)),
                 ]
+
+        # -- stage 2: the block's maximum (a balanced max tree) ---------------------------------
         top_max = Signal(range((1 << eb) + fb))
         m.d.comb += top_max.eq(max_tree(tops))
+        top_max = extra(top_max, "top_max_r")
+
+        # -- stage 3: the shared exponent, clamped -----------------------------------------------
         e_true = Signal(signed(eb + 3))
         m.d.comb += e_true.eq(top_max - (fb + bias))
         e_blk = clamp_exponent(m, e_true, empty=top_max == 0, fmt=f,
                                shape=signed(f.exponent_width + 1), name="e_blk")
-        with m.If(advance):
-            m.d.sync += s1_e.eq(e_blk)
+        s1_e = stage(e_blk, "e_r")
+        sigs = [later(s1_sig[i], 2 * piped, f"sig3_{i}") for i in range(k)]
+        exps = [later(s1_exp[i], 2 * piped, f"exp3_{i}") for i in range(k)]
 
-        # -- stage 2: align, round, saturate ---------------------------------------------------
+        # -- stages 4 and 5: align with guard and sticky, then round and saturate ----------------
         mags_max = f.mantissa_max
         mantissas = []
         for i in range(k):
-            sig = s1_sig[i]
+            sig = sigs[i]
             # right-shift amount of (sig << guard_shift) so its LSB weighs 2^(e - (w-2))
             t = Signal(signed(max(f.exponent_width + 1, eb + 1) + 2), name=f"shift_{i}")
-            m.d.comb += t.eq(s1_e - s1_exp[i] + (bias + fb))
+            m.d.comb += t.eq(s1_e - exps[i] + (bias + fb))
             t_cap = Signal(range(cap + 1), name=f"shift_cap_{i}")
             m.d.comb += t_cap.eq(Mux(t < 0, 0, Mux(t > cap, cap, t)))
             x = Cat(Const(0, guard_shift), sig)                       # p + guard_shift bits
-            mag = round_magnitude(m, x, t_cap, rounding=f.rounding, name=f"mag_{i}")
-            saturate = ((t < 0) & (sig != 0)) | (mag > mags_max)
+            # a quotient bit at or above the element width is beyond mantissa_max already
+            mag, over = round_magnitude(m, x, t_cap, rounding=f.rounding, name=f"mag_{i}",
+                                        keep=w, register=stage if piped else None)
+            saturate = extra((t < 0) & (sig != 0), f"left_{i}") | over | (mag > mags_max)
             clamped = Signal(range(mags_max + 1), name=f"clamped_{i}")
             m.d.comb += clamped.eq(Mux(saturate, mags_max, mag))
-            mantissas.append(Mux(s1_sign[i], -clamped, clamped))
+            mantissas.append(Mux(later(s1_sign[i], 3 * piped, f"sign4_{i}"), -clamped, clamped))
 
         result = Signal(self.block_layout, reset_less=True)
         with m.If(advance):
-            m.d.sync += result.exponent.eq(encode_exponent(s1_e, f))
+            m.d.sync += result.exponent.eq(encode_exponent(later(s1_e, 1 * piped, "e4"), f))
             m.d.sync += [result.mantissas[i].eq(mantissas[i]) for i in range(k)]
         m.d.comb += self.blocks.payload.eq(result)
         return m

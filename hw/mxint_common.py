@@ -11,7 +11,7 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from software_model.mxint import MXIntFormat
 
 __all__ = ["block_layout", "exponent_shape", "decode_exponent", "encode_exponent",
-           "check_format", "clamp_exponent", "round_magnitude"]
+           "check_format", "clamp_exponent", "round_magnitude", "carry_prefix", "increment"]
 
 
 def check_format(fmt, name: str = "Format"):
@@ -58,17 +58,67 @@ def clamp_exponent(m, e_true, *, empty, fmt: MXIntFormat, shape, name: str):
     return e
 
 
-def round_magnitude(m, value, shift, *, rounding: str, name: str):
+def carry_prefix(cin, gen, prop):
+    """Carry into each segment of a segmented add (Sklansky prefix, log2(segments) AND-OR
+    levels): ``cin`` enters segment 0, segment i generates ``gen[i]`` and propagates
+    ``prop[i]``. Returns one carry per segment."""
+    # inclusive prefixes (G, P) over [0..i]; a carry-in is a segment -1 that only generates
+    pairs = [(cin, C(0, 1))] + list(zip(gen, prop))
+
+    def combine(lo, hi):
+        return hi[0] | (hi[1] & lo[0]), hi[1] & lo[1]
+
+    def prefix(items):
+        if len(items) == 1:
+            return items
+        half = len(items) // 2
+        left, right = prefix(items[:half]), prefix(items[half:])
+        return left + [combine(left[-1], r) for r in right]
+
+    return [g for g, _ in prefix(pairs)[:len(gen)]]
+
+
+def increment(m, value, up, *, name: str):
+    """``value + up`` (``up`` one bit) with a log-depth carry: bit i flips when ``up`` and
+    every lower bit are set (a prefix AND), where a ripple incrementer is as deep as the value
+    is wide. One bit wider than ``value``."""
+    value = Value.cast(value)
+    # carries into bits 0 .. len(value): a dummy top bit receives the carry out
+    carries = carry_prefix(up, [C(0, 1)] * (len(value) + 1), [*value, C(0, 1)])
+    out = Signal(len(value) + 1, name=name)
+    m.d.comb += out.eq(Cat(*[value[i] ^ carries[i] for i in range(len(value))], carries[-1]))
+    return out
+
+
+def round_magnitude(m, value, shift, *, rounding: str, name: str, keep: int | None = None,
+                    register=None):
     """``value / 2^shift`` rounded to an integer (``rounding``: half_even or half_away), for an
     unsigned ``value`` and a shift amount of at most ``len(value) + 1``: the quotient, with one
     bit of headroom for the rounding carry. Guard and sticky come from one shifter that is twice
-    as wide as ``value``."""
+    as wide as ``value``.
+
+    ``keep``: round only the quotient's low ``keep`` bits and return ``(rounded, over)`` where
+    ``over`` says a higher quotient bit is set (callers that saturate or keep a fixed number of
+    bits need no wider rounding carry). ``register(value, name)``: a pipeline register between
+    the shift (with guard and sticky) and the rounding add, so the two are separate stages.
+    """
     width = len(value)
     wide = Signal(2 * width + 1, name=f"{name}_wide")
     m.d.comb += wide.eq(Cat(Const(0, width + 1), value) >> shift)
     q = wide[width + 1:]
     round_bit, sticky = wide[width], wide[:width].any()
+    over = None
+    if keep is not None:
+        q, over = q[:keep], q[keep:].any()
+    if register is not None:
+        q, round_bit, sticky = (register(q, f"{name}_q"), register(round_bit, f"{name}_guard"),
+                                register(sticky, f"{name}_sticky"))
+        if over is not None:
+            over = register(over, f"{name}_over")
     up = round_bit & (sticky | q[0]) if rounding == "half_even" else round_bit
-    rounded = Signal(width + 1, name=f"{name}_rounded")
-    m.d.comb += rounded.eq(q + up)
-    return rounded
+    if register is None:
+        rounded = Signal(len(q) + 1, name=f"{name}_rounded")
+        m.d.comb += rounded.eq(q + up)
+    else:       # a pipelined caller wants the rounding carry log-deep as well
+        rounded = increment(m, q, up, name=f"{name}_rounded")
+    return rounded if keep is None else (rounded, over)

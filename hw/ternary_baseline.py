@@ -9,16 +9,21 @@
 from amaranth import *
 
 from hw.float_add import float_mul
-from hw.ternary_lut import TernaryUnitBase
+from hw.primitives import tree_depth
+from hw.ternary_lut import FLOAT_ADD_STAGES, TernaryUnitBase
 
 __all__ = ["TernaryAddSubUnit", "TernaryMultiplierUnit"]
 
 
 class TernaryAddSubUnit(TernaryUnitBase):
-    """Latency 2: operand registers -> lane-sum registers -> accumulators."""
+    """Latency 2: operand registers -> lane-sum registers -> accumulators (float activations
+    with ``pipeline_float_adds``: one lane-sum stage per level of the float tree)."""
 
     architecture = "addsub"
-    beat_stages = 1
+
+    @classmethod
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
+        return max(1, FLOAT_ADD_STAGES * tree_depth(lanes_l * mu)) if pipelined else 1
 
     def beat_sums(self, m, advance, activations, weights):
         beat = self.beat_reduction
@@ -43,10 +48,15 @@ class TernaryAddSubUnit(TernaryUnitBase):
 
 
 class TernaryMultiplierUnit(TernaryUnitBase):
-    """Latency 3: operand registers -> product registers -> lane-sum registers -> accumulators."""
+    """Latency 3: operand registers -> product registers -> lane-sum registers -> accumulators
+    (float activations with ``pipeline_float_adds``: one lane-sum stage per level of the float
+    tree)."""
 
     architecture = "multiplier"
-    beat_stages = 2
+
+    @classmethod
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
+        return 1 + (max(1, FLOAT_ADD_STAGES * tree_depth(lanes_l * mu)) if pipelined else 1)
 
     def beat_sum_bound(self) -> int:
         # dequantised weights span the full int range: products up to 2^(2w-2)

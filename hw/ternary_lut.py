@@ -18,12 +18,19 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout, View
 from amaranth.lib.wiring import In, Out
 
-from hw.float_add import float_add, float_neg
-from hw.primitives import GlobalEnable, adder_tree, check_positive, delay, parameter_repr
+from hw.float_add import float_add, float_add_staged, float_neg
+from hw.primitives import (GlobalEnable, adder_tree, check_positive, delay, parameter_repr,
+                           tree_depth)
 from software_model.ternary import (WEIGHT_CODES, half_entries, lut_index,
                                     mirrored_index, parse_activation, table_build_plan)
 
-__all__ = ["TernaryUnitBase", "TernaryLUTUnit", "build_table", "decode_group", "signed_bits"]
+__all__ = ["TernaryUnitBase", "TernaryLUTUnit", "build_table", "build_levels", "decode_group",
+           "signed_bits"]
+
+
+#: stages of one float add in a pipelined beat path (a register between alignment/addition and
+#: normalisation, :func:`hw.float_add.float_add_staged`)
+FLOAT_ADD_STAGES = 2
 
 
 def signed_bits(magnitude: int) -> int:
@@ -31,25 +38,76 @@ def signed_bits(magnitude: int) -> int:
     return magnitude.bit_length() + 1
 
 
-def build_table(m, group, *, mu: int, entry_shape, float_format=None, name: str):
+def build_levels(mu: int) -> int:
+    """Adds in series on the longest dependency chain of the table build (at least 1)."""
+    level = {}
+    for step in table_build_plan(mu):
+        level[step.target] = 0 if step.operand is None else level[step.operand] + 1
+    return max(1, *level.values())
+
+
+def build_table(m, group, *, mu: int, entry_shape, float_format=None, name: str,
+                register=None, add=None, add_stages: int = 1):
     """Positive-leading entries of one group of ``mu`` activations, each a_i or a_i +/- an
     earlier entry (:func:`software_model.ternary.table_build_plan`); float adds when
-    ``float_format`` is given, else exact integer adds into ``entry_shape``."""
+    ``float_format`` is given, else exact integer adds into ``entry_shape``.
+
+    ``register(value, name)``: a pipeline register after every level of dependent adds but the
+    last (the caller registers the finished table), so each stage is one add deep; the entries
+    and activations a later level still reads are carried along. ``add(a, b, name)`` replaces
+    the float add, with ``add_stages - 1`` registers of its own inside (the carried values wait
+    as long)."""
+    plan = table_build_plan(mu)
+    level = {}
+    for step in plan:
+        level[step.target] = 0 if step.operand is None else level[step.operand] + 1
+    top = max(level.values())
+
+    def chain(value, cycles, label):
+        for c in range(cycles):
+            value = register(value, f"{label}_d{c}")
+        return value
+
+    if register is not None and (top > 1 or add_stages > 1):
+        entries, current = {}, list(group)
+        for lvl in range(top + 1):
+            if lvl > 1:     # the level just built has been through its adds' own registers
+                current = [chain(a, add_stages, f"{name}_a{j}_l{lvl}")
+                           for j, a in enumerate(current)]
+                entries = {t: chain(v, 1 if level[t] == lvl - 1 else add_stages,
+                                    f"{name}_e{t}_l{lvl}") for t, v in entries.items()}
+            for n, step in enumerate(plan):
+                if level[step.target] == lvl:
+                    entries[step.target] = _build_step(m, step, current, entries, n,
+                                                       entry_shape, float_format, name, add)
+        # older entries wait for the last level's adds
+        entries = {t: chain(v, 0 if level[t] == top else add_stages - 1, f"{name}_e{t}_end")
+                   for t, v in entries.items()}
+        return [entries[i] for i in range(half_entries(mu))]
     entries = [None] * half_entries(mu)
-    for n, step in enumerate(table_build_plan(mu)):
-        value = group[step.source]
-        if step.operand is not None:
-            other = entries[step.operand]
-            if float_format is not None:
-                if step.subtract:
-                    other = float_neg(other, float_format)
+    for n, step in enumerate(plan):
+        entries[step.target] = _build_step(m, step, group, entries, n, entry_shape,
+                                           float_format, name, add)
+    return entries
+
+
+def _build_step(m, step, group, entries, n, entry_shape, float_format, name, add=None):
+    """One entry of the plan: a_i, or a_i +/- an earlier entry."""
+    value = group[step.source]
+    if step.operand is not None:
+        other = entries[step.operand]
+        if float_format is not None:
+            if step.subtract:
+                other = float_neg(other, float_format)
+            if add is None:
                 value = float_add(m, value, other, float_format, name=f"{name}_add{n}")
             else:
-                value = value - other if step.subtract else value + other
-        entry = Signal(entry_shape, name=f"{name}_e{step.target}")
-        m.d.comb += entry.eq(value)
-        entries[step.target] = entry
-    return entries
+                value = add(value, other, f"{name}_add{n}")
+        else:
+            value = value - other if step.subtract else value + other
+    entry = Signal(entry_shape, name=f"{name}_e{step.target}")
+    m.d.comb += entry.eq(value)
+    return entry
 
 
 def decode_group(m, codes, *, mu: int, mirrored: bool, name: str):
@@ -90,16 +148,25 @@ class TernaryUnitBase(wiring.Component):
     ``acc_width`` the integer accumulator bits (wraps; at least one beat's exact sum) or None for
     float activations, which accumulate in their own format.
 
-    Subclasses set ``beat_stages`` and implement `beat_sums(m, advance, activations, weights)`
-    returning the K lane sums of one beat, registered ``beat_stages`` times.
+    ``pipeline_float_adds`` (float activations only; the pipelining knob): every float add of the
+    beat path (table build, lane trees) gets a register inside it and one after it, so each stage
+    is about half a float add deep and the accumulator's own add (a loop no register can cut)
+    is the deepest stage; False keeps one stage per step.
+
+    Subclasses implement ``stages_for`` (their ``beat_stages``) and `beat_sums(m, advance,
+    activations, weights)` returning the K lane sums of one beat, registered ``beat_stages``
+    times.
     """
 
     architecture = None
     beat_stages = None
 
     def __init__(self, *, mu: int, lanes_l: int, lanes_k: int, activation: str,
-                 acc_width: int | None = None):
+                 acc_width: int | None = None, pipeline_float_adds: bool = True):
         check_positive("Mu", mu)
+        if not isinstance(pipeline_float_adds, bool):
+            raise ValueError(f"Pipeline float adds must be True or False, "
+                             f"not {pipeline_float_adds!r}")
         check_positive("Lanes L", lanes_l)
         check_positive("Lanes K", lanes_k)
         try:
@@ -124,6 +191,12 @@ class TernaryUnitBase(wiring.Component):
                                  f"exact sum) for {self.activation} activations, "
                                  f"not {acc_width!r}")
         self.acc_width = acc_width
+        self.pipeline_float_adds = pipeline_float_adds
+        #: one register after every level of float adds in the beat path (table build, lane
+        #: trees): each stage one float add deep, like the accumulator's own add
+        self.float_pipelined = self.is_float and pipeline_float_adds
+        self.beat_stages = self.stages_for(mu=mu, lanes_l=lanes_l,
+                                           pipelined=self.float_pipelined)
         self.activation_shape = unsigned(width) if self.is_float else signed(width)
         self.result_shape = unsigned(width) if self.is_float else signed(acc_width)
         weight_shape = self.activation_shape if self.architecture == "multiplier" else unsigned(2)
@@ -139,7 +212,13 @@ class TernaryUnitBase(wiring.Component):
         })
 
     def __repr__(self):
-        return parameter_repr(self, "mu", "lanes_l", "lanes_k", "activation", "acc_width")
+        return parameter_repr(self, "mu", "lanes_l", "lanes_k", "activation", "acc_width",
+                              "pipeline_float_adds")
+
+    @classmethod
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
+        """Register stages of ``beat_sums`` (the unit's latency is one more)."""
+        raise NotImplementedError
 
     def beat_sum_bound(self) -> int:
         """Largest magnitude of one lane's sum over one beat (integer activations)."""
@@ -157,11 +236,32 @@ class TernaryUnitBase(wiring.Component):
         """A lane's beat sum, registered: its terms summed in the golden model's pairwise order
         (float adds round, integer adds widen), plus one per inverted term (``negations``: the
         terms that are ``~v`` for ``-v``), in the format's width or the exact integer width."""
+        if self.float_pipelined and len(terms) > 1:
+            # a register inside every float add and after every level: each stage half a
+            # float add deep (the last level's register is the lane sum's); adjacent pairs, an
+            # odd last term passing through, as adder_tree and the golden model sum
+            values, level = list(terms), 0
+            while len(values) > 1:
+                nxt = [self.stage(m, advance, self.staged_add(m, advance, values[p],
+                                                              values[p + 1], f"tree{lane}"),
+                                  f"lane_sum_{lane}_l{level}_{p // 2}")
+                       for p in range(0, len(values) - 1, 2)]
+                if len(values) % 2:
+                    nxt.append(delay(m, values[-1], FLOAT_ADD_STAGES, enable=advance,
+                                     name=f"lane_sum_{lane}_l{level}_pass"))
+                values, level = nxt, level + 1
+            return values[0]
         total = adder_tree(m, terms, add=lambda a, b: self.add(m, a, b, f"tree{lane}"))
         if negations:
             total = total + sum(negations)
         shape = self.activation_shape if self.is_float else Value.cast(total).shape()
         return self.stage(m, advance, total, f"lane_sum_{lane}", shape=shape)
+
+    def staged_add(self, m, advance, a, b, name):
+        """A float add with a register between alignment/addition and normalisation (the
+        pipelined beat path: two stages per add with the register after it)."""
+        return float_add_staged(m, a, b, self.activation,
+                                lambda v, n: self.stage(m, advance, v, n), name=name)
 
     @staticmethod
     def stage(m, advance, value, name, shape=None):
@@ -225,10 +325,19 @@ class TernaryLUTUnit(TernaryUnitBase):
     """
 
     architecture = "lut"
-    beat_stages = 2
+
+    @classmethod
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
+        """Table build then lookups and lane trees: one stage each, or (``pipelined``) one per
+        level of float adds in each."""
+        if not pipelined:
+            return 2
+        return (build_levels(mu) + max(1, tree_depth(lanes_l))) * FLOAT_ADD_STAGES \
+            - (FLOAT_ADD_STAGES - 1 if lanes_l == 1 else 0)
 
     def __init__(self, *, mu: int, lanes_l: int, lanes_k: int, activation: str,
-                 acc_width: int | None = None, mirrored: bool = True):
+                 acc_width: int | None = None, mirrored: bool = True,
+                 pipeline_float_adds: bool = True):
         if not isinstance(mu, int) or isinstance(mu, bool) or not 2 <= mu <= 8:
             raise ValueError(f"Mu must be an integer from 2 to 8 for the LUT unit, not {mu!r}")
         if not isinstance(mirrored, bool):
@@ -236,14 +345,14 @@ class TernaryLUTUnit(TernaryUnitBase):
         self.mirrored = mirrored
         self.half = half_entries(mu)
         super().__init__(mu=mu, lanes_l=lanes_l, lanes_k=lanes_k, activation=activation,
-                         acc_width=acc_width)
+                         acc_width=acc_width, pipeline_float_adds=pipeline_float_adds)
         #: bits per table entry: exact signed sum of mu int<w> values, or the float width
         self.table_entry_width = (self.activation_width if self.is_float
                                   else signed_bits(mu << (self.activation_width - 1)))
 
     def __repr__(self):
         return parameter_repr(self, "mu", "lanes_l", "lanes_k", "activation", "acc_width",
-                              "mirrored")
+                              "mirrored", "pipeline_float_adds")
 
     def beat_sums(self, m, advance, activations, weights):
         mu, lanes_l, lanes_k = self.mu, self.lanes_l, self.lanes_k
@@ -252,11 +361,20 @@ class TernaryLUTUnit(TernaryUnitBase):
                        else signed(self.table_entry_width))
 
         # Stage 1: build and register the tables; decode and register the weight groups.
+        # Pipelined floats: the build takes one stage per level of dependent adds (the last
+        # one's register is the table's), the decoded weights wait beside it.
+        build = build_levels(mu) * FLOAT_ADD_STAGES if self.float_pipelined else 1
         tables = []
         for g in range(lanes_l):
             group = [activations[g * mu + j] for j in range(mu)]
             entries = build_table(m, group, mu=mu, entry_shape=entry_shape, float_format=fmt,
-                                  name=f"lut{g}")
+                                  name=f"lut{g}",
+                                  register=((lambda v, name: self.stage(m, advance, v, name))
+                                            if self.float_pipelined else None),
+                                  add=((lambda a, b, name: self.staged_add(m, advance, a, b,
+                                                                           name))
+                                       if self.float_pipelined else None),
+                                  add_stages=FLOAT_ADD_STAGES if self.float_pipelined else 1)
             if not self.mirrored:
                 # Full storage: the negative-leading half, 3^mu - 1 - i holds -entry[i].
                 negated = [float_neg(e, fmt) if self.is_float else -e for e in entries]
@@ -270,8 +388,9 @@ class TernaryLUTUnit(TernaryUnitBase):
                 negate, index = decode_group(m, self.lane_weights(weights, k, g * mu, mu),
                                              mu=mu, mirrored=self.mirrored, name=f"w{k}_{g}")
                 decoded[k, g] = (None if negate is None else
-                                 self.stage(m, advance, negate, f"w{k}_{g}_neg_r"),
-                                 self.stage(m, advance, index, f"w{k}_{g}_idx_r"))
+                                 delay(m, negate, build, name=f"w{k}_{g}_neg_r",
+                                       enable=advance),
+                                 delay(m, index, build, name=f"w{k}_{g}_idx_r", enable=advance))
 
         # Stage 2: look up K*L entries, sum each lane's L terms, register the lane sums.
         zero = C(0, entry_shape)            # the all-zero group: +0 for floats

@@ -148,13 +148,14 @@ def test_float_add_config_wrong_format():
 
 
 def test_float_add_config_wrong_pipeline_stages():
-    with pytest.raises(ConfigError, match=r"pipeline_stages: got 3; allowed: integer 0 .. 1"):
-        config_from_dict({"kind": "float_add", "pipeline_stages": 3})
+    with pytest.raises(ConfigError, match=r"pipeline_stages: got 4; allowed: integer 0 .. 3"):
+        config_from_dict({"kind": "float_add", "pipeline_stages": 4})
 
 
 @pytest.mark.parametrize("change,message", [
     ({"format": "fp8"}, "Float format must be one of 'fp16', 'bf16', not 'fp8'"),
-    ({"pipeline_stages": 2}, "Pipeline stages must be one of 0, 1, not 2"),
+    ({"pipeline_stages": 4}, "Pipeline stages must be one of 0, 1, 2, 3, not 4"),
+    ({"pipeline_stages": -1}, "Pipeline stages must be one of 0, 1, 2, 3, not -1"),
 ])
 def test_float_adder_unit_rejects_bad_arguments(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -169,6 +170,8 @@ def test_float_adder_unit_takes_a_format_object():
 
 def test_float_add_latency():
     assert config_from_dict({"kind": "float_add", "pipeline_stages": 1}).latency == 3
+    assert config_from_dict({"kind": "float_add"}).latency == 5     # default: fully pipelined
+    assert FloatAdderUnit(format="fp16").latency == 5
 
 
 # ------------------------------------------------------------------ fast tier (amaranth.sim)
@@ -177,7 +180,8 @@ PROFILES = ("smooth", "backpressure", "bursty")
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("fmt,stages", [("fp16", 0), ("fp16", 1), ("bf16", 0), ("bf16", 1)])
+@pytest.mark.parametrize("fmt,stages", [("fp16", 0), ("fp16", 1), ("fp16", 2), ("fp16", 3),
+                                        ("bf16", 0), ("bf16", 1), ("bf16", 2), ("bf16", 3)])
 def test_float_adder_unit_fast(fmt, stages, profile):
     """Special pairs (a stride through specials x specials, which the combinational test covers
     in full) and random pairs streamed through the unit, against the model."""
@@ -193,6 +197,10 @@ def test_float_adder_unit_fast(fmt, stages, profile):
                       {"sums": len(expected)}, profile=profile, seed=5)
     assert len(run.outputs["sums"]) == len(expected) == 109
     assert run.outputs["sums"] == expected
+    if profile == "smooth":     # no gaps or stalls: the stated latency, one sum per cycle
+        ops, sums = run.cycles["operands"], run.cycles["sums"]
+        assert sums[0] - ops[0] == cfg.latency == 2 + stages
+        assert sums[-1] - sums[0] == len(expected) - 1
 
 
 # ------------------------------------------------------------------ Verilator co-simulation
@@ -204,4 +212,5 @@ def test_float_add_cosim(config):
     specials = float16.special_values(config.format).size ** 2
     assert result.tests["special_classes"]["checked"] == specials
     assert result.tests["random_operands"]["checked"] >= 20000
-    assert result.tests["full_throughput"]["checked"] == 257
+    assert result.tests["full_throughput"]["checked"] == 258
+    assert result.records("full_throughput")["latency"] == config.latency

@@ -71,6 +71,7 @@ _ACC = dict(lanes=2, input_width=8, exponent_width=4)
     ({"acc_width": 32}, "Accumulator width must be None in exact mode (the width follows from "
                         "the input and exponent widths and max_terms), not 32"),
     ({"max_terms": 0}, "Max terms must be a positive integer, not 0"),
+    ({"segment_bits": 1}, "Segment bits must be an integer >= 2, not 1"),
 ])
 def test_accumulator_rejects_bad_arguments(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -83,7 +84,9 @@ def test_config_maps_onto_parameters():
         assert (unit.sum_width, unit.exponent_min) == (c.sum_width, c.exponent_min)
         assert c.parameters() == {"lanes": c.lanes, "input_width": c.input_width,
                                   "exponent_width": c.exponent_width, "mode": c.mode,
-                                  "acc_width": c.acc_width, "max_terms": c.max_terms}
+                                  "acc_width": c.acc_width, "max_terms": c.max_terms,
+                                  "segment_bits": c.segment_bits}
+        assert unit.latency == c.latency == (4 if c.mode == "exact" else 1)
 
 
 def test_shift_exponent_holds_the_longest_sum():
@@ -146,6 +149,9 @@ PROFILES = ("smooth", "backpressure", "bursty")
 
 FAST_CONFIGS = [
     {"lanes": 1, "input_width": 2, "exponent_width": 2, "max_terms": 1},
+    # narrow carry segments: sums cross many segment boundaries, carries pending at the end
+    {"lanes": 2, "input_width": 4, "exponent_width": 3, "max_terms": 16, "segment_bits": 3},
+    {"lanes": 1, "input_width": 5, "exponent_width": 4, "max_terms": 12, "segment_bits": 2},
     {"lanes": 1, "input_width": 2, "exponent_width": 2, "mode": "shift", "acc_width": 2},
     {"lanes": 3, "input_width": 5, "exponent_width": 3, "mode": "shift", "acc_width": 7},
 ]
@@ -162,6 +168,10 @@ def check_fast(cfg, profile, seed=5):
                       profile=profile, seed=seed)
     assert len(run.outputs["sums"]) == len(expected) >= 18
     assert run.outputs["sums"] == expected, f"{cfg!r} under {profile}"
+    if profile == "smooth":     # no gaps or stalls: each sum the latency after its last term
+        ins, outs = run.cycles["terms"], run.cycles["sums"]
+        ends = np.cumsum([len(exps) for exps, _ in jobs]) - 1
+        assert [o - ins[e] for o, e in zip(outs, ends)] == [cfg.latency] * len(jobs)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -183,3 +193,4 @@ def test_mxint_accumulator_cosim(config):
     result = run_cosim(config, "cosim.mxint_accumulator")
     assert result.tests["random_and_corner_sums"]["checked"] >= 200
     assert result.records("one_term_per_cycle")["cycles_between_sums"] == [4]
+    assert result.records("one_term_per_cycle")["latency"] == config.latency

@@ -48,6 +48,7 @@ _CAST = dict(input_format="fp16", fmt=MXIntFormat(8, 8, 5))
     ({"input_format": "fp8"}, ValueError,
      "Input format must be one of 'fp16', 'bf16', 'fp32', not 'fp8'"),
     ({"fmt": "mxint8"}, TypeError, "Format must be an MXIntFormat, not 'mxint8'"),
+    ({"pipelined": 1}, ValueError, "Pipelined must be True or False, not 1"),
 ])
 def test_cast_rejects_bad_arguments(change, error, message):
     with pytest.raises(error, match=re.escape(message)):
@@ -58,7 +59,11 @@ def test_config_maps_onto_parameters():
     cfg = config_from_dict({"kind": "mxint_cast", "input_format": "bf16", "block_size": 4,
                             "element_width": 5, "exponent_width": 3, "rounding": "half_away"})
     assert cfg.parameters() == {"input_format": "bf16",
-                                "fmt": MXIntFormat(5, 4, 3, "half_away", "twos_complement")}
+                                "fmt": MXIntFormat(5, 4, 3, "half_away", "twos_complement"),
+                                "pipelined": True}
+    assert (cfg.latency, cfg.elaborate().latency) == (5, 5)
+    flat = config_from_dict({"kind": "mxint_cast", "pipelined": False})
+    assert (flat.latency, flat.elaborate().latency) == (2, 2)
     assert repr(cfg.elaborate()).startswith("MXIntCast(input_format='bf16', fmt=MXIntFormat(")
 
 
@@ -71,6 +76,8 @@ FAST_CONFIGS = [
     {"input_format": "fp32", "block_size": 1, "element_width": 2, "exponent_width": 2},
     {"input_format": "fp16", "block_size": 4, "element_width": 6, "exponent_width": 4,
      "exponent_encoding": "biased", "rounding": "half_even"},
+    {"input_format": "bf16", "block_size": 3, "element_width": 5, "exponent_width": 4,
+     "pipelined": False},
 ]
 
 
@@ -85,6 +92,10 @@ def check_fast(cfg, profile, seed=5):
                       {"blocks": len(expected)}, profile=profile, seed=seed)
     assert len(run.outputs["blocks"]) == len(expected) == 36
     assert run.outputs["blocks"] == expected, f"{cfg!r} under {profile}"
+    if profile == "smooth":     # no gaps or stalls: the stated latency, one block per cycle
+        ins, outs = run.cycles["values"], run.cycles["blocks"]
+        assert outs[0] - ins[0] == cfg.latency == (5 if cfg.pipelined else 2)
+        assert outs[-1] - outs[0] == len(expected) - 1
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -106,4 +117,5 @@ def test_mxint_cast_cosim(config):
     assert result.tests["random_and_corner_blocks"]["checked"] >= 200
     throughput = result.records("full_throughput")
     assert throughput["max_cycles_between_results"] == 1
+    assert throughput["latency"] == config.latency
     assert result.checked > 0

@@ -69,6 +69,8 @@ _LINEAR = dict(in_features=16, n_tile=2, fmt=MXIntFormat(4, 8, 3))
     ({"fmt": None}, TypeError, "Format must be an MXIntFormat, not None"),
     ({"output_format": "bf16"}, ValueError,
      "Output format must be one of 'fp32', 'mxint', not 'bf16'"),
+    ({"segment_bits": 1}, ValueError, "Segment bits must be an integer >= 2, not 1"),
+    ({"segment_bits": 8.0}, ValueError, "Segment bits must be an integer >= 2, not 8.0"),
 ])
 def test_linear_rejects_bad_arguments(change, error, message):
     with pytest.raises(error, match=re.escape(message)):
@@ -79,7 +81,8 @@ def test_component_widths_follow_the_config():
     for c in PRESETS:
         unit = c.elaborate()
         assert c.parameters() == {"in_features": c.in_features, "n_tile": c.n_tile,
-                                  "fmt": c.fmt, "output_format": c.output_format}
+                                  "fmt": c.fmt, "output_format": c.output_format,
+                                  "segment_bits": c.segment_bits}
         assert (unit.k_blocks, unit.acc_lsb_exponent, unit.acc_width, unit.bias_shift_max,
                 unit.out_fmt) == (c.k_blocks, c.acc_lsb_exponent, c.acc_width,
                                   c.bias_shift_max, c.out_fmt)
@@ -98,6 +101,12 @@ FAST_CONFIGS = [
     # 7 exponent bits: products reach FP32 subnormals (2^-126 and below) and overflow to Inf
     {"block_size": 2, "in_features": 4, "n_tile": 2, "out_features": 2, "element_width": 3,
      "exponent_width": 7, "exponent_encoding": "biased", "output_format": "fp32"},
+    # narrow carry segments: every accumulator, resolution and negation carry crosses many
+    # segment boundaries
+    {"block_size": 2, "in_features": 6, "n_tile": 2, "out_features": 2, "element_width": 4,
+     "exponent_width": 3, "output_format": "mxint", "segment_bits": 3},
+    {"block_size": 2, "in_features": 4, "n_tile": 1, "out_features": 1, "element_width": 3,
+     "exponent_width": 4, "output_format": "fp32", "segment_bits": 2},
 ]
 
 
@@ -110,6 +119,10 @@ def check_fast(cfg, profile, seed=5):
                       profile=profile, seed=seed)
     assert len(run.outputs["results"]) == len(expected) >= 20
     assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
+    if profile == "smooth":     # no gaps or stalls: the stated latency, one beat per cycle
+        ops, res = run.cycles["operands"], run.cycles["results"]
+        assert res[0] - ops[cfg.k_blocks - 1] == cfg.latency == 13
+        assert {b - a for a, b in zip(res, res[1:])} == {cfg.k_blocks}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -130,3 +143,4 @@ def test_mxint_linear_cosim(config):
     result = run_cosim(config, "cosim.mxint_linear")
     assert result.tests["random_and_corner_tiles"]["checked"] >= 200
     assert result.records("full_throughput")["cycles_between_tiles"] == [config.k_blocks]
+    assert result.records("full_throughput")["latency"] == config.latency

@@ -119,6 +119,25 @@ def test_units_reject_accumulator_narrower_than_a_beat(cls, need):
     cls(**{**_UNIT, "acc_width": need})
 
 
+@pytest.mark.parametrize("cls", [TernaryLUTUnit, TernaryAddSubUnit, TernaryMultiplierUnit])
+def test_units_reject_bad_pipeline_float_adds(cls):
+    with pytest.raises(ValueError, match=re.escape(
+            "Pipeline float adds must be True or False, not 'yes'")):
+        cls(**{**_UNIT, "pipeline_float_adds": "yes"})
+
+
+def test_latency_follows_the_pipelining():
+    """One stage per level of float adds (table build, lane trees) when pipelined."""
+    assert make(mu=3, lanes_l=3, activation="int8").latency == 3           # integers: as before
+    assert make(mu=3, lanes_l=3, activation="fp16", pipeline_float_adds=False).latency == 3
+    # two stages per float add (a register inside it, one after it)
+    assert make(mu=3, lanes_l=3, activation="fp16").latency == 1 + 2 * 2 + 2 * 2  # build 2, tree 2
+    assert make(mu=4, lanes_l=1, activation="fp16").latency == 1 + 2 * 3 + 1     # no tree adds
+    assert make(architecture="multiplier", mu=2, lanes_l=3, activation="fp16").latency == 8
+    assert make(architecture="addsub", mu=2, lanes_l=2, activation="bf16").latency == 5
+    assert make(architecture="addsub", mu=2, lanes_l=2, activation="int8").latency == 2
+
+
 def test_lut_unit_rejects_mu_1_and_bad_mirrored():
     with pytest.raises(ValueError, match="Mu must be an integer from 2 to 8 for the LUT unit, "
                                          "not 1"):
@@ -132,7 +151,7 @@ def test_config_maps_onto_parameters(architecture):
     c = make(architecture=architecture, mu=2, lanes_l=3, lanes_k=2, activation="int6",
              max_reduction=100)
     want = {"mu": 2, "lanes_l": 3, "lanes_k": 2, "activation": "int6",
-            "acc_width": c.accumulator_width}
+            "acc_width": c.accumulator_width, "pipeline_float_adds": True}
     if architecture == "lut":
         want["mirrored"] = True
     assert c.parameters() == want
@@ -183,6 +202,11 @@ FAST_CONFIGS = [
     dict(mu=1, lanes_l=1, lanes_k=1, activation="int2", architecture="multiplier"),
     dict(mu=2, lanes_l=2, lanes_k=3, activation="int5", architecture="multiplier"),
     dict(mu=2, lanes_l=1, lanes_k=1, activation="fp16", architecture="multiplier"),
+    # pipelined float adds: a two-level table build and a two-level tree with an odd term,
+    # a three-level product tree, and the same without the registers
+    dict(mu=3, lanes_l=3, lanes_k=1, activation="fp16"),
+    dict(mu=2, lanes_l=3, lanes_k=1, activation="fp16", architecture="multiplier"),
+    dict(mu=3, lanes_l=2, lanes_k=1, activation="bf16", pipeline_float_adds=False),
 ]
 
 
@@ -203,6 +227,12 @@ def check_fast(config, profile, seed=3):
                       profile=profile, seed=seed)
     assert len(run.outputs["results"]) == len(expected) >= 10
     assert run.outputs["results"] == expected, f"{config!r} under {profile}"
+    if profile == "smooth":
+        # no gaps or stalls: each job's results leave latency + 1 cycles after its last beat is
+        # taken (the config's latency counts from the operand registers, a cycle later)
+        ops, res = run.cycles["operands"], run.cycles["results"]
+        ends = np.cumsum([len(job_beats(config, x, w)) for x, w in jobs]) - 1
+        assert [r - ops[e] for r, e in zip(res, ends)] == [config.latency + 1] * len(jobs)
 
 
 @pytest.mark.parametrize("profile", PROFILES)

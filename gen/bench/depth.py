@@ -38,6 +38,7 @@ def latency_of(cfg) -> tuple[int | None, str]:
     if isinstance(lat, int):
         doc = {"flattened_array": "last operand beat -> first result beat",
                "mxint_linear": "last beat of a tile -> its results",
+               "mxint_accumulator": "last term of a sum -> the sum",
                "ternary_lut": "last beat of a job -> its results"}.get(cfg.kind,
                                                                       "input beat -> its result")
         return lat, doc

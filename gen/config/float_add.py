@@ -18,9 +18,12 @@ class FloatAddConfig(ConfigBase):
     name: str = param("Config name (Verilog top and output folder)", default="float_add")
     format: str = param("Operand and result format (IEEE-style, RNE, subnormals, Inf, NaN)",
                         default="fp16", choices=("fp16", "bf16"))
-    pipeline_stages: int = param("Registers inside the adder, between alignment/addition and "
-                                 "normalisation/rounding (operands and result are always "
-                                 "registered)", default=0, min=0, max=1)
+    pipeline_stages: int = param("Pipelining knob: registers inside the adder (operands and "
+                                 "result are always registered): 1 between alignment/addition "
+                                 "and normalisation/rounding, 2 also between the normalisation "
+                                 "plan (leading zeros, shifts) and the shift and rounding add, 3 "
+                                 "also after the magnitude compare and swap",
+                                 default=3, min=0, max=3)
 
     @property
     def latency(self):

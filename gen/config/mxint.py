@@ -33,7 +33,7 @@ def _fmt(cfg, block_size=None):
 @dataclass(frozen=True)
 class MXIntCastConfig(ConfigBase):
     """Cast a block of FP16/BF16/FP32 values to one MXInt block (shared exponent + signed
-    mantissas), one block per cycle, latency 2 (docs/mxint.md)."""
+    mantissas), one block per cycle, latency 5 (docs/mxint.md)."""
 
     kind: ClassVar[str] = "mxint_cast"
 
@@ -48,6 +48,9 @@ class MXIntCastConfig(ConfigBase):
                                    choices=_ENCODINGS)
     rounding: str = param("Mantissa rounding (on the magnitude)", default="half_even",
                           choices=_ROUNDINGS)
+    pipelined: bool = param("Pipelining knob: five stages, each at most a max tree, a shifter or "
+                            "a rounding add deep (latency 5); false: two stages, decode to "
+                            "shared exponent and align to round (latency 2)", default=True)
 
     @property
     def fmt(self):
@@ -56,10 +59,11 @@ class MXIntCastConfig(ConfigBase):
     @property
     def latency(self) -> int:
         """Cycles from an input handshake to its block being valid (no backpressure)."""
-        return 2
+        from hw.mxint_cast import MXIntCast
+        return MXIntCast.LATENCY[self.pipelined]
 
     def parameters(self) -> dict:
-        return {"input_format": self.input_format, "fmt": self.fmt}
+        return {"input_format": self.input_format, "fmt": self.fmt, "pipelined": self.pipelined}
 
     def elaborate(self):
         from hw.mxint_cast import MXIntCast
@@ -132,6 +136,11 @@ class MXIntAccumulatorConfig(ConfigBase):
                                      default=None, min=2, max=128)
     max_terms: int = param("Most terms one sum may have (sets the exact mode's carry bits)",
                            default=1024, min=1, max=1 << 20)
+    segment_bits: int = param("Pipelining knob (exact mode): bits per carry segment of the wide "
+                              "accumulator (each segment one ripple, carries wait in registers); "
+                              "smaller is shallower, >= the sum width leaves one ripple as wide "
+                              "as the sum. Shift mode's loop has no knob", default=16, min=2,
+                              max=512)
 
     def check(self):
         if self.mode == "shift":
@@ -161,10 +170,16 @@ class MXIntAccumulatorConfig(ConfigBase):
         span = (1 << self.exponent_width) - 1
         return self.input_width + span + max(0, (self.max_terms - 1).bit_length())
 
+    @property
+    def latency(self) -> int:
+        """Cycles from a sum's last term to the sum: 4 in exact mode, 1 in shift mode."""
+        return 4 if self.mode == "exact" else 1
+
     def parameters(self) -> dict:
         return {"lanes": self.lanes, "input_width": self.input_width,
                 "exponent_width": self.exponent_width, "mode": self.mode,
-                "acc_width": self.acc_width, "max_terms": self.max_terms}
+                "acc_width": self.acc_width, "max_terms": self.max_terms,
+                "segment_bits": self.segment_bits}
 
     def elaborate(self):
         from hw.mxint_accumulator import MXIntAccumulator
@@ -193,6 +208,11 @@ class MXIntLinearConfig(ConfigBase):
                           choices=_ROUNDINGS)
     output_format: str = param("fp32 (one rounding, half-even) or mxint (the n_tile outputs "
                                "form one block)", default="fp32", choices=("fp32", "mxint"))
+    segment_bits: int = param("Pipelining knob: bits per carry segment of the exact accumulator "
+                              "and of the rounding stage's accumulator-wide adds (each segment "
+                              "is one ripple, carries wait in registers); smaller is shallower, "
+                              "a value >= the accumulator width leaves each add one ripple as "
+                              "wide as the accumulator", default=16, min=2, max=512)
 
     def check(self):
         if self.in_features % self.block_size:
@@ -243,11 +263,12 @@ class MXIntLinearConfig(ConfigBase):
     @property
     def latency(self) -> int:
         """Cycles from a tile's last beat to its results."""
-        return 3
+        from hw.mxint_linear import MXIntLinear
+        return MXIntLinear.latency
 
     def parameters(self) -> dict:
         return {"in_features": self.in_features, "n_tile": self.n_tile, "fmt": self.fmt,
-                "output_format": self.output_format}
+                "output_format": self.output_format, "segment_bits": self.segment_bits}
 
     def elaborate(self):
         from hw.mxint_linear import MXIntLinear

@@ -48,6 +48,12 @@ class TernaryLUTConfig(ConfigBase):
     mirrored: bool = param("Store only the (3^mu-1)/2 positive-leading table entries and negate "
                            "on lookup (lut only); false stores all 3^mu-1 signed entries",
                            default=True)
+    pipeline_float_adds: bool = param(
+        "Pipelining knob (fp16/bf16 only): every float add of the table build and lane trees "
+        "gets a register inside it and one after it (two stages per level), so the "
+        "accumulator's own add, a loop, is the deepest stage; false: one stage for the table "
+        "build and one for the lookups and trees",
+        default=True)
 
     # -- derived facts (read by the cost model) --------------------------------------------------
 
@@ -107,7 +113,15 @@ class TernaryLUTConfig(ConfigBase):
     @property
     def latency(self):
         """Cycles from the handshake of a job's last beat to its results being valid."""
-        return 2 if self.architecture == "addsub" else 3
+        return 1 + self._unit_class().stages_for(
+            mu=self.mu, lanes_l=self.lanes_l, pipelined=self.is_float and self.pipeline_float_adds)
+
+    def _unit_class(self):
+        if self.architecture == "lut":
+            from hw.ternary_lut import TernaryLUTUnit
+            return TernaryLUTUnit
+        from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
+        return TernaryAddSubUnit if self.architecture == "addsub" else TernaryMultiplierUnit
 
     def cycles(self, reduction, columns):
         """Beats for one token: ceil(N / (L*mu)) * ceil(M / K)."""
@@ -144,19 +158,14 @@ class TernaryLUTConfig(ConfigBase):
         ``mirrored``; float activations accumulate in their format, so no ``acc_width``)."""
         out = {"mu": self.mu, "lanes_l": self.lanes_l, "lanes_k": self.lanes_k,
                "activation": self.activation,
-               "acc_width": None if self.is_float else self.accumulator_width}
+               "acc_width": None if self.is_float else self.accumulator_width,
+               "pipeline_float_adds": self.pipeline_float_adds}
         if self.architecture == "lut":
             out["mirrored"] = self.mirrored
         return out
 
     def elaborate(self):
-        if self.architecture == "lut":
-            from hw.ternary_lut import TernaryLUTUnit
-            return TernaryLUTUnit(**self.parameters())
-        from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
-        if self.architecture == "addsub":
-            return TernaryAddSubUnit(**self.parameters())
-        return TernaryMultiplierUnit(**self.parameters())
+        return self._unit_class()(**self.parameters())
 
 
 def _signed_bits(magnitude):

@@ -63,7 +63,7 @@ def corner_rows(cfg):
     blocks = corner_blocks(fmt)
     for i in range(0, len(blocks), nb):
         row = blocks[i:i + nb]
-        rows.append(row + [(0, np.arange(k) - k // 2)] * (nb - len(row)))
+        rows.append(row + [(0, np.clip(np.arange(k) - k // 2, lo, hi))] * (nb - len(row)))
     return rows
 
 

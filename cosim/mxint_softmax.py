@@ -45,10 +45,11 @@ def corner_rows(cfg):
     rows.append([(fmt.emax, np.full(k, hi), full)] * nb)         # largest, saturating
     mixed = [(fmt.emax, np.resize([hi, lo], k), full)] + [(fmt.emin, np.zeros(k, int), full)]
     rows.append(mixed[:max(1, min(nb, 2))])
-    rows.append([(0, np.arange(k) - k // 2, np.zeros(k, bool))] * nb)      # fully masked
+    # (clipped: a random config's elements may be narrower than these patterns)
+    rows.append([(0, np.clip(np.arange(k) - k // 2, lo, hi), np.zeros(k, bool))] * nb)  # masked
     part = np.zeros(k, bool)
     part[0] = True
-    rows.append([(3, np.resize([hi, 7, -9], k), part)])          # one live element
+    rows.append([(3, np.clip(np.resize([hi, 7, -9], k), lo, hi), part)])  # one live element
     rows.append([(fmt.emin, np.zeros(k, int), full)])            # zeros
     for e, m in corner_blocks(fmt):                                # single-block corners
         rows.append([(e, m, full)])
@@ -116,7 +117,9 @@ async def random_and_corner_rows(dut):
     tb = await Testbench.start(dut)
     cfg = _cfg(tb)
     rows = corner_rows(cfg)
-    long_row = [(1, np.arange(cfg.block_size) - 2, np.ones(cfg.block_size, bool))] * \
+    w = cfg.in_fmt.element_width
+    long_row = [(1, np.clip(np.arange(cfg.block_size) - 2, -(1 << (w - 1)), (1 << (w - 1)) - 1),
+                 np.ones(cfg.block_size, bool))] * \
         (cfg.max_row_blocks + 1)
     rows.append(long_row)
     rows += random_rows(tb.rng, cfg, max(1, tb.samples // max(1, (cfg.max_row_blocks + 1) // 2)))

@@ -82,6 +82,7 @@ class Drawn:
     index: int          # n in random_<kind>_<seed>_<n>
     cells: int | None
     draws: int          # configs drawn to find this one (the rest were over the cell budget)
+    within_budget: bool = True   # False: no draw met max_cells; the smallest one was kept
 
 
 def draw_configs(kind: str, count: int, seed: int, max_cells: int = DEFAULT_MAX_CELLS) -> list[Drawn]:
@@ -104,7 +105,7 @@ def draw_configs(kind: str, count: int, seed: int, max_cells: int = DEFAULT_MAX_
                 best = Drawn(config, n, cells, attempt)
                 break
             if best is None or cells < best.cells:
-                best = Drawn(config, n, cells, attempt)
+                best = Drawn(config, n, cells, attempt, within_budget=False)
         out.append(best)
     return out
 
@@ -168,6 +169,7 @@ def run_campaign(kinds: list[str], count: int, seed: int, out: Path, *, samples:
         entry = {
             "kind": kind, "name": config.name, "config_seed": seed, "index": drawn.index,
             "config_file": str(path), "config": config.to_dict(), "cells_estimate": drawn.cells,
+            "within_max_cells": drawn.within_budget,
             "test": RANDOM_TESTS[kind], "passed": error is None,
             "checked": result.checked if result is not None else 0,
             "mismatches": (sum(t.get("mismatches", 0) for t in result.tests.values())

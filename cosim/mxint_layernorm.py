@@ -58,7 +58,7 @@ def corner_rows(cfg):
     dom = [(0, np.zeros(k, int))] * nb
     big = np.zeros(k, int)
     big[0] = hi
-    dom = [(5, big)] + dom[1:]
+    dom = [(min(5, fmt.emax), big)] + dom[1:]      # (a random config's field may be narrow)
     rows.append(dom)                                       # one dominant element
     blocks = corner_blocks(fmt)
     for i in range(0, len(blocks), nb):

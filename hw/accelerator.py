@@ -235,9 +235,9 @@ class Accelerator(wiring.Component):
                 "fields": {"data": f"data[i], i = 0..{pw - 1}: word addr + i of the request "
                                    "(words >= count unused)"},
                 "ready": "combinational on mem_resp.valid and on the scratchpad's bank "
-                         "arbitration in the same cycle: a response waits while a "
-                         "higher-priority client (execute, store) holds one of its banks. Offer "
-                         "valid without waiting for ready",
+                         "arbitration in the same cycle: a response is written when none of its "
+                         "banks is wanted by the execute unit's write port (higher priority). "
+                         "Offer valid without waiting for ready",
             },
             "pairing": "exactly one mem_resp beat per mem_req beat with write = 0, in request "
                        f"order, any number of cycles later; writes get no response; at most "

@@ -128,8 +128,8 @@ class MXIntAccumulator(wiring.Component):
                 "beat": "one finished sum, value_l = values[l] * 2^exponent",
                 "fields": {"exponent": exponent, "values": values},
                 "order": "one beat per term with last = 1, in order",
-                "backpressure": "holds the next sum's last term (and every term after a finished "
-                                "sum is held); nothing is dropped",
+                "backpressure": "while a finished sum is held, every term waits; nothing is "
+                                "dropped",
             },
             "buffers": "one finished sum (the output register)",
             "latency": "1 cycle from a sum's last term taken to the sum offered; one term per "

@@ -125,9 +125,9 @@ class MXIntLayerNorm(wiring.Component):
                         f"{nb} beats in channel order are one parameter set",
                 "fields": {"gamma": "gamma block: " + "; ".join(pf.values()),
                            "beta": "beta block, the same layout"},
-                "ready": "registered state only: high when no row is in flight (every row "
-                         "buffer credit returned, so earlier rows' results have left) and no "
-                         "row is partly taken",
+                "ready": "registered state only: high when every row-buffer credit is back "
+                         "(earlier rows have all been read by the second pass) and no row is "
+                         "partly taken",
             },
             "pairing": "no row is taken before the first complete parameter set; a later set "
                        "is taken only between rows with the unit empty, and new rows wait until "

@@ -242,3 +242,34 @@ def test_softmax_ready_is_not_combinational_on_probs():
     assert seen["refused"] and seen["out_valid"]
     assert not seen["same_cycle"]
     assert seen["later"]            # a credit came back once the output moved
+
+
+def test_layernorm_row_start_is_combinational_on_params_valid():
+    """MXIntLayerNorm says a row's first block is refused in a cycle where params.valid is high:
+    after a complete parameter set, operands.ready falls in the same cycle params.valid rises."""
+    path = _smallest_presets(["mxint_layernorm"])[0]
+    component = _component(load_config(path))
+    assert "combinational on params.valid" in component.protocol()["operands"]["ready"]
+    nb = component.spec.row_blocks
+    seen = {}
+
+    async def process(ctx):
+        ctx.set(component.results.ready, 1)
+        seen["before_params"] = bool(ctx.get(component.operands.ready))
+        ctx.set(component.params.valid, 1)
+        for _ in range(nb):                     # one complete parameter set
+            while not ctx.get(component.params.ready):
+                await ctx.tick()
+            await ctx.tick()
+        ctx.set(component.params.valid, 0)
+        await ctx.tick()
+        seen["after_params"] = bool(ctx.get(component.operands.ready))
+        ctx.set(component.params.valid, 1)
+        seen["load_offered"] = bool(ctx.get(component.operands.ready))
+        ctx.set(component.params.valid, 0)
+        seen["load_withdrawn"] = bool(ctx.get(component.operands.ready))
+
+    _run(component, process)
+    assert not seen["before_params"]            # no row before a complete parameter set
+    assert seen["after_params"] and seen["load_withdrawn"]
+    assert not seen["load_offered"]

@@ -85,7 +85,8 @@ class Drawn:
     within_budget: bool = True   # False: no draw met max_cells; the smallest one was kept
 
 
-def draw_configs(kind: str, count: int, seed: int, max_cells: int = DEFAULT_MAX_CELLS) -> list[Drawn]:
+def draw_configs(kind: str, count: int, seed: int,
+                 max_cells: int = DEFAULT_MAX_CELLS) -> list[Drawn]:
     """``count`` random valid configs of ``kind`` whose size estimate is at most ``max_cells``.
 
     Deterministic in (kind, count's prefix, seed, max_cells): config n of a campaign is the same
@@ -152,7 +153,7 @@ def run_campaign(kinds: list[str], count: int, seed: int, out: Path, *, samples:
                f"--seed {seed} --max-cells {max_cells}"
                + (f" --samples {samples}" if samples is not None else "") + f" --out {out}")
     summary = {"command": command, "seed": seed, "count": count, "kinds": kinds,
-               "samples": samples, "max_cells": max_cells, "results": []}
+               "samples": samples, "max_cells": max_cells, "complete": False, "results": []}
     plan = [(kind, drawn) for kind in kinds for drawn in draw_configs(kind, count, seed, max_cells)]
     started = time.monotonic()
     for position, (kind, drawn) in enumerate(plan, 1):
@@ -182,10 +183,17 @@ def run_campaign(kinds: list[str], count: int, seed: int, out: Path, *, samples:
                 f"accelgen cosim {path} --seed {seed}"
                 + (f" --samples {samples}" if samples is not None else "") + " --waves")
         summary["results"].append(entry)
+        _write_summary(out, summary, kinds, started)      # an interrupted campaign keeps its part
         status = "pass" if error is None else "FAIL"
-        say(f"[{position}/{len(plan)}] {kind} {config.name} ({drawn.cells or '?'} cells): {status}, "
-            f"{entry['checked']} results checked, {seconds:.0f} s"
+        say(f"[{position}/{len(plan)}] {kind} {config.name} ({drawn.cells or '?'} cells): "
+            f"{status}, {entry['checked']} results checked, {seconds:.0f} s"
             + (f"\n    reproduce: {entry['repro']}" if error is not None else ""))
+    summary["complete"] = True
+    _write_summary(out, summary, kinds, started)
+    return summary
+
+
+def _write_summary(out: Path, summary: dict, kinds: list[str], started: float) -> None:
     results = summary["results"]
     summary["totals"] = {
         "configs": len(results), "passed": sum(r["passed"] for r in results),
@@ -198,7 +206,6 @@ def run_campaign(kinds: list[str], count: int, seed: int, out: Path, *, samples:
                      for k in kinds},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def main_campaign(args) -> int:

@@ -153,7 +153,8 @@ def test_campaign_summary_and_exit_status(monkeypatch, tmp_path, capsys):
                           "7", "--out", str(tmp_path / "c"))
     assert code == 1
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
-    assert summary["totals"]["configs"] == 3 and summary["totals"]["failed"] == 1
+    assert summary["complete"] and summary["totals"]["configs"] == 3
+    assert summary["totals"]["failed"] == 1
     assert summary["totals"]["checked"] == 20
     failed = [r for r in summary["results"] if not r["passed"]]
     assert failed[0]["repro"].startswith("accelgen cosim ") and "--seed 7" in failed[0]["repro"]

@@ -123,7 +123,7 @@ class MXIntLinear(wiring.Component):
                                         "pattern (the exact sum rounded once, half-even, "
                                         "subnormals, overflow to Inf)"}
         else:
-            result_fields = block_fields(self.out_fmt, "output y[n0 + j] for element j")
+            result_fields = block_fields(self.out_fmt, "y[n0 + i] is element")
         return {
             "operands": {
                 "beat": f"block b of one tile: x[b*{k} .. b*{k}+{k - 1}] with the same K range "

@@ -16,7 +16,6 @@ printed in pytest's header).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -119,23 +118,16 @@ def config_yaml(config: ConfigBase) -> str:
 def run_config(config: ConfigBase | Path, *, seed: int, samples: int | None,
                waves_on_failure: bool = True):
     """Co-simulate one config's random test. Returns ``(CosimResult | None, error text | None)``."""
-    from cosim.runner import CosimFailure, run_cosim
+    from gen.cosim_run import CosimFailure, run_cosim
     from gen.config import load_config
 
     kind = config.kind if isinstance(config, ConfigBase) else load_config(config).kind
-    # Under pytest, cocotb's runner ends a failing run with a bare SystemExit(1) before
-    # run_cosim can read the results and raise its readable failure (first mismatch, seed,
-    # reproduce command); without PYTEST_CURRENT_TEST it returns the results instead.
-    hidden = os.environ.pop("PYTEST_CURRENT_TEST", None)
     try:
         result = run_cosim(config, seed=seed, samples=samples,
                            env={"COCOTB_TEST_FILTER": random_test_filter(kind)},
                            rerun_with_waves=waves_on_failure)
     except CosimFailure as exc:
         return None, str(exc)
-    finally:
-        if hidden is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = hidden
     if not result.tests:
         return result, f"no cocotb test matched {RANDOM_TESTS[kind]!r}"
     if result.checked <= 0:

@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv rtl lint test test-quick fuzz bench synth clean
+.PHONY: help venv rtl lint test test-quick fuzz campaign bench synth clean
 
 help: ## show this help
 	@echo "accelgen make targets:"
@@ -42,6 +42,11 @@ FUZZ_CASES ?= 5000
 FUZZ_SEED  ?= 1
 fuzz: $(STAMP) ## input-robustness campaign: FUZZ_CASES mutated configs/sweeps -> build/fuzz/summary.json
 	$(VENV)/bin/accelgen fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --out build/fuzz
+
+CAMPAIGN_COUNT ?= 100
+CAMPAIGN_SEED  ?= 1
+campaign: $(STAMP) ## random-config co-simulation: CAMPAIGN_COUNT configs per kind -> build/campaign/summary.json
+	$(VENV)/bin/accelgen campaign --kind all --count $(CAMPAIGN_COUNT) --seed $(CAMPAIGN_SEED) --out build/campaign
 
 BENCH_STAMP := $(VENV)/.accelgen-bench-installed
 $(BENCH_STAMP): $(STAMP)

@@ -58,12 +58,12 @@ def corner_rows(cfg):
     dom = [(0, np.zeros(k, int))] * nb
     big = np.zeros(k, int)
     big[0] = hi
-    dom = [(5, big)] + dom[1:]
+    dom = [(min(5, fmt.emax), big)] + dom[1:]      # (a random config's field may be narrow)
     rows.append(dom)                                       # one dominant element
     blocks = corner_blocks(fmt)
     for i in range(0, len(blocks), nb):
         row = blocks[i:i + nb]
-        rows.append(row + [(0, np.arange(k) - k // 2)] * (nb - len(row)))
+        rows.append(row + [(0, np.clip(np.arange(k) - k // 2, lo, hi))] * (nb - len(row)))
     return rows
 
 

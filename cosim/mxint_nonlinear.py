@@ -82,6 +82,6 @@ def corner_blocks(fmt: MXIntFormat):
         (fmt.emax, np.full(k, lo)),                  # most negative code at emax
         (fmt.emin, np.full(k, lo)),
         (fmt.emin, np.full(k, hi)),
-        (3, one_big),                                # one dominant element
+        (min(3, fmt.emax), one_big),                 # one dominant element (in the field)
         (0, np.resize([hi, lo, 0, 1, -1], k)),
     ]

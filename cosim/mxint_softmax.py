@@ -36,19 +36,22 @@ def corner_rows(cfg):
     lo, hi = -(1 << (fmt.element_width - 1)), (1 << (fmt.element_width - 1)) - 1
     rows = []
     rows.append([(0, np.full(k, 1 << (fmt.element_width - 2)), full)] * nb)      # all equal
-    dom = [(2, np.full(k, -hi // 2), full) for _ in range(nb)]
+    # exponents clipped to the field: a random config's may be as narrow as 2 bits
+    ce = lambda e: int(np.clip(e, fmt.emin, fmt.emax))             # noqa: E731
+    dom = [(ce(2), np.full(k, -hi // 2), full) for _ in range(nb)]
     big = np.full(k, -hi // 2)
     big[k - 1] = hi
-    dom[nb - 1] = (4, big, full)                                  # one dominant value, last block
+    dom[nb - 1] = (ce(4), big, full)                              # one dominant value, last block
     rows.append(dom)
     rows.append([(fmt.emax, np.full(k, lo), full)] * nb)         # most negative, saturating
     rows.append([(fmt.emax, np.full(k, hi), full)] * nb)         # largest, saturating
     mixed = [(fmt.emax, np.resize([hi, lo], k), full)] + [(fmt.emin, np.zeros(k, int), full)]
     rows.append(mixed[:max(1, min(nb, 2))])
-    rows.append([(0, np.arange(k) - k // 2, np.zeros(k, bool))] * nb)      # fully masked
+    # (clipped: a random config's elements may be narrower than these patterns)
+    rows.append([(0, np.clip(np.arange(k) - k // 2, lo, hi), np.zeros(k, bool))] * nb)  # masked
     part = np.zeros(k, bool)
     part[0] = True
-    rows.append([(3, np.resize([hi, 7, -9], k), part)])          # one live element
+    rows.append([(ce(3), np.clip(np.resize([hi, 7, -9], k), lo, hi), part)])  # one live element
     rows.append([(fmt.emin, np.zeros(k, int), full)])            # zeros
     for e, m in corner_blocks(fmt):                                # single-block corners
         rows.append([(e, m, full)])
@@ -116,7 +119,9 @@ async def random_and_corner_rows(dut):
     tb = await Testbench.start(dut)
     cfg = _cfg(tb)
     rows = corner_rows(cfg)
-    long_row = [(1, np.arange(cfg.block_size) - 2, np.ones(cfg.block_size, bool))] * \
+    w = cfg.in_fmt.element_width
+    ramp = np.clip(np.arange(cfg.block_size) - 2, -(1 << (w - 1)), (1 << (w - 1)) - 1)
+    long_row = [(min(1, cfg.in_fmt.emax), ramp, np.ones(cfg.block_size, bool))] * \
         (cfg.max_row_blocks + 1)
     rows.append(long_row)
     rows += random_rows(tb.rng, cfg, max(1, tb.samples // max(1, (cfg.max_row_blocks + 1) // 2)))

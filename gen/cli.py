@@ -588,6 +588,29 @@ def cmd_dse(args) -> int:
     return dse.run(args)
 
 
+def cmd_campaign(args) -> int:
+    from gen.campaign import main_campaign
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _Usage(f"--out: got {args.out!r}; allowed: a folder (it is a file)")
+    return main_campaign(args)
+
+
+def _campaign_kind(text: str) -> str:
+    """argparse type of ``campaign --kind``: a kind with a random cocotb test, or 'all'."""
+    from gen.campaign import SKIPPED_KINDS, campaign_kinds
+    kinds = campaign_kinds()
+    if text == "all" or text in kinds:
+        return text
+    if text in SKIPPED_KINDS:
+        raise argparse.ArgumentTypeError(f"got {text!r}: not covered by campaigns, "
+                                         f"{SKIPPED_KINDS[text]}; allowed: {', '.join(kinds)}, all")
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {', '.join(kinds)}, all")
+
+
+_campaign_kind.__name__ = "--kind"
+
+
 def cmd_fuzz(args) -> int:
     from gen.fuzz import run_campaign
     return run_campaign(cases=args.cases, seed=args.seed, out=Path(args.out), cli=main,
@@ -842,6 +865,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.description = textwrap.fill(p.description or "", 78)   # wrap only the description
     except ImportError:
         p.add_argument("sweep", nargs="?")
+
+    p = add_command(sub, "campaign", cmd_campaign,
+                    "co-simulate random valid configs of each kind, bit-exact under Verilator",
+                    "Draw COUNT random valid configs per kind (seeded; every field drawn from its "
+                    "schema, kept to at most --max-cells estimated cells), build each with "
+                    "Verilator and run the kind's random-stimulus cocotb test on it, every result "
+                    "compared bit for bit with the golden model. One progress line per config on "
+                    "stderr; OUT/summary.json lists each config (also saved as "
+                    "OUT/configs/<name>.yaml), pass/fail, results checked and, per failure, the "
+                    "command that reproduces it.",
+                    "Exit status: 0 every config passed, 1 a config failed, 2 bad arguments.")
+    p.add_argument("--kind", action="append", required=True, type=_campaign_kind, metavar="KIND",
+                   help="kind to test (repeatable), or 'all' for every kind with a random test")
+    p.add_argument("--count", type=_positive_int("--count", 10_000), default=10,
+                   help="random configs per kind, 1 .. 10,000 (default: 10)")
+    p.add_argument("--seed", type=_int_in("--seed", 0, 2**32 - 1), default=1,
+                   help="seed of the configs and of their stimulus, 0 .. 2^32-1 (default: 1)")
+    p.add_argument("--samples", type=_positive_int("--samples", 100_000), default=None,
+                   help="random samples per config's test (default: the test's own)")
+    p.add_argument("--max-cells", type=_positive_int("--max-cells"), default=40_000, metavar="N",
+                   help="draw again any config estimated above N cells (default: 40000)")
+    p.add_argument("--out", default="build/campaign",
+                   help="summary folder (default: build/campaign)")
+    p.add_argument("--no-waves", action="store_true",
+                   help="do not rerun a failing config with waveforms")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
     p = add_command(sub, "fuzz", cmd_fuzz, "robustness campaign: mutated configs and sweep files",
                     "Mutate every preset and sweep file (seeded) and run each mutant through "

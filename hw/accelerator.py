@@ -190,6 +190,65 @@ class Accelerator(wiring.Component):
                               "acc_lsb", "acc_words", "sp_words", "sp_banks", "address_bits",
                               "port_words", "softmax_rows", "queue_depth", "outstanding_reads")
 
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else;
+        docs/accelerator.md sections 6 and 7 have the ISA and the execution model)."""
+        pw = self.port_words
+        return {
+            "commands": {
+                "beat": "one instruction",
+                "fields": {"instruction": "the 256-bit instruction as software_model.isa.encode "
+                                          "gives it (word 0 in bits 31:0)"},
+                "ready": "registered state (a one-entry decode register and the load, store and "
+                         "execute queues' fill), except while a BARRIER is held with every queue "
+                         "idle: then combinational on events.ready (the BARRIER retires as its "
+                         "event is taken). Low for good after an illegal instruction (the "
+                         "decoder halts); never a function of commands.valid or its payload",
+            },
+            "events": {
+                "beat": "one retired BARRIER, or one error",
+                "fields": {"tag": "the BARRIER's imm (low 8 bits); for an error, the offending "
+                                  "opcode",
+                           "cycle": "cycles since reset when it retired (32 bits, wraps)",
+                           "error": "1: the decoder met an instruction it cannot run and halted "
+                                    "(the last beat ever); 0: a BARRIER"},
+                "order": "BARRIERs in program order; a BARRIER retires when every earlier "
+                         "instruction has completed",
+                "backpressure": "a BARRIER waits in the decoder until its event is taken; "
+                                "instructions behind it wait too",
+            },
+            "mem_req": {
+                "beat": "one memory request",
+                "fields": {"write": "1: write the first count words of data at addr; 0: read "
+                                    "count words at addr",
+                           "addr": f"word address ({self.address_bits} bits)",
+                           "count": f"words, 1 .. {pw}",
+                           "data": f"data[i], i = 0..{pw - 1}: word addr + i (writes; ignored by "
+                                   "reads)"},
+                "order": "the load engine's reads and the store engine's writes, alternating "
+                         "when both wait; each engine's requests in address-pattern order",
+                "backpressure": "an offered request stays offered (payload stable) until taken; "
+                                "valid is not a function of mem_req.ready",
+            },
+            "mem_resp": {
+                "beat": "the data of one read request",
+                "fields": {"data": f"data[i], i = 0..{pw - 1}: word addr + i of the request "
+                                   "(words >= count unused)"},
+                "ready": "combinational on mem_resp.valid and on the scratchpad's bank "
+                         "arbitration in the same cycle: a response is written when none of its "
+                         "banks is wanted by the execute unit's write port (higher priority). "
+                         "Offer valid without waiting for ready",
+            },
+            "pairing": "exactly one mem_resp beat per mem_req beat with write = 0, in request "
+                       f"order, any number of cycles later; writes get no response; at most "
+                       f"{self.outstanding_reads} reads are in flight (the memory never needs to "
+                       "queue more responses)",
+            "buffers": {"queue_depth": self.queue_depth,
+                        "outstanding_reads": self.outstanding_reads},
+            "latency": "program-dependent: software_model.accelerator.CycleCosts and this "
+                       "design's cycle_costs() give each instruction's pipeline depths",
+        }
+
     def cycle_costs(self) -> dict:
         """The pipeline depths ``software_model.accelerator.CycleCosts`` needs for this design
         (those that depend on the vector unit's specs), read off its units."""

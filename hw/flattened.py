@@ -170,6 +170,9 @@ class FlattenedArray(wiring.Component):
             "head": f"tag 0..{self.heads - 1} echoed on the job's results",
             "last": "1 on the job's final beat (ceil(K/S) beats, K padded with zero k-steps)",
         }
+        if self.transpose_b:
+            fields["transpose"] = ("per beat: 0 = b in the order above, 1 = b in K^T order "
+                                   f"(b[j*{subs} + s] = B[t*{subs} + s, j])")
         if self.mxint:
             fields.update({
                 "first": "1 on a tile's first block job: its aligned sums start from zero",

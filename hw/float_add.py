@@ -249,6 +249,31 @@ class FloatAdderUnit(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "format", "pipeline_stages")
 
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        fmt, width = self.format, self.float_format.width
+        return {
+            "operands": {
+                "beat": "one addition a + b",
+                "fields": {"a": f"a, an IEEE {fmt} bit pattern ({width} bits)",
+                           "b": f"b, an IEEE {fmt} bit pattern ({width} bits)"},
+                "ready": "combinational on sums.ready: ready = ~sums.valid | sums.ready "
+                         "(sums.valid is a register), so the whole pipeline stalls while a sum "
+                         "is held; not a function of operands.valid or its payload",
+            },
+            "sums": {
+                "beat": "the sum of one operands beat",
+                "fields": {"payload": f"a + b, {fmt} bits, rounded to nearest even; subnormals "
+                                      "exact, every NaN the canonical quiet NaN, x + (-x) = +0"},
+                "order": "one beat per operands beat, in order",
+                "backpressure": "holds the whole pipeline; nothing is dropped",
+            },
+            "buffers": f"none besides the {self.latency} pipeline registers",
+            "latency": f"{self.latency} cycles from an operand pair taken to its sum offered; "
+                       "one pair per cycle",
+            "arithmetic": "software_model.float16.add, bit for bit",
+        }
+
     def elaborate(self, platform):
         m = Module()
         f = self.float_format

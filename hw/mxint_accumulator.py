@@ -96,6 +96,48 @@ class MXIntAccumulator(wiring.Component):
         return parameter_repr(self, "lanes", "input_width", "exponent_width", "mode",
                               "acc_width", "max_terms", "segment_bits")
 
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        lanes = self.lanes - 1
+        if self.mode == "exact":
+            exponent = (f"the constant {self.exponent_min} (the exact accumulator's LSB weight)")
+            values = (f"values[l], l = 0..{lanes}: the exact sum of lane l's terms, signed "
+                      f"{self.sum_width} bits (exact for up to {self.max_terms} terms a sum)")
+            arithmetic = "exact fixed point, nothing lost"
+        else:
+            exponent = f"the running exponent E, signed {self.sum_exponent_width} bits"
+            values = (f"values[l], l = 0..{lanes}: lane l's sum, signed {self.acc_width} bits")
+            arithmetic = ("running exponent E = max(E, e): accumulator and term shifted right "
+                          "(floor) to E and added; on overflow of any lane all lanes shift right "
+                          "once and E grows by one")
+        return {
+            "terms": {
+                "beat": "one term of a sum: value_l = values[l] * 2^exponent",
+                "fields": {
+                    "exponent": f"signed {self.exponent_width}-bit exponent shared by the lanes",
+                    "values": f"values[l], l = 0..{lanes}: lane l, signed {self.input_width} "
+                              "bits",
+                    "last": "1 on a sum's final term; the next term opens a new sum (a sum may "
+                            "be a single term)",
+                },
+                "ready": "combinational on sums.ready: ready = ~sums.valid | sums.ready for "
+                         "every term (sums.valid is a register), so terms stall only while a "
+                         "finished sum is held; not a function of terms.valid or its payload",
+            },
+            "sums": {
+                "beat": "one finished sum, value_l = values[l] * 2^exponent",
+                "fields": {"exponent": exponent, "values": values},
+                "order": "one beat per term with last = 1, in order",
+                "backpressure": "while a finished sum is held, every term waits; nothing is "
+                                "dropped",
+            },
+            "buffers": "one finished sum (the output register)",
+            "latency": "1 cycle from a sum's last term taken to the sum offered; one term per "
+                       "cycle",
+            "arithmetic": f"{self.mode} mode: {arithmetic} "
+                          "(software_model.mxint.mxint_accumulate)",
+        }
+
     def shift_exponent_max(self) -> int:
         """Largest exponent a shift-mode sum of ``max_terms`` terms can reach.
 

@@ -23,8 +23,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import (block_layout, check_format, clamp_exponent, encode_exponent,
-                             round_magnitude)
+from hw.mxint_common import (block_fields, block_layout, check_format, clamp_exponent,
+                             encode_exponent, global_enable_ready, round_magnitude)
 from hw.primitives import (GlobalEnable, check_choice, delay, leading_one, max_tree,
                            parameter_repr)
 from software_model.mxint import INPUT_FORMATS, MXIntFormat
@@ -62,6 +62,30 @@ class MXIntCast(wiring.Component):
 
     def __repr__(self):
         return parameter_repr(self, "input_format", "fmt", "pipelined")
+
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        k = self.fmt.block_size
+        return {
+            "values": {
+                "beat": f"one block of {k} {self.input_format} values",
+                "fields": {"payload": f"payload[i], i = 0..{k - 1}: element i, its IEEE "
+                                      f"{self.input_format} bit pattern ({self.in_width} bits)"},
+                "ready": global_enable_ready("values", "blocks"),
+            },
+            "blocks": {
+                "beat": "the MXInt block of one values beat",
+                "fields": block_fields(self.fmt, "element"),
+                "order": "one beat per values beat, in order",
+                "backpressure": "holds the whole pipeline; nothing is dropped",
+            },
+            "buffers": f"none besides the {self.latency} pipeline registers",
+            "latency": f"{self.latency} cycles from a block taken to its result offered; one "
+                       "block per cycle",
+            "arithmetic": f"shared exponent floor(log2 max|v|) clamped to the field, mantissas "
+                          f"rounded {self.fmt.rounding} and saturated; NaN elements read as 0 "
+                          "(software_model.mxint.mxint_cast)",
+        }
 
     def elaborate(self, platform):
         m = Module()

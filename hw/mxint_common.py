@@ -11,7 +11,8 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from software_model.mxint import MXIntFormat
 
 __all__ = ["block_layout", "exponent_shape", "decode_exponent", "encode_exponent",
-           "check_format", "clamp_exponent", "round_magnitude", "carry_prefix", "increment"]
+           "check_format", "clamp_exponent", "round_magnitude", "carry_prefix", "increment",
+           "exponent_text", "block_fields", "global_enable_ready"]
 
 
 def check_format(fmt, name: str = "Format"):
@@ -122,3 +123,34 @@ def round_magnitude(m, value, shift, *, rounding: str, name: str, keep: int | No
     else:       # a pipelined caller wants the rounding carry log-deep as well
         rounded = increment(m, q, up, name=f"{name}_rounded")
     return rounded if keep is None else (rounded, over)
+
+
+# -- protocol text (manifest.json) ---------------------------------------------------------------
+
+
+def exponent_text(fmt: MXIntFormat) -> str:
+    """How a block's ``exponent`` field reads, for a component's ``protocol()``."""
+    if fmt.exponent_encoding == "biased":
+        code = (f"unsigned {fmt.exponent_width}-bit code, e = code - {fmt.exponent_bias}")
+    else:
+        code = f"signed {fmt.exponent_width}-bit two's complement e"
+    return f"shared exponent: {code}, e in {fmt.emin} .. {fmt.emax}"
+
+
+def block_fields(fmt: MXIntFormat, what: str) -> dict:
+    """``fields`` of a protocol entry whose payload is one MXInt block of ``fmt`` (``what``
+    names the elements)."""
+    return {
+        "exponent": exponent_text(fmt),
+        "mantissas": f"mantissas[i], i = 0..{fmt.block_size - 1}: {what} i, signed "
+                     f"{fmt.element_width}-bit; value_i = mantissas[i] * "
+                     f"2^(e - {fmt.fraction_bits})",
+    }
+
+
+def global_enable_ready(source: str, sink: str) -> str:
+    """``ready`` text of an input stalled by a global enable (:class:`hw.primitives.
+    GlobalEnable`): ``source.ready = ~sink.valid | sink.ready``."""
+    return (f"combinational on {sink}.ready: ready = ~{sink}.valid | {sink}.ready ({sink}.valid "
+            f"is a register), so the whole pipeline stalls while a result is held; not a "
+            f"function of {source}.valid or of any payload")

@@ -18,7 +18,8 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import block_layout, check_format, decode_exponent
+from hw.mxint_common import (block_fields, block_layout, check_format, decode_exponent,
+                             global_enable_ready)
 from hw.mxint_fixed import (Pipeline, Staged, check_chunk_bits, check_int, fixed_to_mxint,
                             piecewise_polynomial, scale_saturate)
 from software_model.mxint_gelu import GeluSpec
@@ -56,6 +57,27 @@ class MXIntGELU(wiring.Component):
                 f"out_w={s.out_fmt.element_width}, frac_bits={s.frac_bits}, "
                 f"range_bits={s.range_bits}, segment_bits={s.segment_bits}, "
                 f"degree={s.degree}, out_frac_bits={s.out_frac_bits})")
+
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        return {
+            "blocks": {
+                "beat": "one MXInt block of x",
+                "fields": block_fields(self.spec.in_fmt, "element"),
+                "ready": global_enable_ready("blocks", "results"),
+            },
+            "results": {
+                "beat": "GELU(x) of one blocks beat, element by element",
+                "fields": block_fields(self.spec.out_fmt, "GELU of element"),
+                "order": "one beat per blocks beat, in order",
+                "backpressure": "holds the whole pipeline; nothing is dropped",
+            },
+            "buffers": f"none besides the {self.latency} pipeline stages",
+            "latency": f"{self.latency} cycles from a block taken to its result offered; one "
+                       "block per cycle",
+            "arithmetic": "erf GELU by a piecewise polynomial on a fixed grid, one rounding "
+                          "(software_model.mxint_gelu.mxint_gelu)",
+        }
 
     def _build_latency(self) -> int:
         m = Module()

@@ -29,7 +29,7 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import block_layout, check_format, decode_exponent
+from hw.mxint_common import block_fields, block_layout, check_format, decode_exponent
 from hw.mxint_fixed import (Pipeline, Staged, carry_propagate, carry_save_sum,
                             check_chunk_bits, check_int, fixed_to_mxint, normalise, rsqrt_newton,
                             scale_saturate)
@@ -102,6 +102,52 @@ class MXIntLayerNorm(wiring.Component):
         return {"first_pass": self.first_pass_latency, "row_info": self.row_info_latency,
                 "second_pass": self.second_pass_latency, "buffer_blocks": self.buffer_blocks,
                 "row_slots": self.row_slots}
+
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        s = self.spec
+        k, nb = s.block_size, s.row_blocks
+        lat = self.latencies
+        pf = block_fields(s.param_fmt, "channel b*k +")
+        return {
+            "operands": {
+                "beat": f"block b of a row of x: channels b*{k} .. b*{k}+{k - 1}; a row is "
+                        f"exactly {nb} beats (row_length {s.row_length} / {k}), counted from "
+                        "reset (there is no last field)",
+                "fields": block_fields(s.in_fmt, "channel b*k +"),
+                "ready": "registered state (block and row credits, parameters loaded) and, "
+                         "for a row's first block only, combinational on params.valid: a row "
+                         "does not start in a cycle where a parameter load is offered, nor "
+                         "before a complete parameter set has arrived",
+            },
+            "params": {
+                "beat": f"gamma and beta of block b of channels (b*{k} .. b*{k}+{k - 1}); "
+                        f"{nb} beats in channel order are one parameter set",
+                "fields": {"gamma": "gamma block: " + "; ".join(pf.values()),
+                           "beta": "beta block, the same layout"},
+                "ready": "registered state only: high when every row-buffer credit is back "
+                         "(earlier rows have all been read by the second pass) and no row is "
+                         "partly taken",
+            },
+            "pairing": "no row is taken before the first complete parameter set; a later set "
+                       "is taken only between rows with the unit empty, and new rows wait until "
+                       "its last beat; every row uses the set complete when its first block "
+                       "was taken",
+            "results": {
+                "beat": "one normalised block of a row",
+                "fields": {**block_fields(s.out_fmt, "output channel b*k +"),
+                           "last": f"1 on a row's final ({nb}-th) block"},
+                "order": "one beat per operands beat, in order; a row's first block leaves only "
+                         "after its last block has been taken (its statistics are needed)",
+                "backpressure": "stalls the second pass only; the first pass keeps taking "
+                                "blocks while buffer credits last; nothing is dropped",
+            },
+            "buffers": {"row_buffer_blocks": self.buffer_blocks, "row_slots": self.row_slots},
+            "latency": f"first pass {lat['first_pass']} cycles, row statistics "
+                       f"{lat['row_info']} cycles (a row's last block to its 1/sqrt), second "
+                       f"pass {lat['second_pass']} cycles (buffer read to output)",
+            "arithmetic": "software_model.mxint_layernorm.mxint_layernorm, bit for bit",
+        }
 
     def _fixed(self, m, p, exponent, mantissas, stage, name):
         s = self.spec

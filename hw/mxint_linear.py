@@ -38,9 +38,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import (block_layout, carry_prefix, check_format, clamp_exponent,
-                             decode_exponent, encode_exponent, exponent_shape, increment,
-                             round_magnitude)
+from hw.mxint_common import (block_fields, block_layout, carry_prefix, check_format,
+                             clamp_exponent, decode_exponent, encode_exponent, exponent_shape,
+                             exponent_text, global_enable_ready, increment, round_magnitude)
 from hw.primitives import (GlobalEnable, adder_tree, check_choice, check_positive, delay,
                            max_tree, parameter_repr, tree_depth)
 from software_model.mxint import MXIntFormat
@@ -112,6 +112,47 @@ class MXIntLinear(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "in_features", "n_tile", "fmt", "output_format",
                               "segment_bits")
+
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        f, t, kb = self.fmt, self.n_tile, self.k_blocks
+        k = f.block_size
+        x = block_fields(f, "x element")
+        if self.output_format == "fp32":
+            result_fields = {"payload": f"payload[j], j = 0..{t - 1}: y[n0 + j] as an FP32 bit "
+                                        "pattern (the exact sum rounded once, half-even, "
+                                        "subnormals, overflow to Inf)"}
+        else:
+            result_fields = block_fields(self.out_fmt, "y[n0 + i] is element")
+        return {
+            "operands": {
+                "beat": f"block b of one tile: x[b*{k} .. b*{k}+{k - 1}] with the same K range "
+                        f"of W rows n0 .. n0+{t - 1}; a tile is exactly {kb} beats "
+                        f"(in_features / block_size = {self.in_features} / {k}), counted from "
+                        "reset (there is no last field)",
+                "fields": {
+                    "x": f"one block of x along K: {x['exponent']}; {x['mantissas']}",
+                    "w": f"w[j], j = 0..{t - 1}: the same K block of W row n0 + j (MXInt "
+                         "block, same format)",
+                    "bias": f"bias[j], j = 0..{t - 1}: b[n0 + j] = mantissa * "
+                            f"2^(e - {f.fraction_bits}) ({exponent_text(f)}; mantissa signed "
+                            f"{f.element_width} bits); read on the tile's first beat only",
+                },
+                "ready": global_enable_ready("operands", "results"),
+            },
+            "results": {
+                "beat": f"the {t} outputs y[n0 .. n0+{t - 1}] of one tile",
+                "fields": result_fields,
+                "order": f"one beat per tile ({kb} operand beats), in order; the caller walks N "
+                         f"in tiles of {t} and re-sends x for each",
+                "backpressure": "holds the whole pipeline; nothing is dropped",
+            },
+            "buffers": f"none besides the {self.latency} pipeline stages",
+            "latency": f"{self.latency} cycles from a tile's last beat taken to its result "
+                       "offered; one beat per cycle",
+            "arithmetic": "exact block dot products and accumulation, one rounding to the output "
+                          "format (software_model.mxint.mxint_linear)",
+        }
 
     def elaborate(self, platform):
         m = Module()

@@ -34,7 +34,7 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import block_layout, check_format, decode_exponent
+from hw.mxint_common import block_fields, block_layout, check_format, decode_exponent
 from hw.mxint_fixed import (Pipeline, Staged, check_chunk_bits, check_int, fixed_to_mxint,
                             normalise, piecewise_polynomial, reciprocal_newton, scale_saturate)
 from software_model.mxint_fixed import reciprocal_seed_table
@@ -93,6 +93,47 @@ class MXIntSoftmax(wiring.Component):
                 f"in_w={s.in_fmt.element_width}, out_w={s.out_fmt.element_width}, "
                 f"exp_bits={s.exp_bits}, recip_bits={s.recip_bits}, "
                 f"buffer_blocks={getattr(self, 'buffer_blocks', None)})")
+
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        s = self.spec
+        k, nb = s.block_size, s.max_row_blocks
+        lat = self.latencies
+        return {
+            "scores": {
+                "beat": f"one MXInt block of {k} scores of a row (softmax runs along the row)",
+                "fields": {
+                    "block": "{exponent, mantissas}: " + "; ".join(
+                        block_fields(s.in_fmt, "score").values()),
+                    "mask": f"mask[i], i = 0..{k - 1}: 1 = element i takes part, 0 = masked "
+                            "(its probability is 0; a fully masked row gives zeros)",
+                    "last": f"1 on a row's final block; a row is at most {nb} blocks: the "
+                            f"{nb}-th block of a row ends it whatever last says (the next beat "
+                            "starts a new row)",
+                },
+                "ready": "registered state only, never combinational on probs or on the "
+                         "payload: high while a row-buffer block credit is free and, for a "
+                         "row's first block, a row credit is free",
+            },
+            "probs": {
+                "beat": "the probabilities of one scores block",
+                "fields": {**block_fields(s.out_fmt, "probability of element"),
+                           "last": "1 on a row's final block (the row as cut)"},
+                "order": "one beat per scores beat, in order; a row's first block leaves only "
+                         "after its last block has been taken (its sum is needed)",
+                "backpressure": "stalls the second pass only; the first pass keeps taking "
+                                "blocks while buffer credits last, then scores.ready falls; "
+                                "nothing is dropped",
+            },
+            "buffers": {"row_buffer_blocks": self.buffer_blocks, "row_slots": self.row_slots},
+            "latency": f"first pass {lat['first_pass']} cycles (block taken to row buffer), "
+                       f"row statistics {lat['row_info']} cycles (a row's last block to its "
+                       f"reciprocal), second pass {lat['second_pass']} cycles (buffer read to "
+                       "output); cycle of every beat: "
+                       "software_model.mxint_softmax.softmax_cycles",
+            "arithmetic": "software_model.mxint_softmax.mxint_softmax (tile_blocks=1), bit for "
+                          "bit",
+        }
 
     # ---- the first pass and the reciprocal --------------------------------------------------
     def _first_pass(self, m, payload, take, first):

@@ -220,6 +220,55 @@ class TernaryUnitBase(wiring.Component):
         """Register stages of ``beat_sums`` (the unit's latency is one more)."""
         raise NotImplementedError
 
+    def protocol(self) -> dict:
+        """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
+        beat, kk = self.beat_reduction, self.lanes_k
+        if self.architecture == "multiplier":
+            weight = (f"the dequantised weight W[k, t*{beat} + r] in the activation type "
+                      f"({self.activation})")
+        else:
+            weight = ("2-bit code of the ternary weight W[k, t*{0} + r]: 0b00 = 0, 0b01 = +1, "
+                      "0b11 = -1 (0b10 reads as 0)").format(beat)
+        if self.is_float:
+            result = (f"payload[k], k = 0..{kk - 1}: sum over the job of W[k, n] * x[n], "
+                      f"{self.activation} bits, accumulated in {self.activation} (rounded to "
+                      "nearest even after every add, in software_model.ternary.ternary_gemm's "
+                      "order)")
+        else:
+            result = (f"payload[k], k = 0..{kk - 1}: sum over the job of W[k, n] * x[n], "
+                      f"signed {self.acc_width} bits, wrapping modulo 2^{self.acc_width}")
+        latency = self.beat_stages + 2      # operand registers, beat_stages, the accumulators
+        return {
+            "operands": {
+                "beat": f"beat t of a job (one token's reduction x[0 .. N-1] for {kk} output "
+                        f"columns): reduction positions t*{beat} .. t*{beat}+{beat - 1}",
+                "fields": {
+                    "activations": f"activations[r], r = 0..{beat - 1}: x[t*{beat} + r] "
+                                   f"({self.activation})",
+                    "weights": f"weights[k*{beat} + r], k = 0..{kk - 1}, r = 0..{beat - 1}: "
+                               + weight,
+                    "last": f"1 on the job's final beat (ceil(N / {beat}) beats; pad the "
+                            "unused positions of the last beat with zero activations and zero "
+                            "weights)",
+                },
+                "ready": "combinational on results.ready: ready = ~results.valid | "
+                         "results.ready for every beat (results.valid is a register), so the "
+                         "whole unit stalls while a result is held; not a function of "
+                         "operands.valid or its payload",
+            },
+            "results": {
+                "beat": f"the {kk} column results of one job",
+                "fields": {"payload": result},
+                "order": "one beat per operands beat with last = 1, in order",
+                "backpressure": "holds the whole pipeline; nothing is dropped",
+            },
+            "buffers": f"none besides the {latency} pipeline stages",
+            "latency": f"{latency} cycles from a job's last beat taken to its result offered; "
+                       "one beat per cycle",
+            "arithmetic": f"{self.architecture} architecture, bit-exact to "
+                          "software_model.ternary.ternary_gemm",
+        }
+
     def beat_sum_bound(self) -> int:
         """Largest magnitude of one lane's sum over one beat (integer activations)."""
         return self.beat_reduction << (self.activation_width - 1)

@@ -91,6 +91,12 @@ def increment(m, value, up, *, name: str):
     return out
 
 
+def _any(bits):
+    """``bits.any()``, or a constant 0 for no bits (an empty slice's reduction would be a
+    zero-width wire in the Verilog, which Verilator flags as a [-1:0] range)."""
+    return bits.any() if len(bits) else C(0, 1)
+
+
 def round_magnitude(m, value, shift, *, rounding: str, name: str, keep: int | None = None,
                     register=None):
     """``value / 2^shift`` rounded to an integer (``rounding``: half_even or half_away), for an
@@ -107,10 +113,10 @@ def round_magnitude(m, value, shift, *, rounding: str, name: str, keep: int | No
     wide = Signal(2 * width + 1, name=f"{name}_wide")
     m.d.comb += wide.eq(Cat(Const(0, width + 1), value) >> shift)
     q = wide[width + 1:]
-    round_bit, sticky = wide[width], wide[:width].any()
+    round_bit, sticky = wide[width], _any(wide[:width])
     over = None
     if keep is not None:
-        q, over = q[:keep], q[keep:].any()
+        q, over = q[:keep], _any(q[keep:])
     if register is not None:
         q, round_bit, sticky = (register(q, f"{name}_q"), register(round_bit, f"{name}_guard"),
                                 register(sticky, f"{name}_sticky"))

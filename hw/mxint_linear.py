@@ -410,7 +410,9 @@ def _leading_one_tree(value):
         half = size // 2
         pos_lo, any_lo = tree(lo, half)
         pos_hi, any_hi = tree(lo + half, half)
-        return Cat(Mux(any_hi, pos_hi, pos_lo), any_hi), any_hi | any_lo
+        # the pair of single bits has no lower index bits to choose (no zero-width mux)
+        low = Mux(any_hi, pos_hi, pos_lo) if len(pos_hi) else C(0, 0)
+        return Cat(low, any_hi), any_hi | any_lo
 
     pos, any_set = tree(0, 1 << bits)
     return pos, any_set

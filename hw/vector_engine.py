@@ -125,7 +125,9 @@ class AccumulatorGather(wiring.Component):
         active = Signal()
         cb = Signal(16)
         r = Signal(16)
-        q = Signal(range(reads))
+        # counters get at least one bit: a zero-width signal (reads == 1, per == 1) would be a
+        # [-1:0] wire in the Verilog; the extra bit stays 0
+        q = Signal(range(max(2, reads)))
         nb = Signal(16, reset_less=True)
         rows = Signal(16, reset_less=True)
         stride = Signal(ab, reset_less=True)
@@ -162,7 +164,7 @@ class AccumulatorGather(wiring.Component):
         got = Signal()
         got_q = Signal.like(q, reset_less=True)
         got_row = Signal(16, reset_less=True)
-        got_slice = Signal(range(per), reset_less=True)
+        got_slice = Signal(range(max(2, per)), reset_less=True)
         m.d.sync += [got.eq(issue), got_q.eq(q), got_row.eq(r)]
         if per > 1:
             m.d.sync += got_slice.eq(cb[:(per - 1).bit_length()])

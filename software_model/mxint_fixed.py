@@ -31,9 +31,16 @@ from software_model.mxint import MXIntFormat
 
 __all__ = ["scale_saturate", "fixed_to_mxint", "floor_log2", "shift_right_floor",
            "PiecewisePolynomial", "reciprocal_newton", "rsqrt_newton", "reciprocal_seed_table",
-           "rsqrt_seed_table", "signed_bits", "mxint_values", "RECIPROCAL_DIVISORS"]
+           "rsqrt_seed_table", "signed_bits", "mxint_values", "RECIPROCAL_DIVISORS",
+           "check_int_param"]
 
 _I64 = np.int64
+
+
+def check_int_param(name, value, lo, hi):
+    """The nonlinear specs' integer knobs: ``lo <= value <= hi``, a plain (not bool) integer."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer from {lo} to {hi}, not {value!r}")
 
 
 def signed_bits(lo: int, hi: int) -> int:

@@ -41,6 +41,7 @@ import numpy as np
 from software_model.mxint import MXIntFormat
 from software_model.mxint_fixed import (PiecewisePolynomial, fixed_to_mxint, mxint_values,
                                         scale_saturate)
+from software_model.mxint_fixed import check_int_param as _int_param
 
 __all__ = ["GeluSpec", "gelu_erf64", "gelu_fixed_input", "gelu_fixed", "mxint_gelu",
            "reference_gelu", "gelu_error_bound", "gelu_monotone_from", "GELU_ARGMIN",
@@ -58,11 +59,6 @@ def gelu_erf64(x) -> np.ndarray:
     """Exact erf GELU in float64."""
     x = np.asarray(x, np.float64)
     return 0.5 * x * (1.0 + np.asarray(_erf(x / math.sqrt(2.0)), np.float64))
-
-
-def _int_param(name, value, lo, hi):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer from {lo} to {hi}, not {value!r}")
 
 
 @dataclass(frozen=True)

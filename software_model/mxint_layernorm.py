@@ -48,17 +48,13 @@ import numpy as np
 from software_model.mxint import MXIntFormat
 from software_model.mxint_fixed import (fixed_to_mxint, floor_log2, mxint_values, rsqrt_error,
                                         rsqrt_newton, scale_saturate, signed_bits)
+from software_model.mxint_fixed import check_int_param as _int_param
 
 __all__ = ["LayerNormSpec", "LayerNormResult", "mxint_layernorm", "layernorm_fixed_input",
            "layernorm_row_stats", "layernorm_rsqrt", "reference_layernorm",
            "layernorm_error_bound"]
 
 _I64 = np.int64
-
-
-def _int_param(name, value, lo, hi):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer from {lo} to {hi}, not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ from software_model.mxint_fixed import (
     PiecewisePolynomial, fixed_to_mxint, floor_log2, mxint_values, reciprocal_error,
     reciprocal_newton, scale_saturate, shift_right_floor,
 )
+from software_model.mxint_fixed import check_int_param as _int_param
 
 __all__ = ["SoftmaxSpec", "SoftmaxResult", "OnlineSoftmax", "OnlineTile", "mxint_softmax",
            "softmax_log2_scores", "softmax_terms", "softmax_reciprocal", "softmax_normalize",
@@ -79,11 +80,6 @@ __all__ = ["SoftmaxSpec", "SoftmaxResult", "OnlineSoftmax", "OnlineTile", "mxint
 
 _I64 = np.int64
 LOG2E = 1.0 / math.log(2.0)
-
-
-def _int_param(name, value, lo, hi):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer from {lo} to {hi}, not {value!r}")
 
 
 @dataclass(frozen=True)

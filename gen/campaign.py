@@ -9,8 +9,8 @@ progress line per config and writes ``OUT/summary.json``: per config its seed an
 config itself (also saved as ``OUT/configs/<name>.yaml``), pass/fail, how many results were
 checked, and for a failure the error and the one-line command that reproduces it.
 
-tests/test_random_cosim.py runs one small config per kind on every ``make test`` (fresh seed,
-printed in pytest's header).
+tests/test_random_cosim.py runs three small configs of every block kind and two of the
+accelerator on every ``make test`` (fresh seed, printed in pytest's header).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import yaml
 
 from gen.schema import ConfigBase
 
-__all__ = ["RANDOM_TESTS", "SKIPPED_KINDS", "campaign_kinds", "draw_configs", "random_test_filter",
-           "run_config", "run_campaign", "main_campaign"]
+__all__ = ["RANDOM_TESTS", "SKIPPED_KINDS", "KIND_MAX_CELLS", "campaign_kinds", "default_max_cells",
+           "draw_configs", "random_test_filter", "run_config", "run_campaign", "main_campaign"]
 
 #: Per kind: the cocotb test of its testbench that drives random stimulus (with its corner cases).
 #: Parametrized tests (one per traffic profile) run in all their variants.
@@ -44,15 +44,24 @@ RANDOM_TESTS: dict[str, str] = {
     "mxint_gelu": "random_and_corner_blocks",
     "ternary_lut": "random_jobs",
     "float_add": "random_operands",
+    # whole random legal programs (GEMM, GEMV, attention, LayerNorm, DMA) on a random config
+    "accelerator": "random_programs",
 }
 
 #: Kinds with a testbench that a campaign does not cover, and why.
-SKIPPED_KINDS: dict[str, str] = {
-    "accelerator": "its regression runs whole programs (tests/test_accelerator_rtl.py, "
-                   "tests/test_accelerator_programs.py), not single random jobs",
-}
+SKIPPED_KINDS: dict[str, str] = {}
 
 DEFAULT_MAX_CELLS = 40_000
+#: Kinds whose smallest valid configs are far above DEFAULT_MAX_CELLS: their own default budget.
+#: The smallest random accelerators (a 1x1 matrix unit, 256-word scratchpad) are 150-400 k cells,
+#: the fixed cost of the vector unit's softmax, LayerNorm and GELU; 250 k keeps a build near a
+#: minute on one core.
+KIND_MAX_CELLS: dict[str, int] = {"accelerator": 250_000}
+
+
+def default_max_cells(kind: str) -> int:
+    """The cell budget of ``kind``'s random configs when none is given."""
+    return KIND_MAX_CELLS.get(kind, DEFAULT_MAX_CELLS)
 _MAX_DRAWS = 200
 
 
@@ -86,14 +95,17 @@ class Drawn:
 
 
 def draw_configs(kind: str, count: int, seed: int,
-                 max_cells: int = DEFAULT_MAX_CELLS) -> list[Drawn]:
-    """``count`` random valid configs of ``kind`` whose size estimate is at most ``max_cells``.
+                 max_cells: int | None = None) -> list[Drawn]:
+    """``count`` random valid configs of ``kind`` whose size estimate is at most ``max_cells``
+    (None: the kind's :func:`default_max_cells`).
 
     Deterministic in (kind, count's prefix, seed, max_cells): config n of a campaign is the same
     whatever ``count`` is. Configs over the budget are drawn again (up to 200 times; then the
     smallest of those draws is kept, so every kind gets its configs)."""
     from gen.random_configs import random_config
 
+    if max_cells is None:
+        max_cells = default_max_cells(kind)
     rng = np.random.default_rng([seed, sum(map(ord, kind))])
     out = []
     for n in range(count):
@@ -143,17 +155,20 @@ def _repro_line(error: str) -> str | None:
 
 
 def run_campaign(kinds: list[str], count: int, seed: int, out: Path, *, samples: int | None = None,
-                 max_cells: int = DEFAULT_MAX_CELLS, waves_on_failure: bool = True,
+                 max_cells: int | None = None, waves_on_failure: bool = True,
                  progress: Callable[[str], None] | None = None) -> dict:
-    """Draw and co-simulate ``count`` configs per kind; write ``out/summary.json``; return it."""
+    """Draw and co-simulate ``count`` configs per kind; write ``out/summary.json``; return it.
+    ``max_cells``: one budget for every kind, or None for each kind's :func:`default_max_cells`."""
     say = progress or (lambda text: None)
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     command = (f"accelgen campaign {' '.join(f'--kind {k}' for k in kinds)} --count {count} "
-               f"--seed {seed} --max-cells {max_cells}"
+               f"--seed {seed}" + (f" --max-cells {max_cells}" if max_cells is not None else "")
                + (f" --samples {samples}" if samples is not None else "") + f" --out {out}")
     summary = {"command": command, "seed": seed, "count": count, "kinds": kinds,
-               "samples": samples, "max_cells": max_cells, "complete": False, "results": []}
+               "samples": samples,
+               "max_cells": {k: max_cells or default_max_cells(k) for k in kinds},
+               "complete": False, "results": []}
     plan = [(kind, drawn) for kind in kinds for drawn in draw_configs(kind, count, seed, max_cells)]
     started = time.monotonic()
     for position, (kind, drawn) in enumerate(plan, 1):

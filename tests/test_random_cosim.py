@@ -1,8 +1,9 @@
 """Random configurations, not just presets, co-simulated bit-exact under Verilator.
 
-Every run draws one fresh small random valid config per kind from the session seed (printed in
-pytest's header: ``ACCELGEN_CONFIG_SEED=<seed>`` reproduces it) and runs the kind's
-random-stimulus cocotb test on it (gen/campaign.py; ``accelgen campaign`` runs hundreds). The
+Every run draws fresh small random valid configs of every kind from the session seed (printed in
+pytest's header: ``ACCELGEN_CONFIG_SEED=<seed>`` reproduces them): three per block kind and two
+accelerators (whole random programs on each), and runs the kind's random-stimulus cocotb test on
+each (gen/campaign.py; ``accelgen campaign`` runs hundreds). The
 command-line tests of ``accelgen campaign`` (argument errors, exit status, summary) are here too.
 """
 
@@ -17,9 +18,21 @@ from gen.campaign import (RANDOM_TESTS, SKIPPED_KINDS, campaign_kinds, draw_conf
 from gen.cli import main
 from gen.registry import KINDS
 
-#: Small enough that each kind's build takes well under a minute on one core.
+#: Small enough that each block's build takes well under a minute on one core.
 PYTEST_MAX_CELLS = 12_000
 PYTEST_SAMPLES = 8
+#: Fresh configs per kind on every run ("a handful"); an accelerator build is about a minute.
+PYTEST_CONFIGS = 3
+#: Per kind: (configs per run, cell budget, samples). The accelerator's smallest configs are
+#: 150 k+ cells (gen.campaign.KIND_MAX_CELLS); its samples are random programs per profile.
+PYTEST_PLAN = {"accelerator": (2, 250_000, 2)}
+
+
+def _plan(kind):
+    return PYTEST_PLAN.get(kind, (PYTEST_CONFIGS, PYTEST_MAX_CELLS, PYTEST_SAMPLES))
+
+
+COSIM_CASES = [(kind, n) for kind in campaign_kinds() for n in range(_plan(kind)[0])]
 
 
 def test_every_kind_with_a_testbench_has_a_random_test():
@@ -53,24 +66,41 @@ def test_filter_selects_the_test_and_its_parametrized_variants():
 
 @pytest.mark.parametrize("kind", campaign_kinds())
 def test_draws_are_deterministic_valid_and_within_budget(kind, config_seed):
-    first = draw_configs(kind, 2, config_seed, PYTEST_MAX_CELLS)
-    again = draw_configs(kind, 1, config_seed, PYTEST_MAX_CELLS)
+    budget = _plan(kind)[1]
+    first = draw_configs(kind, 2, config_seed, budget)
+    again = draw_configs(kind, 1, config_seed, budget)
     assert first[0].config.to_dict() == again[0].config.to_dict()
     assert [d.config.name for d in first] == [f"random_{kind}_{config_seed}_{n}" for n in (0, 1)]
     for drawn in first:
         if drawn.within_budget:         # else: the smallest of 200 draws, reported as such
-            assert drawn.cells is None or drawn.cells <= PYTEST_MAX_CELLS
+            assert drawn.cells is None or drawn.cells <= budget
         else:
             assert drawn.draws <= 200 and drawn.cells > PYTEST_MAX_CELLS
 
 
-# -- co-simulation: one fresh random config per kind ---------------------------------------------
+def test_every_kind_gets_a_handful_of_fresh_configs():
+    counts = {kind: sum(k == kind for k, _ in COSIM_CASES) for kind in campaign_kinds()}
+    assert "accelerator" in counts and min(counts.values()) >= 2, counts
+
+
+def test_kind_budgets_default_per_kind():
+    from gen.campaign import DEFAULT_MAX_CELLS, KIND_MAX_CELLS, default_max_cells
+    assert default_max_cells("mxint_dot") == DEFAULT_MAX_CELLS
+    assert default_max_cells("accelerator") == KIND_MAX_CELLS["accelerator"] > DEFAULT_MAX_CELLS
+    # the accelerator's default budget is one its random configs can meet
+    drawn = draw_configs("accelerator", 2, 5)
+    assert all(d.within_budget for d in drawn), [d.cells for d in drawn]
+
+
+# -- co-simulation: a handful of fresh random configs per kind -----------------------------------
 
 
 @pytest.mark.cosim
-@pytest.mark.parametrize("kind", campaign_kinds())
-def test_random_config_cosim(kind, config_seed):
-    drawn = draw_configs(kind, 1, config_seed, PYTEST_MAX_CELLS)[0]
+@pytest.mark.parametrize("kind,index", COSIM_CASES)
+def test_random_config_cosim(kind, index, config_seed):
+    _, budget, samples = _plan(kind)
+    # config n of a seed is the same whatever the count (draw_configs is prefix-stable)
+    drawn = draw_configs(kind, index + 1, config_seed, budget)[index]
     config = drawn.config
     print(f"{kind}: {config.to_dict()} ({drawn.cells} cells estimated; "
           f"ACCELGEN_CONFIG_SEED={config_seed})")
@@ -80,7 +110,7 @@ def test_random_config_cosim(kind, config_seed):
     path = REPO_ROOT / "build" / "random_configs" / f"{config.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config_yaml(config))
-    result, error = run_config(path, seed=config_seed, samples=PYTEST_SAMPLES)
+    result, error = run_config(path, seed=config_seed, samples=samples)
     assert error is None, (f"random config {config.name} (ACCELGEN_CONFIG_SEED={config_seed}):\n"
                            f"{config.to_dict()}\n{error}")
     assert result.tests and all(name.startswith(RANDOM_TESTS[kind]) for name in result.tests)
@@ -103,7 +133,7 @@ def _run(capsys, *argv):
 @pytest.mark.parametrize("argv,message", [
     ((), "--kind"),
     (("--kind", "nonsense"), "got 'nonsense'; allowed: systolic_array"),
-    (("--kind", "accelerator"), "not covered by campaigns"),
+    (("--kind", "accelerators"), "got 'accelerators'; allowed: "),
     (("--kind", "float_add", "--count", "0"), "--count: got '0'; allowed: an integer 1 .. 10,000"),
     (("--kind", "float_add", "--count", "ten"), "--count: got 'ten'"),
     (("--kind", "float_add", "--count", "10001"), "--count: got '10001'"),

@@ -157,7 +157,8 @@ class MXIntAccumulatorConfig(ConfigBase):
     segment_bits: int = param("Pipelining knob (exact mode): bits per carry segment of the wide "
                               "accumulator (each segment one ripple, carries wait in registers); "
                               "smaller is shallower, >= the sum width leaves one ripple as wide "
-                              "as the sum. Shift mode's loop has no knob", default=16, min=2,
+                              "as the sum. Shift mode's one-term loop has no knob (it is laid out "
+                              "for depth: prefix subtractors and adders)", default=16, min=2,
                               max=512)
 
     def check(self):

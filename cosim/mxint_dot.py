@@ -4,6 +4,7 @@ import cocotb
 from cosim.harness import Testbench
 from cosim.mxint_common import (block_payload, check_one_per_cycle, mxint_format,
                                 random_exponent_codes, random_mantissas)
+from hw.mxint_dot import MXIntDotProduct
 from software_model.mxint import decode_exponent, mxint_dot
 
 
@@ -46,7 +47,7 @@ async def _run(tb, pairs, gap=None, stall=None):
     tb.fork(produce())
     for i, want in enumerate(expected):
         tb.scoreboard.check(want, await sink.recv(), f"pair {i} {pairs[i]}")
-    return sink
+    return source, sink
 
 
 def random_pairs(fmt, rng, n):
@@ -67,9 +68,17 @@ async def random_and_corner_blocks(dut):
 
 @cocotb.test()
 async def full_throughput(dut):
-    """No gaps, no backpressure: one dot product per cycle once the pipeline is full."""
+    """No gaps, no backpressure: one dot product per cycle once the pipeline is full, the first
+    the unit's latency (1 + tree_stages) after its operands."""
     tb = await Testbench.start(dut)
     n = max(16, tb.samples // 4)
-    sink = await _run(tb, random_pairs(mxint_format(tb.parameters.fmt), tb.rng, n), gap=0.0, stall=0.0)
+    source, sink = await _run(tb, random_pairs(mxint_format(tb.parameters.fmt), tb.rng, n),
+                              gap=0.0, stall=0.0)
     check_one_per_cycle(tb, sink, n)
-    tb.finish(min_checked=n + 1)
+    latency = sink.beat_cycles[0] - source.beat_cycles[0]
+    tb.record("latency", latency)
+    unit = MXIntDotProduct(fmt=mxint_format(tb.parameters.fmt),
+                           tree_stages=int(tb.parameters.get("tree_stages", 1)))
+    unit._MustUse__silence = True            # built only to read its latency
+    tb.scoreboard.check(unit.latency, latency, "cycles from an operand pair to its result")
+    tb.finish(min_checked=n + 2)

@@ -26,6 +26,7 @@ def view(config, parameters) -> SimpleNamespace:
         activation=parameters["activation"], architecture=config["architecture"],
         is_float=act.is_float, activation_width=act.width, beat_reduction=beat,
         acc_width=config["acc_width"],
+        accumulators=parameters.get("accumulator_stages", 1),
         accumulator_width=act.width if act.is_float else parameters["acc_width"],
         exact_accumulator_width=exact_accumulator_width(
             parameters["activation"], config["architecture"],
@@ -161,11 +162,19 @@ def job_beats(cfg, x, w):
 def expected_results(cfg, x, w):
     result = ternary_gemm(x, w, mu=cfg.mu, lanes_l=cfg.lanes_l, activation=cfg.activation,
                           architecture=cfg.architecture,
-                          acc_width=None if cfg.is_float else cfg.accumulator_width)
+                          acc_width=None if cfg.is_float else cfg.accumulator_width,
+                          accumulators=cfg.accumulators)
     return [int(v) for v in result]
 
 
 # ------------------------------------------------------------------ driver + scoreboard
+
+def _unit_class(architecture):
+    from hw.ternary_baseline import TernaryAddSubUnit, TernaryMultiplierUnit
+    from hw.ternary_lut import TernaryLUTUnit
+    return {"lut": TernaryLUTUnit, "addsub": TernaryAddSubUnit,
+            "multiplier": TernaryMultiplierUnit}[architecture]
+
 
 async def _run(tb, jobs, label, gap=None, stall=None):
     cfg = view(tb.config, tb.parameters)
@@ -184,7 +193,7 @@ async def _run(tb, jobs, label, gap=None, stall=None):
         x = jobs[i][0]
         tb.scoreboard.check(want, got, f"{label} {i} (N={x.shape[0]}, first activations "
                                        f"{[int(v) for v in x[:4]]})")
-    return sink, beats
+    return source, sink, beats
 
 
 @cocotb.test()
@@ -214,7 +223,9 @@ async def corner_cases(dut):
 
 @cocotb.test()
 async def full_throughput(dut):
-    """No gaps or stalls: consecutive results are exactly one job's beat count apart."""
+    """No gaps or stalls: consecutive results are exactly one job's beat count apart, the first
+    the unit's latency + 1 cycles after its job's last beat is taken (the unit's ``latency``
+    counts from the operand registers)."""
     tb = await Testbench.start(dut)
     cfg = view(tb.config, tb.parameters)
     jobs = []
@@ -222,8 +233,13 @@ async def full_throughput(dut):
         n = int(tb.rng.integers(1, 3 * cfg.beat_reduction + 1))
         jobs.append((random_activations(tb.rng, cfg, n),
                      random_weights(tb.rng, cfg, n, cfg.lanes_k)))
-    sink, beats = await _run(tb, jobs, "streamed job", gap=0.0, stall=0.0)
+    source, sink, beats = await _run(tb, jobs, "streamed job", gap=0.0, stall=0.0)
     gaps = np.diff(sink.beat_cycles).tolist()
     tb.scoreboard.check([len(b) for b in beats[1:]], gaps, "cycles between consecutive results")
+    latency = sink.beat_cycles[0] - source.beat_cycles[len(beats[0]) - 1]
+    tb.record("latency", latency)
+    unit = _unit_class(cfg.architecture)(**tb.parameters)
+    unit._MustUse__silence = True            # built only to read its latency
+    tb.scoreboard.check(unit.latency + 1, latency, "cycles from a job's last beat to its results")
     tb.record("beats", sum(len(b) for b in beats))
-    tb.finish(min_checked=len(jobs) + 1)
+    tb.finish(min_checked=len(jobs) + 2)

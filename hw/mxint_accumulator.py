@@ -268,23 +268,52 @@ class MXIntAccumulator(wiring.Component):
         return m
 
     def _shift(self, m, term, first, acc, acc_exponent):
+        """One shift-mode step, the loop of one term per cycle, laid out for depth (the same
+        arithmetic as the serial E' = max(E, e), shift, add, renormalise): both exponent
+        differences e - E and E - e are computed at once by log-depth (prefix) subtractors, and
+        the sign of E - e both picks the larger exponent and says which side shifts; each
+        shifter uses the difference's low bits while its high bits, ORed beside it, select the
+        sign fill (a shift of width - 1 or more); the lane sums are prefix adds; E' + 1 is
+        computed beside E' so the overflow only selects."""
         a, width = self.acc_width, self.input_width
         e_in = term.exponent
+        dw = max(self.sum_exponent_width, self.exponent_width) + 1
+        up = Signal(signed(dw), name="exp_up")          # e - E: how far the accumulator shifts
+        down = Signal(signed(dw), name="exp_down")      # E - e: how far the term shifts
+        m.d.comb += [up.eq(prefix_add(m, e_in, ~acc_exponent, 1, dw, name="exp_up_add")),
+                     down.eq(prefix_add(m, acc_exponent, ~e_in, 1, dw, name="exp_down_add"))]
+        larger = Signal(name="exp_larger")               # the term's exponent is the new E
+        m.d.comb += larger.eq(down[-1])
         e_max = Signal(signed(self.sum_exponent_width))
-        m.d.comb += e_max.eq(Mux(first | (e_in > acc_exponent), e_in, acc_exponent))
-        # shifts of a >= width would only repeat the sign: cap them to keep shifters small
-        acc_shift = Signal(range(a + 1))
-        term_shift = Signal(range(width + 1))
-        da = e_max - acc_exponent
-        dv = e_max - e_in
-        m.d.comb += [
-            acc_shift.eq(Mux(da > a, a, da)),
-            term_shift.eq(Mux(dv > width, width, dv)),
-        ]
+        m.d.comb += e_max.eq(Mux(first | larger, e_in, acc_exponent))
+        sew = self.sum_exponent_width
+        e_in_wide = Signal(signed(sew), name="e_in_wide")
+        m.d.comb += e_in_wide.eq(e_in)
+        e_max_up = Signal(signed(sew), name="e_max_up")     # E' + 1 (wraps as E' + 1 did)
+        m.d.comb += e_max_up.eq(Mux(first | larger,
+                                    increment(m, e_in_wide, C(1, 1), name="e_in_up")[:sew],
+                                    increment(m, acc_exponent, C(1, 1), name="acc_exp_up")[:sew]))
+
+        def shifter(value, amount, active, name):
+            """``value >> amount`` (arithmetic) when ``active``, else ``value``; ``amount`` >= 0.
+            Amounts past the value's width - 1 only repeat the sign."""
+            low = len(value).bit_length()          # 2^low - 1 >= len(value) - 1
+            out = Signal(signed(len(value)), name=name)
+            if low >= len(amount) - 1:
+                m.d.comb += out.eq(Mux(active, value >> amount[:-1], value))
+                return out
+            far = amount[low:-1].any()
+            m.d.comb += out.eq(Mux(active, Mux(far, value >> (len(value) - 1),
+                                               value >> amount[:low]), value))
+            return out
+
         sums = []
         for i in range(self.lanes):
+            acc_part = shifter(acc[i], up, larger, f"acc_shifted_{i}")
+            term_part = shifter(term.values[i], down, ~first & ~larger, f"term_shifted_{i}")
             s = Signal(signed(a + 1), name=f"sum_{i}")
-            m.d.comb += s.eq(Mux(first, 0, acc[i] >> acc_shift) + (term.values[i] >> term_shift))
+            m.d.comb += s.eq(prefix_add(m, Mux(first, 0, acc_part), term_part, 0, a + 1,
+                                        name=f"sum_add_{i}"))
             sums.append(s)
         overflow = Signal()
         m.d.comb += overflow.eq(Cat(s[a] ^ s[a - 1] for s in sums).any())
@@ -294,5 +323,19 @@ class MXIntAccumulator(wiring.Component):
             m.d.comb += v.eq(Mux(overflow, s >> 1, s))
             renormalised.append(v)
         new_exponent = Signal(signed(self.sum_exponent_width))
-        m.d.comb += new_exponent.eq(e_max + overflow)
+        m.d.comb += new_exponent.eq(Mux(overflow, e_max_up, e_max))
         return renormalised, new_exponent
+
+
+def prefix_add(m, a, b, cin, width: int, *, name: str):
+    """``a + b + cin`` in ``width`` bits (operands sign-extended, the sum wraps) with a log-depth
+    carry (:func:`hw.mxint_common.carry_prefix`): a ripple adder is as deep as it is wide, and
+    this one sits in a one-term-per-cycle loop."""
+    ext_a, ext_b = Signal(width, name=f"{name}_a"), Signal(width, name=f"{name}_b")
+    m.d.comb += [ext_a.eq(a), ext_b.eq(b)]
+    gen = [ext_a[i] & ext_b[i] for i in range(width)]
+    prop = [ext_a[i] ^ ext_b[i] for i in range(width)]
+    carries = carry_prefix(C(cin, 1), gen, prop)
+    out = Signal(width, name=name)
+    m.d.comb += out.eq(Cat(*[prop[i] ^ carries[i] for i in range(width)]))
+    return out

@@ -8,7 +8,6 @@
 """
 from amaranth import *
 
-from hw.float_add import float_mul
 from hw.primitives import tree_depth
 from hw.ternary_lut import FLOAT_ADD_STAGES, TernaryUnitBase
 
@@ -22,8 +21,9 @@ class TernaryAddSubUnit(TernaryUnitBase):
     architecture = "addsub"
 
     @classmethod
-    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
-        return max(1, FLOAT_ADD_STAGES * tree_depth(lanes_l * mu)) if pipelined else 1
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool,
+                   add_stages: int = FLOAT_ADD_STAGES) -> int:
+        return max(1, add_stages * tree_depth(lanes_l * mu)) if pipelined else 1
 
     def beat_sums(self, m, advance, activations, weights):
         beat = self.beat_reduction
@@ -55,8 +55,12 @@ class TernaryMultiplierUnit(TernaryUnitBase):
     architecture = "multiplier"
 
     @classmethod
-    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
-        return 1 + (max(1, FLOAT_ADD_STAGES * tree_depth(lanes_l * mu)) if pipelined else 1)
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool,
+                   add_stages: int = FLOAT_ADD_STAGES) -> int:
+        """The products (three stages for floats with ``add_stages`` >= 3: registers after the
+        significand product and after the normalisation plan), then the lane trees."""
+        products = 3 if pipelined and add_stages >= 3 else 1
+        return products + (max(1, add_stages * tree_depth(lanes_l * mu)) if pipelined else 1)
 
     def beat_sum_bound(self) -> int:
         # dequantised weights span the full int range: products up to 2^(2w-2)
@@ -69,8 +73,8 @@ class TernaryMultiplierUnit(TernaryUnitBase):
             lane = self.lane_weights(weights, k, 0, beat)
             for r in range(beat):
                 if self.is_float:
-                    product = float_mul(m, activations[r], lane[r], self.activation,
-                                        name=f"mul{k}_{r}")
+                    product = self.staged_mul(m, advance, activations[r], lane[r],
+                                              name=f"mul{k}_{r}")
                 else:
                     product = activations[r] * lane[r]        # full w x w signed product
                 products[k, r] = self.stage(m, advance, product, f"product_{k}_{r}")

@@ -7,7 +7,10 @@ each lane looks its L groups up instead of multiplying. Lane sums accumulate ove
 job (a token's reduction for K columns) until `last`; then the K results are offered.
 
 Pipeline (docs/ternary.md): operand registers -> table registers (+ decoded weight indices) ->
-lane-sum registers -> accumulators (= results). One global enable (:class:`hw.primitives.
+lane-sum registers -> accumulators (= results). Float activations with ``accumulator_stages``
+S > 1 accumulate in S interleaved partial sums instead (beat j of a job adds to partial j mod S
+through an S-stage float add, so the loop is cut by S registers), which a pairwise tree of the
+same S-stage adds combines after the job's last beat. One global enable (:class:`hw.primitives.
 GlobalEnable`), `~results.valid | results.ready`, advances every stage, so backpressure stalls
 the whole unit and nothing is lost.
 """
@@ -18,19 +21,33 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout, View
 from amaranth.lib.wiring import In, Out
 
-from hw.float_add import float_add, float_add_staged, float_neg
+from hw.float_add import (PIPELINE_POINTS, _add_align, _add_normalize, _round_pack, _Unpacked,
+                          float_add, float_format, float_mul, float_neg)
 from hw.primitives import (GlobalEnable, adder_tree, check_positive, delay, parameter_repr,
                            tree_depth)
 from software_model.ternary import (WEIGHT_CODES, half_entries, lut_index,
                                     mirrored_index, parse_activation, table_build_plan)
 
 __all__ = ["TernaryUnitBase", "TernaryLUTUnit", "build_table", "build_levels", "decode_group",
-           "signed_bits"]
+           "signed_bits", "accumulator_extra_stages", "ACCUMULATOR_STAGES"]
 
 
-#: stages of one float add in a pipelined beat path (a register between alignment/addition and
-#: normalisation, :func:`hw.float_add.float_add_staged`)
+#: stages of one float add in a pipelined beat path by default at the component level (a
+#: register between alignment/addition and normalisation, as
+#: :func:`hw.float_add.float_add_staged`, and one after it); the configs default to 4
 FLOAT_ADD_STAGES = 2
+
+
+#: allowed ``accumulator_stages``: 1 (one running sum, a float add in a one-cycle loop) up to one
+#: stage per register point of the float adder (:data:`hw.float_add.PIPELINE_POINTS`) plus the
+#: partial-sum register
+ACCUMULATOR_STAGES = tuple(range(1, len(PIPELINE_POINTS) + 2))
+
+
+def accumulator_extra_stages(stages: int) -> int:
+    """Cycles ``accumulator_stages`` adds to the latency: the add's S - 1 inner registers, then
+    the pairwise tree over the S partial sums, S stages a level (none for S = 1)."""
+    return 0 if stages == 1 else stages - 1 + tree_depth(stages) * stages
 
 
 def signed_bits(magnitude: int) -> int:
@@ -149,9 +166,19 @@ class TernaryUnitBase(wiring.Component):
     float activations, which accumulate in their own format.
 
     ``pipeline_float_adds`` (float activations only; the pipelining knob): every float add of the
-    beat path (table build, lane trees) gets a register inside it and one after it, so each stage
-    is about half a float add deep and the accumulator's own add (a loop no register can cut)
-    is the deepest stage; False keeps one stage per step.
+    beat path (table build, lane trees) is cut into ``float_add_stages`` stages (1 .. 4: S - 1
+    registers inside it at :data:`hw.float_add.PIPELINE_POINTS`, one after it; 2, the
+    component default, is a register between alignment/addition and normalisation); with 3 or
+    more the multiplier baseline's float multiplies get two registers inside too (after the
+    significand product, after the normalisation plan). False keeps one stage per step.
+
+    ``accumulator_stages`` S (float activations only; 1 .. 4, default 1): the accumulator's add
+    is cut by S registers (S - 1 inside it at :data:`hw.float_add.PIPELINE_POINTS`, and the
+    partial-sum register) and carries S interleaved partial sums, each starting at -0: beat j of
+    a job adds to partial j mod S; after the job's last beat the S partials go through a
+    pairwise tree of the same S-stage adds (software_model.ternary.ternary_gemm with
+    ``accumulators=S`` is that order). Latency grows by
+    :func:`accumulator_extra_stages`; one beat per cycle still.
 
     Subclasses implement ``stages_for`` (their ``beat_stages``) and `beat_sums(m, advance,
     activations, weights)` returning the K lane sums of one beat, registered ``beat_stages``
@@ -162,8 +189,14 @@ class TernaryUnitBase(wiring.Component):
     beat_stages = None
 
     def __init__(self, *, mu: int, lanes_l: int, lanes_k: int, activation: str,
-                 acc_width: int | None = None, pipeline_float_adds: bool = True):
+                 acc_width: int | None = None, pipeline_float_adds: bool = True,
+                 float_add_stages: int = FLOAT_ADD_STAGES, accumulator_stages: int = 1):
         check_positive("Mu", mu)
+        if (not isinstance(float_add_stages, int) or isinstance(float_add_stages, bool)
+                or float_add_stages not in ACCUMULATOR_STAGES):
+            raise ValueError(f"Float add stages must be an integer from 1 to "
+                             f"{ACCUMULATOR_STAGES[-1]}, not {float_add_stages!r}")
+        self.float_add_stages = float_add_stages
         if not isinstance(pipeline_float_adds, bool):
             raise ValueError(f"Pipeline float adds must be True or False, "
                              f"not {pipeline_float_adds!r}")
@@ -191,12 +224,25 @@ class TernaryUnitBase(wiring.Component):
                                  f"exact sum) for {self.activation} activations, "
                                  f"not {acc_width!r}")
         self.acc_width = acc_width
+        if (not isinstance(accumulator_stages, int) or isinstance(accumulator_stages, bool)
+                or accumulator_stages not in ACCUMULATOR_STAGES
+                or (accumulator_stages != 1 and not self.is_float)):
+            allowed = (f"an integer from 1 to {ACCUMULATOR_STAGES[-1]}" if self.is_float
+                       else f"1 for {self.activation} activations (an integer add is one adder "
+                            "deep)")
+            raise ValueError(f"Accumulator stages must be {allowed}, "
+                             f"not {accumulator_stages!r}")
+        self.accumulator_stages = accumulator_stages
         self.pipeline_float_adds = pipeline_float_adds
         #: one register after every level of float adds in the beat path (table build, lane
         #: trees): each stage one float add deep, like the accumulator's own add
         self.float_pipelined = self.is_float and pipeline_float_adds
         self.beat_stages = self.stages_for(mu=mu, lanes_l=lanes_l,
-                                           pipelined=self.float_pipelined)
+                                           pipelined=self.float_pipelined,
+                                           add_stages=float_add_stages)
+        #: cycles from the handshake of a job's last beat to its results being valid, minus one
+        #: (the config's ``latency``: counted from the operand registers)
+        self.latency = 1 + self.beat_stages + accumulator_extra_stages(accumulator_stages)
         self.activation_shape = unsigned(width) if self.is_float else signed(width)
         self.result_shape = unsigned(width) if self.is_float else signed(acc_width)
         weight_shape = self.activation_shape if self.architecture == "multiplier" else unsigned(2)
@@ -213,10 +259,11 @@ class TernaryUnitBase(wiring.Component):
 
     def __repr__(self):
         return parameter_repr(self, "mu", "lanes_l", "lanes_k", "activation", "acc_width",
-                              "pipeline_float_adds")
+                              "pipeline_float_adds", "float_add_stages", "accumulator_stages")
 
     @classmethod
-    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool,
+                   add_stages: int = FLOAT_ADD_STAGES) -> int:
         """Register stages of ``beat_sums`` (the unit's latency is one more)."""
         raise NotImplementedError
 
@@ -229,7 +276,15 @@ class TernaryUnitBase(wiring.Component):
         else:
             weight = ("2-bit code of the ternary weight W[k, t*{0} + r]: 0b00 = 0, 0b01 = +1, "
                       "0b11 = -1 (0b10 reads as 0)").format(beat)
-        if self.is_float:
+        if self.is_float and self.accumulator_stages > 1:
+            st = self.accumulator_stages
+            result = (f"payload[k], k = 0..{kk - 1}: sum over the job of W[k, n] * x[n], "
+                      f"{self.activation} bits, accumulated in {self.activation} (rounded to "
+                      f"nearest even after every add) in {st} interleaved partial sums "
+                      f"starting at -0 (beat t adds to partial t mod {st}), combined by a "
+                      "pairwise tree after the last beat: software_model.ternary.ternary_gemm "
+                      f"with accumulators={st}")
+        elif self.is_float:
             result = (f"payload[k], k = 0..{kk - 1}: sum over the job of W[k, n] * x[n], "
                       f"{self.activation} bits, accumulated in {self.activation} (rounded to "
                       "nearest even after every add, in software_model.ternary.ternary_gemm's "
@@ -237,7 +292,7 @@ class TernaryUnitBase(wiring.Component):
         else:
             result = (f"payload[k], k = 0..{kk - 1}: sum over the job of W[k, n] * x[n], "
                       f"signed {self.acc_width} bits, wrapping modulo 2^{self.acc_width}")
-        latency = self.beat_stages + 2      # operand registers, beat_stages, the accumulators
+        latency = self.latency + 1      # operand registers, beat_stages, the accumulation
         return {
             "operands": {
                 "beat": f"beat t of a job (one token's reduction x[0 .. N-1] for {kk} output "
@@ -292,11 +347,12 @@ class TernaryUnitBase(wiring.Component):
             values, level = list(terms), 0
             while len(values) > 1:
                 nxt = [self.stage(m, advance, self.staged_add(m, advance, values[p],
-                                                              values[p + 1], f"tree{lane}"),
+                                                              values[p + 1], f"tree{lane}",
+                                                              self.float_add_stages),
                                   f"lane_sum_{lane}_l{level}_{p // 2}")
                        for p in range(0, len(values) - 1, 2)]
                 if len(values) % 2:
-                    nxt.append(delay(m, values[-1], FLOAT_ADD_STAGES, enable=advance,
+                    nxt.append(delay(m, values[-1], self.float_add_stages, enable=advance,
                                      name=f"lane_sum_{lane}_l{level}_pass"))
                 values, level = nxt, level + 1
             return values[0]
@@ -306,11 +362,53 @@ class TernaryUnitBase(wiring.Component):
         shape = self.activation_shape if self.is_float else Value.cast(total).shape()
         return self.stage(m, advance, total, f"lane_sum_{lane}", shape=shape)
 
-    def staged_add(self, m, advance, a, b, name):
-        """A float add with a register between alignment/addition and normalisation (the
-        pipelined beat path: two stages per add with the register after it)."""
-        return float_add_staged(m, a, b, self.activation,
-                                lambda v, n: self.stage(m, advance, v, n), name=name)
+    def staged_add(self, m, advance, a, b, name, stages):
+        """``a + b`` with ``stages - 1`` registers inside, at the first points of
+        :data:`hw.float_add.PIPELINE_POINTS` (as ``FloatAdderUnit(pipeline_stages=stages - 1)``;
+        2 stages is :func:`hw.float_add.float_add_staged`); the caller registers the sum."""
+        f = float_format(self.activation)
+        points = PIPELINE_POINTS[:stages - 1]
+
+        def at(point):
+            if point not in points:
+                return None
+            return lambda v, n: self.stage(m, advance, v, n)
+        parts = _add_align(m, a, b, f, name, register=at("swap"))
+        if "add" in points:
+            parts = {k: self.stage(m, advance, v, f"{name}_{k}_s") for k, v in parts.items()}
+        return _add_normalize(m, parts, f, name, register=at("normalize"))
+
+    def staged_mul(self, m, advance, a, b, name):
+        """``a * b`` as :func:`hw.float_add.float_mul`, with a register after the significand
+        product and one after the normalisation plan when ``float_add_stages`` >= 3 (three
+        stages, the caller's register after it); else the combinational multiply."""
+        if not (self.float_pipelined and self.float_add_stages >= 3):
+            return float_mul(m, a, b, self.activation, name=name)
+        f = float_format(self.activation)
+        reg = lambda v, n: self.stage(m, advance, v, n)      # noqa: E731
+        ua, ub = _Unpacked(a, f), _Unpacked(b, f)
+        sign = ua.sign ^ ub.sign
+        product = Signal(2 * (f.mantissa_bits + 1), name=f"{name}_prod")
+        m.d.comb += product.eq(ua.significand * ub.significand)
+        exponent = Signal(signed(f.exponent_bits + 3), name=f"{name}_topexp")
+        m.d.comb += exponent.eq(ua.effective_exponent + ub.effective_exponent - f.bias + 1)
+        nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ub.is_inf & ua.is_zero)
+        inf = ua.is_inf | ub.is_inf
+        sign, product, exponent, nan, inf = (reg(v, f"{name}_{k}_p") for k, v in (
+            ("sign", sign), ("prod", product), ("exp", exponent), ("nan", nan), ("inf", inf)))
+        rounded = _round_pack(m, f, sign, exponent, product, name, register=reg)
+        flags = {k: reg(v, f"{name}_{k}_n") for k, v in (
+            ("nan", nan), ("inf", inf), ("zero", product == 0), ("sign", sign))}
+        result = Signal(f.width, name=name)
+        with m.If(flags["nan"]):
+            m.d.comb += result.eq(f.canonical_nan)
+        with m.Elif(flags["inf"]):
+            m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), flags["sign"]))
+        with m.Elif(flags["zero"]):
+            m.d.comb += result.eq(Cat(C(0, f.width - 1), flags["sign"]))
+        with m.Else():
+            m.d.comb += result.eq(rounded)
+        return result
 
     @staticmethod
     def stage(m, advance, value, name, shape=None):
@@ -340,7 +438,9 @@ class TernaryUnitBase(wiring.Component):
         closing = stream.Signature(0).create(path=("closing",))
         m.d.comb += [closing.valid.eq(ops.valid & ops.payload.last), ops.ready.eq(closing.ready)]
         depth = 1 + self.beat_stages
-        ctl = GlobalEnable(m, source=closing, sink=self.results, stages=depth + 1, name="job")
+        extra = accumulator_extra_stages(self.accumulator_stages)
+        ctl = GlobalEnable(m, source=closing, sink=self.results, stages=depth + 1 + extra,
+                           name="job")
         advance = ctl.advance
 
         activations = self.stage(m, advance, ops.payload.activations, "activations_in")
@@ -352,6 +452,9 @@ class TernaryUnitBase(wiring.Component):
         first = delay(m, ~in_job, depth, name="beat_first", enable=advance)
 
         sums = self.beat_sums(m, advance, activations, weights)
+        if self.accumulator_stages > 1:
+            self.accumulate_interleaved(m, advance, sums, valid, in_job)
+            return m
 
         accumulators = [Signal(self.result_shape, name=f"acc_{k}", reset_less=True)
                         for k in range(self.lanes_k)]
@@ -366,6 +469,75 @@ class TernaryUnitBase(wiring.Component):
         return m
 
 
+    def accumulate_interleaved(self, m, advance, sums, valid, in_job):
+        """S = ``accumulator_stages`` partial sums per lane, the float add's loop cut by S
+        registers: beat j of a job (``sums`` enter with their ``valid`` bits) reads partial
+        j mod S (or -0 for j < S: every partial starts empty) and, S advances later, writes the
+        sum back, before beat j + S (at least S advances later) reads it again. The stage after
+        the job's last write holds the job's S partials (a job's first write marks the others
+        empty, -0): a pairwise tree of S-stage adds (an odd partial waits beside)
+        combines them into the results."""
+        st, ops = self.accumulator_stages, self.operands
+        depth = 1 + self.beat_stages
+        # Position of each beat in its job, mod S, and whether it is among the first S.
+        next_index = Signal(range(st), name="acc_next_index")
+        warm = Signal(name="acc_warm")          # S beats of this job were taken already
+        index = Signal(range(st), name="acc_index")
+        load = Signal(name="acc_load")
+        m.d.comb += [index.eq(Mux(in_job, next_index, 0)), load.eq(~(in_job & warm))]
+        with m.If(advance & ops.valid):
+            m.d.sync += [next_index.eq(Mux(index == st - 1, 0, index + 1)),
+                         warm.eq((in_job & warm) | (index == st - 1))]
+        index = delay(m, index, depth, name="acc_index_d", enable=advance)
+        load = delay(m, load, depth, name="acc_load_d", enable=advance)
+        neg_zero = C(1 << (self.activation_width - 1), self.activation_width)
+        # the write-back: S - 1 stages after entry (the add's inner registers), into the partial
+        write_index = delay(m, index, st - 1, name="acc_windex", enable=advance)
+        write = delay(m, valid, st - 1, name="acc_wvalid", reset_less=False, enable=advance)
+        # a job's first beat empties the other partials (-0) as it writes partial 0, so a job of
+        # fewer than S beats finds -0, not the last job's sums, in the partials it never reached
+        opening = delay(m, load & (index == 0), st - 1, name="acc_wfirst", enable=advance)
+        filled = [Signal(name=f"acc_filled_{p}") for p in range(st)]   # written in this job
+        with m.If(advance & write):
+            for p in range(st):
+                with m.If(write_index == p):
+                    m.d.sync += filled[p].eq(1)
+                if p:
+                    with m.Elif(opening):
+                        m.d.sync += filled[p].eq(0)
+
+        results = []
+        for k, beat_sum in enumerate(sums):
+            partials = [Signal(self.result_shape, name=f"partial_{k}_{p}", reset_less=True)
+                        for p in range(st)]
+            current = Signal(self.result_shape, name=f"partial_{k}_read")
+            m.d.comb += current.eq(Mux(load, neg_zero, Array(partials)[index]))
+            total = self.staged_add(m, advance, beat_sum, current, f"acc_add_{k}", st)
+            held = []
+            for p, partial in enumerate(partials):
+                # no mux in front of the partial (a load enable): its stage is the add's last
+                with m.If(advance & write & (write_index == p)):
+                    m.d.sync += partial.eq(total)
+                # The cycle after a job's last write the partials hold the job's sums (the next
+                # job writes at a later advance), so the tree reads them there; a partial the
+                # job never reached reads as the empty sum -0.
+                held.append(Mux(filled[p], partial, neg_zero))
+            # the pairwise tree over the partials, adjacent pairs, an odd last one waiting
+            level = 0
+            while len(held) > 1:
+                nxt = [self.stage(m, advance,
+                                  self.staged_add(m, advance, held[p], held[p + 1],
+                                                  f"acc_tree_{k}_l{level}_{p // 2}", st),
+                                  f"acc_sum_{k}_l{level}_{p // 2}", shape=self.result_shape)
+                       for p in range(0, len(held) - 1, 2)]
+                if len(held) % 2:
+                    nxt.append(delay(m, held[-1], st, name=f"acc_sum_{k}_l{level}_pass",
+                                     enable=advance))
+                held, level = nxt, level + 1
+            results.append(held[0])
+        m.d.comb += [self.results.payload[k].eq(r) for k, r in enumerate(results)]
+
+
 class TernaryLUTUnit(TernaryUnitBase):
     """LUT architecture: L shared tables per beat, K*L lookups, K adder trees of L terms.
 
@@ -376,17 +548,19 @@ class TernaryLUTUnit(TernaryUnitBase):
     architecture = "lut"
 
     @classmethod
-    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool) -> int:
-        """Table build then lookups and lane trees: one stage each, or (``pipelined``) one per
-        level of float adds in each."""
+    def stages_for(cls, *, mu: int, lanes_l: int, pipelined: bool,
+                   add_stages: int = FLOAT_ADD_STAGES) -> int:
+        """Table build then lookups and lane trees: one stage each, or (``pipelined``)
+        ``add_stages`` per level of float adds in each (one for a lane of a single lookup)."""
         if not pipelined:
             return 2
-        return (build_levels(mu) + max(1, tree_depth(lanes_l))) * FLOAT_ADD_STAGES \
-            - (FLOAT_ADD_STAGES - 1 if lanes_l == 1 else 0)
+        return (build_levels(mu) + max(1, tree_depth(lanes_l))) * add_stages \
+            - (add_stages - 1 if lanes_l == 1 else 0)
 
     def __init__(self, *, mu: int, lanes_l: int, lanes_k: int, activation: str,
                  acc_width: int | None = None, mirrored: bool = True,
-                 pipeline_float_adds: bool = True):
+                 pipeline_float_adds: bool = True, float_add_stages: int = FLOAT_ADD_STAGES,
+                 accumulator_stages: int = 1):
         if not isinstance(mu, int) or isinstance(mu, bool) or not 2 <= mu <= 8:
             raise ValueError(f"Mu must be an integer from 2 to 8 for the LUT unit, not {mu!r}")
         if not isinstance(mirrored, bool):
@@ -394,14 +568,17 @@ class TernaryLUTUnit(TernaryUnitBase):
         self.mirrored = mirrored
         self.half = half_entries(mu)
         super().__init__(mu=mu, lanes_l=lanes_l, lanes_k=lanes_k, activation=activation,
-                         acc_width=acc_width, pipeline_float_adds=pipeline_float_adds)
+                         acc_width=acc_width, pipeline_float_adds=pipeline_float_adds,
+                         float_add_stages=float_add_stages,
+                         accumulator_stages=accumulator_stages)
         #: bits per table entry: exact signed sum of mu int<w> values, or the float width
         self.table_entry_width = (self.activation_width if self.is_float
                                   else signed_bits(mu << (self.activation_width - 1)))
 
     def __repr__(self):
         return parameter_repr(self, "mu", "lanes_l", "lanes_k", "activation", "acc_width",
-                              "mirrored", "pipeline_float_adds")
+                              "mirrored", "pipeline_float_adds", "float_add_stages",
+                              "accumulator_stages")
 
     def beat_sums(self, m, advance, activations, weights):
         mu, lanes_l, lanes_k = self.mu, self.lanes_l, self.lanes_k
@@ -412,7 +589,8 @@ class TernaryLUTUnit(TernaryUnitBase):
         # Stage 1: build and register the tables; decode and register the weight groups.
         # Pipelined floats: the build takes one stage per level of dependent adds (the last
         # one's register is the table's), the decoded weights wait beside it.
-        build = build_levels(mu) * FLOAT_ADD_STAGES if self.float_pipelined else 1
+        add_stages = self.float_add_stages
+        build = build_levels(mu) * add_stages if self.float_pipelined else 1
         tables = []
         for g in range(lanes_l):
             group = [activations[g * mu + j] for j in range(mu)]
@@ -421,9 +599,9 @@ class TernaryLUTUnit(TernaryUnitBase):
                                   register=((lambda v, name: self.stage(m, advance, v, name))
                                             if self.float_pipelined else None),
                                   add=((lambda a, b, name: self.staged_add(m, advance, a, b,
-                                                                           name))
+                                                                           name, add_stages))
                                        if self.float_pipelined else None),
-                                  add_stages=FLOAT_ADD_STAGES if self.float_pipelined else 1)
+                                  add_stages=add_stages if self.float_pipelined else 1)
             if not self.mirrored:
                 # Full storage: the negative-leading half, 3^mu - 1 - i holds -entry[i].
                 negated = [float_neg(e, fmt) if self.is_float else -e for e in entries]

@@ -308,7 +308,7 @@ def _wrap(values, width):
 
 
 def ternary_gemm(activations, weights, *, mu, lanes_l, activation, architecture="lut",
-                 acc_width=None):
+                 acc_width=None, accumulators=1):
     """Golden y[m] = sum_n x[n] * W[m, n] for one token, in the hardware's order.
 
     activations: (N,) ints, or (N,) uint16 bit patterns for fp16/bf16.
@@ -318,6 +318,10 @@ def ternary_gemm(activations, weights, *, mu, lanes_l, activation, architecture=
     the drivers pad the last beat. Integer results wrap to acc_width bits when it is given.
     Float results: per beat, the lane's L (lut) or L*mu (addsub, multiplier) terms go through
     the pairwise tree; the first beat's tree sum is the accumulator, later beats add to it.
+    With ``accumulators`` S > 1 (the units' ``accumulator_stages``) there are S partial sums,
+    each starting at -0 (the empty sum: -0 + x = x for every non-NaN x): beat t adds to partial
+    t mod S (partial + beat sum), and the S partials are summed by the pairwise tree.
+    Integer results ignore ``accumulators`` (an exact sum has no order).
     """
     act = parse_activation(activation)
     if architecture not in ("lut", "addsub", "multiplier"):
@@ -336,11 +340,15 @@ def ternary_gemm(activations, weights, *, mu, lanes_l, activation, architecture=
         total = x.astype(np.int64) @ w.astype(np.int64).T
         return _wrap(total, acc_width) if acc_width else total
 
+    if not isinstance(accumulators, int) or isinstance(accumulators, bool) or accumulators < 1:
+        raise ValueError(f"Accumulators must be a positive integer, not {accumulators!r}")
     fmt = act.name
     add = lambda p, q: float16.add(p, q, fmt)           # noqa: E731
     x = x.astype(np.uint16)
     acc = None
-    for start in range(0, padded_n, beat):
+    negative_zero = np.uint16(1 << (act.width - 1))
+    partials = [np.full(w.shape[0], negative_zero, np.uint16) for _ in range(accumulators)]
+    for t, start in enumerate(range(0, padded_n, beat)):
         xs = x[start:start + beat]
         ws = w[:, start:start + beat]
         if architecture == "lut":
@@ -356,5 +364,8 @@ def ternary_gemm(activations, weights, *, mu, lanes_l, activation, architecture=
             terms = [float16.mul(np.full(ws.shape[0], xs[r], np.uint16), ws[:, r].astype(np.uint16),
                                  fmt) for r in range(beat)]
         beat_sum = _tree(terms, add)
-        acc = beat_sum if acc is None else add(acc, beat_sum)
-    return acc
+        if accumulators > 1:
+            partials[t % accumulators] = add(partials[t % accumulators], beat_sum)
+        else:
+            acc = beat_sum if acc is None else add(acc, beat_sum)
+    return _tree(partials, add) if accumulators > 1 else acc

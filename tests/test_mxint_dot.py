@@ -41,11 +41,35 @@ def test_result_widths_hold_the_extremes():
     ("exponent_width", 1, "integer 2 .. 10"),
     ("rounding", "nearest", "one of 'half_even', 'half_away'"),
     ("exponent_encoding", "e8m0", "one of 'twos_complement', 'biased'"),
+    ("tree_stages", 0, "integer 1 .. 6"),
+    ("tree_stages", 7, "integer 1 .. 6"),
+    ("tree_stages", True, "integer 1 .. 6"),
 ])
 def test_config_rejects(key, value, allowed):
     with pytest.raises(ConfigError) as info:
         config_from_dict({"kind": "mxint_dot", key: value}, source="t.yaml")
     assert f"t.yaml: {key}: got" in str(info.value) and allowed in str(info.value)
+
+
+@pytest.mark.parametrize("block_size,stages,allowed", [
+    (32, 6, "1 .. 5 (the adder tree of 32 products has 5 levels)"),
+    (2, 2, "1 .. 1 (the adder tree of 2 products has 1 levels)"),
+    (1, 2, "1 .. 1 (the adder tree of 1 products has 0 levels)"),
+])
+def test_config_rejects_more_tree_stages_than_levels(block_size, stages, allowed):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"kind": "mxint_dot", "block_size": block_size,
+                          "tree_stages": stages}, source="t.yaml")
+    assert f"t.yaml: tree_stages: got {stages}; allowed: {allowed}" in str(info.value)
+
+
+def test_tree_stages_set_latency_and_cut_the_tree():
+    for k, stages, levels in [(32, 1, [5]), (32, 2, [3, 2]), (32, 5, [1] * 5), (8, 2, [2, 1]),
+                              (1, 1, [0])]:
+        cfg = config_from_dict({"kind": "mxint_dot", "block_size": k, "tree_stages": stages})
+        unit = cfg.elaborate()
+        assert (cfg.latency, unit.latency) == (1 + stages, 1 + stages)
+        assert unit.stage_levels() == levels
 
 
 def test_component_widths_follow_the_config():
@@ -62,10 +86,20 @@ def test_dot_rejects_bad_format():
         MXIntDotProduct(fmt=8)
 
 
+@pytest.mark.parametrize("stages", [0, 4, 1.0, True, None])
+def test_dot_rejects_bad_tree_stages(stages):
+    with pytest.raises(ValueError, match=re.escape(
+            f"Tree stages must be an integer from 1 to 3 (the adder tree of 8 products has 3 "
+            f"levels), not {stages!r}")):
+        MXIntDotProduct(fmt=MXIntFormat(4, 8, 3, "half_even", "twos_complement"),
+                        tree_stages=stages)
+
+
 def test_config_maps_onto_parameters():
     cfg = config_from_dict({"kind": "mxint_dot", "block_size": 4, "element_width": 3,
                             "exponent_width": 2, "exponent_encoding": "biased"})
-    assert cfg.parameters() == {"fmt": MXIntFormat(3, 4, 2, "half_even", "biased")}
+    assert cfg.parameters() == {"fmt": MXIntFormat(3, 4, 2, "half_even", "biased"),
+                                "tree_stages": 1}
 
 
 # ------------------------------------------------------------------ fast tier (amaranth.sim)
@@ -76,6 +110,8 @@ PROFILES = ("smooth", "backpressure", "bursty")
 FAST_CONFIGS = [
     {"block_size": 1, "element_width": 2, "exponent_width": 2},
     {"block_size": 5, "element_width": 4, "exponent_width": 3, "exponent_encoding": "biased"},
+    {"block_size": 7, "element_width": 3, "exponent_width": 3, "tree_stages": 2},
+    {"block_size": 8, "element_width": 5, "exponent_width": 2, "tree_stages": 3},
 ]
 
 
@@ -86,6 +122,10 @@ def check_fast(cfg, profile, seed=5):
                       {"results": len(expected)}, profile=profile, seed=seed)
     assert len(run.outputs["results"]) == len(expected) == 35
     assert run.outputs["results"] == expected, f"{cfg!r} under {profile}"
+    if profile == "smooth":     # no gaps or stalls: the stated latency, one result per cycle
+        ins, outs = run.cycles["operands"], run.cycles["results"]
+        assert outs[0] - ins[0] == cfg.latency == 1 + cfg.tree_stages
+        assert outs[-1] - outs[0] == len(expected) - 1
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -107,4 +147,5 @@ def test_mxint_dot_cosim(config):
     assert result.tests["random_and_corner_blocks"]["checked"] >= 200
     throughput = result.records("full_throughput")
     assert throughput["max_cycles_between_results"] == 1
+    assert throughput["latency"] == config.latency
     assert result.checked > 0

@@ -127,15 +127,96 @@ def test_units_reject_bad_pipeline_float_adds(cls):
 
 
 def test_latency_follows_the_pipelining():
-    """One stage per level of float adds (table build, lane trees) when pipelined."""
+    """One stage per level of float adds (table build, lane trees) when pipelined, and the
+    accumulation's S - 1 + S * ceil(log2 S) stages (11 at the float default S = 4)."""
+    one = {"accumulator_stages": 1, "float_add_stages": 2}     # the earlier layout
     assert make(mu=3, lanes_l=3, activation="int8").latency == 3           # integers: as before
-    assert make(mu=3, lanes_l=3, activation="fp16", pipeline_float_adds=False).latency == 3
+    assert make(mu=3, lanes_l=3, activation="fp16", pipeline_float_adds=False,
+                **one).latency == 3
     # two stages per float add (a register inside it, one after it)
-    assert make(mu=3, lanes_l=3, activation="fp16").latency == 1 + 2 * 2 + 2 * 2  # build 2, tree 2
-    assert make(mu=4, lanes_l=1, activation="fp16").latency == 1 + 2 * 3 + 1     # no tree adds
-    assert make(architecture="multiplier", mu=2, lanes_l=3, activation="fp16").latency == 8
-    assert make(architecture="addsub", mu=2, lanes_l=2, activation="bf16").latency == 5
+    assert make(mu=3, lanes_l=3, activation="fp16", **one).latency == 1 + 2 * 2 + 2 * 2
+    assert make(mu=4, lanes_l=1, activation="fp16", **one).latency == 1 + 2 * 3 + 1
+    assert make(architecture="multiplier", mu=2, lanes_l=3, activation="fp16",
+                **one).latency == 8
+    assert make(architecture="addsub", mu=2, lanes_l=2, activation="bf16", **one).latency == 5
     assert make(architecture="addsub", mu=2, lanes_l=2, activation="int8").latency == 2
+    # the default float accumulation: 3 + 4 * 2 more; S = 2: 1 + 2; S = 3: 2 + 3 * 2
+    two = {"float_add_stages": 2}
+    assert make(mu=3, lanes_l=3, activation="fp16", **two).latency == 9 + 11
+    assert make(mu=3, lanes_l=3, activation="fp16", accumulator_stages=2, **two).latency == 9 + 3
+    assert make(mu=3, lanes_l=3, activation="fp16", accumulator_stages=3, **two).latency == 9 + 8
+    # the default beat path: four stages per float add (build 2 levels, tree 2 levels)
+    assert make(mu=3, lanes_l=3, activation="fp16", accumulator_stages=1).latency == 1 + 16
+    assert make(mu=3, lanes_l=3, activation="fp16", float_add_stages=1,
+                accumulator_stages=1).latency == 1 + 4
+    assert make(mu=4, lanes_l=1, activation="fp16", float_add_stages=3,
+                accumulator_stages=1).latency == 1 + 3 * 3 + 1
+    # multiplier: products in three stages from float_add_stages 3 on
+    assert make(architecture="multiplier", mu=2, lanes_l=3, activation="fp16",
+                float_add_stages=3, accumulator_stages=1).latency == 1 + 3 + 3 * 3
+    assert make(mu=3, lanes_l=3, activation="fp16").latency == 1 + 16 + 11
+    for adds in (1, 2, 3, 4):
+        for stages in (1, 2, 3, 4):
+            for arch in ("lut", "addsub", "multiplier"):
+                c = make(architecture=arch, mu=2, lanes_l=2, activation="bf16",
+                         float_add_stages=adds, accumulator_stages=stages)
+                assert c.elaborate().latency == c.latency
+
+
+@pytest.mark.parametrize("value", [0, 5, True])
+def test_config_rejects_bad_accumulator_stages(value):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"t.yaml: accumulator_stages: got {value!r}; allowed: integer 1 .. 4".replace(
+                "True", "true"))):
+        config_from_dict({"kind": "ternary_lut", "activation": "fp16",
+                          "accumulator_stages": value}, source="t.yaml")
+
+
+@pytest.mark.parametrize("value", [0, 5, False])
+def test_config_rejects_bad_float_add_stages(value):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"t.yaml: float_add_stages: got {value!r}; allowed: integer 1 .. 4".replace(
+                "False", "false"))):
+        config_from_dict({"kind": "ternary_lut", "activation": "bf16",
+                          "float_add_stages": value}, source="t.yaml")
+
+
+def test_config_rejects_float_add_stages_for_integers():
+    with pytest.raises(ConfigError, match=re.escape(
+            "t.yaml: float_add_stages: got 3; allowed: null for int4 activations")):
+        config_from_dict({"kind": "ternary_lut", "activation": "int4",
+                          "float_add_stages": 3}, source="t.yaml")
+
+
+@pytest.mark.parametrize("cls", [TernaryLUTUnit, TernaryAddSubUnit, TernaryMultiplierUnit])
+@pytest.mark.parametrize("value", [0, 5, True, "2"])
+def test_units_reject_bad_float_add_stages(cls, value):
+    with pytest.raises(ValueError, match=re.escape(
+            f"Float add stages must be an integer from 1 to 4, not {value!r}")):
+        cls(**{**_UNIT, "float_add_stages": value})
+
+
+def test_config_rejects_accumulator_stages_for_integers():
+    with pytest.raises(ConfigError, match=re.escape(
+            "t.yaml: accumulator_stages: got 2; allowed: null or 1 for int8 activations")):
+        config_from_dict({"kind": "ternary_lut", "activation": "int8",
+                          "accumulator_stages": 2}, source="t.yaml")
+    assert make(activation="int8", accumulator_stages=1).accumulators == 1
+    assert make(activation="bf16").accumulators == 4
+
+
+@pytest.mark.parametrize("cls", [TernaryLUTUnit, TernaryAddSubUnit, TernaryMultiplierUnit])
+@pytest.mark.parametrize("activation,value,allowed", [
+    ("fp16", 0, "an integer from 1 to 4"), ("fp16", 5, "an integer from 1 to 4"),
+    ("bf16", True, "an integer from 1 to 4"), ("bf16", 2.0, "an integer from 1 to 4"),
+    ("int8", 2, "1 for int8 activations (an integer add is one adder deep)"),
+])
+def test_units_reject_bad_accumulator_stages(cls, activation, value, allowed):
+    acc = None if activation != "int8" else 32
+    with pytest.raises(ValueError, match=re.escape(
+            f"Accumulator stages must be {allowed}, not {value!r}")):
+        cls(**{**_UNIT, "activation": activation, "acc_width": acc,
+               "accumulator_stages": value})
 
 
 def test_lut_unit_rejects_mu_1_and_bad_mirrored():
@@ -155,6 +236,8 @@ def test_config_maps_onto_parameters(architecture):
     if architecture == "lut":
         want["mirrored"] = True
     assert c.parameters() == want
+    floats = make(architecture=architecture, activation="fp16").parameters()
+    assert (floats["float_add_stages"], floats["accumulator_stages"]) == (4, 4)
     unit = c.elaborate()
     assert unit.result_shape.width == c.accumulator_width
     assert make(activation="bf16", architecture=architecture).parameters()["acc_width"] is None
@@ -207,6 +290,17 @@ FAST_CONFIGS = [
     dict(mu=3, lanes_l=3, lanes_k=1, activation="fp16"),
     dict(mu=2, lanes_l=3, lanes_k=1, activation="fp16", architecture="multiplier"),
     dict(mu=3, lanes_l=2, lanes_k=1, activation="bf16", pipeline_float_adds=False),
+    # the accumulation loop cut into 2, 3 (an odd partial waits in the tree) and 1 stages
+    dict(mu=2, lanes_l=1, lanes_k=2, activation="fp16", accumulator_stages=2),
+    dict(mu=2, lanes_l=2, lanes_k=1, activation="bf16", architecture="addsub",
+         accumulator_stages=3),
+    dict(mu=2, lanes_l=1, lanes_k=1, activation="bf16", accumulator_stages=1),
+    # beat-path adds in one and three stages; the earlier layout (two, one running sum)
+    dict(mu=3, lanes_l=2, lanes_k=1, activation="fp16", float_add_stages=1),
+    dict(mu=2, lanes_l=3, lanes_k=1, activation="bf16", architecture="multiplier",
+         float_add_stages=3, accumulator_stages=2),
+    dict(mu=2, lanes_l=2, lanes_k=2, activation="fp16", float_add_stages=2,
+         accumulator_stages=1),
 ]
 
 
@@ -260,4 +354,5 @@ def test_ternary_cosim(config):
     assert result.tests["random_jobs"]["checked"] == samples > 0
     corners = len(corner_jobs(config, np.random.default_rng(0)))
     assert result.tests["corner_cases"]["checked"] == corners
-    assert result.tests["full_throughput"]["checked"] == 25
+    assert result.tests["full_throughput"]["checked"] == 26     # 24 jobs, rate, latency
+    assert result.records("full_throughput")["latency"] == config.latency + 1

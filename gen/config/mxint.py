@@ -89,14 +89,32 @@ class MXIntDotConfig(ConfigBase):
     rounding: str = param("Rounding of the operands' format (unused by the exact dot product; "
                           "kept so the format is complete)", default="half_even",
                           choices=_ROUNDINGS)
+    tree_stages: int = param("Pipelining knob: register stages the adder tree of block_size "
+                             "products is cut into (1 .. ceil(log2 block_size), at least 1); "
+                             "latency 1 + tree_stages. 1 keeps the whole tree in one stage",
+                             default=1, min=1, max=6)
+
+    def check(self):
+        most = max(1, self.tree_levels)
+        if self.tree_stages > most:
+            yield Problem("tree_stages", self.tree_stages,
+                          f"1 .. {most} (the adder tree of {self.block_size} products has "
+                          f"{self.tree_levels} levels)")
 
     @property
     def fmt(self):
         return _fmt(self)
 
     @property
+    def tree_levels(self) -> int:
+        """Levels of the pairwise adder tree: ceil(log2 block_size)."""
+        return max(0, (self.block_size - 1).bit_length())
+
+    @property
     def latency(self) -> int:
-        return 2
+        """Cycles from an operand pair to its result: the product register, then the tree's
+        stages (the last one the result register)."""
+        return 1 + self.tree_stages
 
     @property
     def total_width(self) -> int:
@@ -109,7 +127,7 @@ class MXIntDotConfig(ConfigBase):
         return self.exponent_width + 2
 
     def parameters(self) -> dict:
-        return {"fmt": self.fmt}
+        return {"fmt": self.fmt, "tree_stages": self.tree_stages}
 
     def elaborate(self):
         from hw.mxint_dot import MXIntDotProduct
@@ -139,7 +157,8 @@ class MXIntAccumulatorConfig(ConfigBase):
     segment_bits: int = param("Pipelining knob (exact mode): bits per carry segment of the wide "
                               "accumulator (each segment one ripple, carries wait in registers); "
                               "smaller is shallower, >= the sum width leaves one ripple as wide "
-                              "as the sum. Shift mode's loop has no knob", default=16, min=2,
+                              "as the sum. Shift mode's one-term loop has no knob (it is laid out "
+                              "for depth: prefix subtractors and adders)", default=16, min=2,
                               max=512)
 
     def check(self):

@@ -10,7 +10,16 @@ from gen.schema import ConfigBase, Problem, param
 from software_model.ternary import (exact_accumulator_width, half_entries, parse_activation,
                                     table_adder_count)
 
-__all__ = ["TernaryLUTConfig"]
+__all__ = ["TernaryLUTConfig", "DEFAULT_FLOAT_ACCUMULATOR_STAGES", "DEFAULT_FLOAT_ADD_STAGES"]
+
+#: ``float_add_stages`` of fp16/bf16 units when the config leaves it null: every float add of
+#: the beat path in four stages (three registers inside it, as FloatAdderUnit's default)
+DEFAULT_FLOAT_ADD_STAGES = 4
+
+#: ``accumulator_stages`` of fp16/bf16 units when the config leaves it null: three registers
+#: inside the accumulator's add plus the partial sum, so no stage is deeper than about 35 gate
+#: levels (the accumulator loop was a whole float add, 88-94)
+DEFAULT_FLOAT_ACCUMULATOR_STAGES = 4
 
 
 def _parse_activation(value):
@@ -50,10 +59,25 @@ class TernaryLUTConfig(ConfigBase):
                            default=True)
     pipeline_float_adds: bool = param(
         "Pipelining knob (fp16/bf16 only): every float add of the table build and lane trees "
-        "gets a register inside it and one after it (two stages per level), so the "
-        "accumulator's own add, a loop, is the deepest stage; false: one stage for the table "
-        "build and one for the lookups and trees",
+        "is cut into float_add_stages stages (registers inside it and one after it); false: "
+        "one stage for the table build and one for the lookups and trees",
         default=True)
+    float_add_stages: Optional[int] = param(
+        "Pipelining knob (fp16/bf16 with pipeline_float_adds): stages per float add of the "
+        "table build and lane trees, S - 1 registers inside the add (after align/add, after "
+        "the normalisation plan, after the compare and swap) and one after it; 3 or more also "
+        "gives the multiplier baseline's float multiplies two inner registers. null: 4 for "
+        "fp16/bf16 (each stage about 35 gate levels or less; 2 was the earlier layout, about "
+        "45-54), must be null for integer activations",
+        default=None, min=1, max=4)
+    accumulator_stages: Optional[int] = param(
+        "Pipelining knob of the accumulation (fp16/bf16 only): S registers cut the "
+        "accumulator's float add, a loop, which then carries S interleaved partial sums (beat t "
+        "of a job adds to partial t mod S, each starting at -0), summed by a pairwise tree after "
+        "the job's last beat; latency + S - 1 + S * ceil(log2 S). 1: one running sum, a whole "
+        "float add deep. null: 4 for fp16/bf16 (the deepest stage about 35 gate levels), 1 for "
+        "integers. Must be null or 1 for integer activations",
+        default=None, min=1, max=4)
 
     # -- derived facts (read by the cost model) --------------------------------------------------
 
@@ -111,10 +135,26 @@ class TernaryLUTConfig(ConfigBase):
         return self.activation_width if self.architecture == "multiplier" else 2
 
     @property
+    def accumulators(self):
+        """Interleaved partial sums per lane (the resolved ``accumulator_stages``)."""
+        if self.accumulator_stages is not None:
+            return self.accumulator_stages
+        return DEFAULT_FLOAT_ACCUMULATOR_STAGES if self.is_float else 1
+
+    @property
     def latency(self):
         """Cycles from the handshake of a job's last beat to its results being valid."""
+        from hw.ternary_lut import accumulator_extra_stages
         return 1 + self._unit_class().stages_for(
-            mu=self.mu, lanes_l=self.lanes_l, pipelined=self.is_float and self.pipeline_float_adds)
+            mu=self.mu, lanes_l=self.lanes_l, pipelined=self.is_float and self.pipeline_float_adds,
+            add_stages=self.add_stages) + accumulator_extra_stages(self.accumulators)
+
+    @property
+    def add_stages(self):
+        """Stages per float add of the beat path (the resolved ``float_add_stages``)."""
+        if self.float_add_stages is not None:
+            return self.float_add_stages
+        return DEFAULT_FLOAT_ADD_STAGES if self.is_float else 2
 
     def _unit_class(self):
         if self.architecture == "lut":
@@ -143,6 +183,13 @@ class TernaryLUTConfig(ConfigBase):
         if not self.mirrored and self.architecture != "lut":
             yield Problem("mirrored", self.mirrored,
                           f"true for architecture {self.architecture!r} (it has no tables)")
+        if not self.is_float and self.float_add_stages is not None:
+            yield Problem("float_add_stages", self.float_add_stages,
+                          f"null for {self.activation} activations (integer adds are not cut)")
+        if not self.is_float and self.accumulator_stages not in (None, 1):
+            yield Problem("accumulator_stages", self.accumulator_stages,
+                          f"null or 1 for {self.activation} activations (an integer add is one "
+                          "adder deep)")
         if self.architecture == "lut" and self.mu < 2:
             yield Problem("mu", self.mu, "2 .. 7 for architecture 'lut' (mu=1 has no table)")
 
@@ -160,6 +207,9 @@ class TernaryLUTConfig(ConfigBase):
                "activation": self.activation,
                "acc_width": None if self.is_float else self.accumulator_width,
                "pipeline_float_adds": self.pipeline_float_adds}
+        if self.is_float:       # integer units keep their parameters (and Verilog) as they were
+            out["float_add_stages"] = self.add_stages
+            out["accumulator_stages"] = self.accumulators
         if self.architecture == "lut":
             out["mirrored"] = self.mirrored
         return out

@@ -15,6 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.wiring import In, Out
 
+from hw.mxint_common import increment
 from hw.primitives import GlobalEnable, check_choice, delay, parameter_repr
 from software_model.float16 import FORMATS, FloatFormat
 
@@ -104,7 +105,8 @@ def _round_pack(m, f, sign, exponent, significand, name, register=None):
                 ("sign_r", sign)))
     shifted = Signal(width, name=f"{name}_norm")
     right_shifted = significand >> right_amount
-    right_lost = (right_shifted << right_amount)[:width] != significand
+    # bits below the right shift (sticky): a mask from the amount, beside the shift
+    right_lost = (significand & ~(C((1 << width) - 1, width) << right_amount)[:width]).any()
     m.d.comb += shifted.eq(Mux(shift_right, right_shifted, (significand << left_amount)[:width]))
 
     mantissa = shifted[width - 1 - mb:width - 1]
@@ -112,7 +114,9 @@ def _round_pack(m, f, sign, exponent, significand, name, register=None):
     rest = (shifted[:width - 2 - mb] != 0) | (shift_right & right_lost)
     round_up = guard & (rest | mantissa[0])
     packed = Signal(f.width - 1, name=f"{name}_packed")
-    m.d.comb += packed.eq(Cat(mantissa, field_exponent) + round_up)   # carry may reach Inf
+    # log-depth increment, not a ripple: this stage is the deepest of the fp16 ternary units
+    m.d.comb += packed.eq(increment(m, Cat(mantissa, field_exponent), round_up,
+                                    name=f"{name}_inc")[:f.width - 1])   # carry may reach Inf
     result = Signal(f.width, name=f"{name}_rounded")
     m.d.comb += result.eq(Cat(Mux(overflow, f.positive_infinity, packed), sign))
     return result

@@ -22,7 +22,7 @@ import cocotb
 import numpy as np
 
 from cosim.harness import STRESS_PROFILES, Testbench, operand_matrix, signed_limits
-from software_model.flattened import flat_gemm, flat_mxint_gemm, flat_schedule
+from software_model.flattened import flat_gemm, flat_mxint_gemm, flat_schedule, mx_align_stages
 
 
 def view(config, parameters) -> SimpleNamespace:
@@ -38,7 +38,16 @@ def view(config, parameters) -> SimpleNamespace:
         mxint=bool(p["a_mxint"] or p["b_mxint"]), block_size=config["block_size"],
         exponent_width=p["exponent_width"], max_blocks=config["max_blocks"],
         max_k=config["max_k"], heads=p["heads"], transpose_b=p["transpose_b"],
-        result_buffer_rows=p["result_depth"])
+        result_buffer_rows=p["result_depth"],
+        pe_product_register=bool(p.get("pe_product_register", False)),
+        align_stages=_align_stages(p))
+
+
+def _align_stages(p) -> int:
+    """MXInt alignment stages of the array as built (software_model.flattened.mx_align_stages)."""
+    if not (p["a_mxint"] or p["b_mxint"]):
+        return 0
+    return mx_align_stages(p["output_width"], p.get("segment_bits", 16))
 
 
 STYLES = ("uniform", "uniform", "extreme", "sparse")
@@ -287,7 +296,9 @@ async def cycle_model(dut):
     for k, m in shapes:
         h.add(min(k, cfg.max_k) if not cfg.mxint else k, m, "uniform", "uniform")
     jobs = [bj for j in h.jobs for bj in h.block_jobs(j)]
-    model = flat_schedule(jobs, blen=blen, sub_arrays=subs, buffer_rows=cfg.result_buffer_rows)
+    model = flat_schedule(jobs, blen=blen, sub_arrays=subs, buffer_rows=cfg.result_buffer_rows,
+                          product_register=cfg.pe_product_register,
+                          align_stages=cfg.align_stages)
     await h.run()
     sb = tb.scoreboard
     accepted = h.operands.beat_cycles

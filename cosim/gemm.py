@@ -57,7 +57,8 @@ def _check(mismatches: list[str], expected, got, context: str, limit: int = 10) 
 
 def systolic_tiled_gemm(design: Design, a, b, *, rows: int, cols: int, dataflow: str,
                         a_width: int, b_width: int, acc_width: int, overflow: str = "wrap",
-                        max_k: int, buffer_rows: int, profile="smooth", seed: int = 1,
+                        max_k: int, buffer_rows: int, product_register: bool = False,
+                        profile="smooth", seed: int = 1,
                         harness: str = "fast", opt: str | None = None) -> GemmRun:
     """C = A . B on a systolic array (``design``), tiled as
     :func:`software_model.systolic.tiled_gemm_cycles` tiles it.
@@ -143,12 +144,14 @@ def systolic_tiled_gemm(design: Design, a, b, *, rows: int, cols: int, dataflow:
                          f"{dataflow!r}")
     rtl_cycles = int(run.cycles["results"][-1]) - first_in + 1
     model = tiled_gemm_cycles(m, k, n, rows=rows, cols=cols, dataflow=dataflow,
-                              buffer_rows=buffer_rows, max_k=max_k)["cycles"]
+                              buffer_rows=buffer_rows, max_k=max_k,
+                              product_register=product_register)["cycles"]
     return GemmRun(m, k, n, len(jobs), checked, rtl_cycles, model, c_total, mismatches, run)
 
 
 def flattened_tiled_gemm(design: Design, a, b, *, blen: int, mlen: int, a_width: int,
                          b_width: int, acc_width: int, overflow: str = "wrap", buffer_rows: int,
+                         product_register: bool = False, align_stages: int = 0,
                          block_size: int | None = None, exponent_width: int | None = None,
                          out_width: int | None = None, a_exp=None, b_exp=None,
                          profile="smooth", seed: int = 1, harness: str = "fast",
@@ -238,5 +241,6 @@ def flattened_tiled_gemm(design: Design, a, b, *, blen: int, mlen: int, a_width:
         row += rows
     rtl_cycles = int(run.cycles["results"][-1]) - int(run.cycles["operands"][0]) + 1
     model = flat_tiled_cycles(m, k, n, blen=blen, mlen=mlen, buffer_rows=buffer_rows,
-                              block_size=block_size)["cycles"]
+                              block_size=block_size, product_register=product_register,
+                              align_stages=align_stages)["cycles"]
     return GemmRun(m, k, n, len(jobs), total_rows, rtl_cycles, model, c_total, mismatches, run)

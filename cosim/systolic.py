@@ -35,7 +35,8 @@ def view(config, parameters) -> SimpleNamespace:
         rows=parameters["rows"], cols=parameters["cols"], dataflow=config["dataflow"],
         max_k=config["max_k"], a_width=parameters["a_width"], b_width=parameters["b_width"],
         accumulator_width=parameters["acc_width"], overflow=parameters["overflow"],
-        result_buffer_rows=parameters["result_depth"])
+        result_buffer_rows=parameters["result_depth"],
+        product_register=bool(parameters.get("product_register", False)))
 
 
 def expected_rows(cfg, a: np.ndarray, b: np.ndarray) -> list[dict]:
@@ -180,13 +181,15 @@ async def cycle_model(dut):
         ks = [min(k, cfg.max_k) for k in ks]
         for k in ks:
             h.random_job(k, "uniform", "uniform")
-        model = os_schedule(ks, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows)
+        model = os_schedule(ks, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows,
+                            product_register=cfg.product_register)
     else:
         km = [(cfg.rows, 1), (1, 1), (cfg.rows, cfg.rows), (1, 3 * cfg.rows),
               (max(1, cfg.rows // 2), 2), (cfg.rows, 40), (1, 1), (cfg.rows, 5)]
         for k, m in km:
             h.random_job(k, "uniform", "uniform", m=m)
-        model = ws_schedule(km, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows)
+        model = ws_schedule(km, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows,
+                            product_register=cfg.product_register)
     await h.run()
     sb = tb.scoreboard
     if h.os:

@@ -56,7 +56,8 @@ def systolic_cycles(config, m: int, k: int, n: int, *, scalesim: bool = True) ->
     _check_steps(config, m, k, n)
     kw = {"rows": config.rows, "cols": config.cols, "dataflow": config.dataflow}
     ours = tiled_gemm_cycles(m, k, n, **kw, buffer_rows=config.result_buffer_rows,
-                             max_k=config.max_k, memory=native_memory(config))
+                             max_k=config.max_k, memory=native_memory(config),
+                             product_register=config.pe_product_register)
     macs = m * k * n
     report = {
         "config": config.name, "kind": config.kind, "m": m, "k": k, "n": n,
@@ -112,7 +113,8 @@ def flattened_cycles(config, m: int, k: int, n: int, *, scalesim: bool = True) -
     from software_model.flattened import flat_tiled_cycles
 
     _check_steps(config, m, k, n)
-    kw = {"blen": config.blen, "mlen": config.mlen, "buffer_rows": config.result_buffer_rows}
+    kw = {"blen": config.blen, "mlen": config.mlen, "buffer_rows": config.result_buffer_rows,
+          "product_register": config.pe_product_register, "align_stages": config.align_stages}
     memory = flattened_native_memory(config)
     if config.mxint:
         if k % config.block_size:

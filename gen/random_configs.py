@@ -34,6 +34,7 @@ SMALL: dict[str, dict[str, Any]] = {
         "b_type": [f"int{w}" for w in range(2, 9)], "block_size": [1, 2, 4, 8, 16],
         "exponent_width": (2, 4), "max_blocks": (1, 8), "max_k": (1, 40),
         "acc_width": (4, 24), "heads": (1, 4), "result_buffer": (1, 24),
+        "segment_bits": (4, 24),
     },
     "mxint_cast": {"block_size": (1, 8), "element_width": (2, 10), "exponent_width": (2, 8)},
     "mxint_dot": {"block_size": (1, 8), "element_width": (2, 8), "exponent_width": (2, 6),

@@ -217,17 +217,19 @@ _show = show_value
 
 def param(doc: str, *, default: Any = MISSING, min: float | None = None, max: float | None = None,
           choices: Iterable[Any] | None = None, parse: Callable[[Any], Any] | None = None,
-          allowed: str | None = None) -> Any:
+          allowed: str | None = None, omit_default: bool = False) -> Any:
     """Declare one config field.
 
     ``doc`` is shown by ``accelgen check --explain`` and in the README's config reference. ``min``/
     ``max`` bound numbers (inclusive), ``choices`` lists the accepted values, ``parse`` converts a
     structured string (for example ``"int8"``) and raises ``ValueError`` whose text says what is
-    allowed, ``allowed`` overrides the generated "allowed" text.
+    allowed, ``allowed`` overrides the generated "allowed" text. ``omit_default``: a knob added
+    to an existing kind is left out of :meth:`ConfigBase.to_dict` while it has its default, so
+    existing configs keep their hash and their generated files stay byte-identical.
     """
     metadata = {"doc": doc, "min": min, "max": max,
                 "choices": tuple(choices) if choices is not None else None,
-                "parse": parse, "allowed": allowed}
+                "parse": parse, "allowed": allowed, "omit_default": omit_default}
     if isinstance(default, (list, dict, set)):
         raise TypeError("Mutable defaults are not allowed in config params; use a tuple")
     return dataclasses.field(default=default, metadata=metadata)
@@ -269,12 +271,15 @@ class ConfigBase:
         return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
     def to_dict(self) -> dict:
-        """The config as plain data, every field present (defaults resolved), ``kind`` first."""
+        """The config as plain data, every field present (defaults resolved), ``kind`` first;
+        only a field declared ``omit_default`` is left out while it has its default."""
         out: dict[str, Any] = {}
         if self.kind:
             out["kind"] = self.kind
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.metadata.get("omit_default") and value == f.default:
+                continue
             if isinstance(value, ConfigBase):
                 value = value.to_dict()
             elif isinstance(value, tuple):

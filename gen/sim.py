@@ -80,7 +80,7 @@ def tiled_gemm(config: ConfigBase, m: int, k: int, n: int, *, seed: int = 1,
                                    a_width=config.a_width, b_width=config.b_width,
                                    acc_width=config.accumulator_width, overflow=config.overflow,
                                    max_k=config.max_k, buffer_rows=config.result_buffer_rows,
-                                   **common)
+                                   product_register=config.pe_product_register, **common)
     if config.kind == "flattened_array":
         if not config.mxint and k > config.max_k:
             raise ValueError(f"K = {k} exceeds max_k = {config.max_k} of {config.name}")
@@ -91,7 +91,9 @@ def tiled_gemm(config: ConfigBase, m: int, k: int, n: int, *, seed: int = 1,
                                     mlen=config.mlen, a_width=config.a_width,
                                     b_width=config.b_width, acc_width=config.accumulator_width,
                                     overflow=config.overflow,
-                                    buffer_rows=config.result_buffer_rows, **mx, **common)
+                                    buffer_rows=config.result_buffer_rows,
+                                    product_register=config.pe_product_register,
+                                    align_stages=config.align_stages, **mx, **common)
     raise ValueError(f"tiled GEMMs run on systolic_array and flattened_array configs, not "
                      f"{config.kind}")
 

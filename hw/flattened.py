@@ -24,24 +24,28 @@ Golden models: ``software_model.flattened.flat_gemm`` / ``flat_mxint_gemm``.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.primitives import (CreditBuffer, adder_tree, check_positive, delay, parameter_repr,
                            tree_depth)
-from hw.systolic import OutputStationaryGrid, accumulate, check_arithmetic, skew_control
+from hw.systolic import (OutputStationaryGrid, accumulate, check_arithmetic, check_flag,
+                         skew_control)
 
 __all__ = ["FlattenedArray", "PartialSumTree", "flat_latency"]
 
 
-def flat_latency(blen: int, sub_arrays: int) -> int:
+def flat_latency(blen: int, sub_arrays: int, product_register: bool = False,
+                 align_stages: int = 0) -> int:
     """Cycles from a job's last operand beat to its first result beat: the output-stationary
-    sub-array's (input register, skew, shadow, result chain, result FIFO write; the same as
-    :func:`software_model.systolic.os_latency`) plus one register per adder-tree level. Kept equal
-    to :func:`software_model.flattened.flat_latency` by a test."""
-    return 1 + (blen - 1) + 1 + 1 + (blen - 1) + 1 + tree_depth(sub_arrays)
+    sub-array's (input register, skew, product register if any, shadow, result chain, result FIFO
+    write; the same as :func:`software_model.systolic.os_latency`) plus one register per
+    adder-tree level, plus the MXInt alignment's stages. Kept equal to
+    :func:`software_model.flattened.flat_latency` by a test."""
+    return (1 + (blen - 1) + int(product_register) + 1 + 1 + (blen - 1) + 1
+            + tree_depth(sub_arrays) + align_stages)
 
 
 class PartialSumTree(wiring.Component):
@@ -95,7 +99,11 @@ class FlattenedArray(wiring.Component):
     MXInt (``a_mxint``/``b_mxint``): a job is one K block; its last beat also carries the block
     exponents of A's rows (``a_exp[i]``) and B's columns (``b_exp[j]``), ``first`` (the tile's
     first block: clear the aligned accumulators) and ``final`` (its last block: emit the rows);
-    results are ``output_width``-bit fixed-point sums with LSB 2^(emin_a + emin_b).
+    results are ``output_width``-bit fixed-point sums with LSB 2^(emin_a + emin_b). The aligned
+    accumulate is pipelined: the shifted block sum is registered, then the ``output_width``-bit
+    add runs in carry segments of ``segment_bits``, one stage each (:meth:`_align`).
+
+    ``pe_product_register``: every PE registers its product before the accumulate (+1 cycle).
 
     A job's last beat is accepted only when (1) M result rows are free in the result buffer
     (``result_depth`` rows) and (2) at least ``blen`` cycles passed since the previous job's last
@@ -105,7 +113,8 @@ class FlattenedArray(wiring.Component):
     def __init__(self, *, blen: int, mlen: int, a_width: int, b_width: int, acc_width: int,
                  overflow: str = "wrap", a_mxint: bool = False, b_mxint: bool = False,
                  exponent_width: int = 4, output_width: int | None = None, heads: int = 1,
-                 transpose_b: bool = False, result_depth: int | None = None):
+                 transpose_b: bool = False, result_depth: int | None = None,
+                 pe_product_register: bool = False, segment_bits: int = 16):
         check_positive("BLEN", blen)
         check_positive("MLEN", mlen)
         if mlen % blen or (mlen // blen) & (mlen // blen - 1):
@@ -128,6 +137,9 @@ class FlattenedArray(wiring.Component):
                                  f"with integer operands, not {output_width!r}")
             output_width = acc_width
         check_positive("Heads", heads)
+        check_flag("PE product register", pe_product_register)
+        check_positive("Segment bits", segment_bits)
+        self.pe_product_register, self.segment_bits = pe_product_register, segment_bits
         self.blen, self.mlen, self.sub_arrays = blen, mlen, mlen // blen
         self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
                                                                      overflow)
@@ -135,7 +147,12 @@ class FlattenedArray(wiring.Component):
         self.exponent_width, self.output_width = exponent_width, output_width
         self.heads, self.head_width = heads, max(1, (heads - 1).bit_length())
         self.transpose_b = bool(transpose_b)
-        self.latency = flat_latency(blen, self.sub_arrays)
+        #: MXInt: carry segments of the aligned accumulate (and its stages: term register + one
+        #: per segment); 0 stages with integer operands.
+        self.segments = -(-output_width // segment_bits) if mxint else 0
+        self.align_stages = 1 + self.segments if mxint else 0
+        self.latency = flat_latency(blen, self.sub_arrays, pe_product_register,
+                                    self.align_stages)
         result_depth = self.latency + blen if result_depth is None else result_depth
         if not isinstance(result_depth, int) or result_depth < blen:
             raise ValueError(f"Result depth must be an integer >= BLEN = {blen} (one job's "
@@ -155,7 +172,8 @@ class FlattenedArray(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "blen", "mlen", "a_width", "b_width", "acc_width",
                               "overflow", "a_mxint", "b_mxint", "exponent_width", "output_width",
-                              "heads", "transpose_b", "result_depth")
+                              "heads", "transpose_b", "result_depth", "pe_product_register",
+                              "segment_bits")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -296,7 +314,7 @@ class FlattenedArray(wiring.Component):
         for s in range(subs):
             grid = m.submodules[f"sub{s}"] = OutputStationaryGrid(
                 rows=blen, cols=blen, a_width=self.a_width, b_width=self.b_width, acc_width=w,
-                overflow=self.overflow)
+                overflow=self.overflow, product_register=self.pe_product_register)
             m.d.comb += [grid.a[i].eq(beat_a[s * blen + i]) for i in range(blen)]
             m.d.comb += [grid.b[j].eq(beat_b[s * blen + j]) for j in range(blen)]
             m.d.comb += [grid.control[i].eq(control[i]) for i in range(blen)]
@@ -315,15 +333,20 @@ class FlattenedArray(wiring.Component):
             m.d.sync += row_index.eq(Mux(row_index == blen - 1, 0, row_index + 1))
         out_row = buffer.write.payload
         emit = tree_valid & (row_index < tag.rows)
+        head, last = tag.head, row_index == tag.rows - 1
+        m.d.comb += tags.r_en.eq(tree_valid & (row_index == blen - 1))
         if self.mxint:
             values = self._align(m, tag, row_index, tree_valid, tree_row)
-            emit = emit & tag.final
+            # The row's control waits beside it through the alignment stages.
+            stages = self.align_stages
+            emit = delay(m, emit & tag.final, stages, name="aligned_emit", reset_less=False)
+            head = delay(m, head, stages, name="aligned_head")
+            last = delay(m, last, stages, name="aligned_last")
         else:
             values = tree_row
         m.d.comb += [
-            tags.r_en.eq(tree_valid & (row_index == blen - 1)),
-            out_row.head.eq(tag.head),
-            out_row.last.eq(row_index == tag.rows - 1),
+            out_row.head.eq(head),
+            out_row.last.eq(last),
             buffer.write.valid.eq(emit),
         ]
         m.d.comb += [out_row.c[j].eq(values[j]) for j in range(blen)]
@@ -332,14 +355,23 @@ class FlattenedArray(wiring.Component):
     def _align(self, m: Module, tag, row_index, tree_valid, tree_row):
         """MXInt: shift each exact block sum leaving the tree by its exponent sum and add it into
         that element's fixed-point accumulator (LSB = 2^(emin_a + emin_b)), one row per cycle.
+        Returns the row's sums ``align_stages`` cycles later.
 
         Alignment after the tree costs BLEN shifters and adders for the whole array instead of
         one per PE, and stays exact: PEs and tree sum one block's integer products (all with the
         same exponent), the wide accumulator sums blocks.
+
+        Pipeline: stage 0 picks the exponent sum and shifts (registered); stage 1 + k adds carry
+        segment k (``segment_bits`` bits) of the term to the same segment of the row's
+        accumulator, plus the carry segment k - 1 registered the cycle before. Segment k of a
+        row is read and written in the same stage, so a row's next block (at least BLEN cycles
+        later) always sees every segment updated: no forwarding. The segments' sums are
+        registered and deskewed, so the result FIFO is written from registers.
         """
-        blen, ow = self.blen, self.output_width
+        blen, ow, seg = self.blen, self.output_width, self.segment_bits
         half = 1 << (self.exponent_width - 1)
         span = ((1 << self.exponent_width) - 1) * (self.a_mxint + self.b_mxint)
+        # -- stage 0: the exponent sum and the shift, registered --------------------------------
         # e - emin for a two's-complement exponent is the code with its sign bit flipped.
         if self.a_mxint:
             a_rel = Signal(unsigned(self.exponent_width))
@@ -349,26 +381,58 @@ class FlattenedArray(wiring.Component):
                         m.d.comb += a_rel.eq(tag.a_exp[r].as_unsigned() ^ half)
         else:
             a_rel = 0
-        acc = [[Signal(signed(ow), name=f"aligned_{r}_{j}", reset_less=True) for j in range(blen)]
-               for r in range(blen)]
-        values = []
+        terms = []
         for j in range(blen):
             b_rel = (tag.b_exp[j].as_unsigned() ^ half) if self.b_mxint else 0
             shift = Signal(range(span + 1), name=f"shift_c{j}")
             m.d.comb += shift.eq(a_rel + b_rel)
-            shifted = Signal(signed(ow), name=f"shifted_c{j}")
-            m.d.comb += shifted.eq(tree_row[j].as_signed() << shift)
-            previous = Signal(signed(ow), name=f"previous_c{j}")
-            with m.Switch(row_index):
-                for r in range(blen):
-                    with m.Case(r):
-                        m.d.comb += previous.eq(acc[r][j])
-            total = Signal(signed(ow), name=f"aligned_sum_c{j}")
-            m.d.comb += total.eq(Mux(tag.first, shifted, (previous + shifted)[:ow].as_signed()))
-            with m.If(tree_valid):
-                with m.Switch(row_index):
+            term = Signal(signed(ow), name=f"shifted_c{j}", reset_less=True)
+            m.d.sync += term.eq(tree_row[j].as_signed() << shift)
+            terms.append(term)
+        valid0 = delay(m, tree_valid, 1, name="align_valid", reset_less=False)
+        row0 = delay(m, row_index, 1, name="align_row")
+        first0 = delay(m, tag.first, 1, name="align_first")
+
+        # -- stages 1 .. segments: one carry segment each ----------------------------------------
+        acc = [[Signal(signed(ow), name=f"aligned_{r}_{j}", reset_less=True) for j in range(blen)]
+               for r in range(blen)]
+        bounds = [(lo, min(ow, lo + seg)) for lo in range(0, ow, seg)]
+        n = len(bounds)
+        parts: list[list] = [[] for _ in range(blen)]
+        for k, (lo, hi) in enumerate(bounds):
+            valid_k = delay(m, valid0, k, name=f"seg{k}_valid", reset_less=False)
+            row_k = delay(m, row0, k, name=f"seg{k}_row")
+            first_k = delay(m, first0, k, name=f"seg{k}_first")
+            sums_k = []
+            for j in range(blen):
+                term_k = delay(m, terms[j][lo:hi], k, name=f"seg{k}_term_c{j}")
+                previous = Signal(hi - lo, name=f"seg{k}_previous_c{j}")
+                with m.Switch(row_k):
                     for r in range(blen):
                         with m.Case(r):
-                            m.d.sync += acc[r][j].eq(total)
-            values.append(total)
-        return values
+                            m.d.comb += previous.eq(acc[r][j][lo:hi])
+                # A tile's first block starts from zero (its lower segments carry nothing then).
+                base = Mux(first_k, 0, previous)
+                if k:
+                    # carry in as the LSB of both addends: (2a + c) + (2b + c) = 2(a + b + c)
+                    total = (Cat(carry[j], base) + Cat(carry[j], term_k))[1:]
+                else:
+                    total = base + term_k
+                total_k = Signal(hi - lo + 1, name=f"seg{k}_sum_c{j}")
+                m.d.comb += total_k.eq(total)
+                sums_k.append(total_k)
+                with m.If(valid_k):
+                    with m.Switch(row_k):
+                        for r in range(blen):
+                            with m.Case(r):
+                                m.d.sync += acc[r][j][lo:hi].eq(total_k[:hi - lo])
+                out_k = Signal(hi - lo, name=f"seg{k}_out_c{j}", reset_less=True)
+                m.d.sync += out_k.eq(total_k[:hi - lo])
+                parts[j].append(delay(m, out_k, n - 1 - k, name=f"seg{k}_deskew_c{j}"))
+            if k < n - 1:
+                carry = []
+                for j in range(blen):
+                    c = Signal(name=f"seg{k}_carry_c{j}", reset_less=True)
+                    m.d.sync += c.eq(sums_k[j][hi - lo])
+                    carry.append(c)
+        return [Cat(*parts[j]).as_signed() for j in range(blen)]

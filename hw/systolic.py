@@ -29,7 +29,7 @@ from hw.primitives import CreditBuffer, check_choice, check_positive, delay, par
 __all__ = ["OVERFLOW_MODES", "OutputStationaryPE", "OutputStationaryGrid", "OutputStationaryArray",
            "WeightStationaryPE", "WeightStationaryArray", "RowOperandLink", "ColumnOperandLink",
            "ResultChainLink", "ActivationLink", "WeightLoadLink", "PartialSumLink",
-           "RowControl", "skew_control", "saturating_add", "accumulate"]
+           "RowControl", "skew_control", "saturating_add", "accumulate", "check_flag"]
 
 OVERFLOW_MODES = ("wrap", "saturate")
 
@@ -47,6 +47,13 @@ def accumulate(acc, product, width: int, overflow: str):
     if overflow == "saturate":
         return saturating_add(acc, product, width)
     return (acc + product)[:width].as_signed()
+
+
+def check_flag(name: str, value) -> bool:
+    """Constructor argument check for a switch: exactly True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def check_arithmetic(*, a_width, b_width, acc_width, overflow) -> None:
@@ -142,12 +149,18 @@ class OutputStationaryPE(wiring.Component):
     finished sum into a shadow register so the next job can start at once (double buffering). The
     shadow drains into this column's result chain when the chain slot above is free: results of the
     PEs above pass first, so a column emits its rows top to bottom, back to back.
+
+    ``product_register``: register the product (and the control it goes with) before the
+    accumulate, so multiply and add are separate stages: one cycle more latency, the same rate.
     """
 
-    def __init__(self, *, a_width: int, b_width: int, acc_width: int, overflow: str = "wrap"):
+    def __init__(self, *, a_width: int, b_width: int, acc_width: int, overflow: str = "wrap",
+                 product_register: bool = False):
         check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        check_flag("Product register", product_register)
         self.a_width, self.b_width = a_width, b_width
         self.acc_width, self.overflow = acc_width, overflow
+        self.product_register = product_register
         super().__init__({
             "west": In(RowOperandLink(a_width)), "east": Out(RowOperandLink(a_width)),
             "north": In(ColumnOperandLink(b_width)), "south": Out(ColumnOperandLink(b_width)),
@@ -155,7 +168,8 @@ class OutputStationaryPE(wiring.Component):
         })
 
     def __repr__(self):
-        return parameter_repr(self, "a_width", "b_width", "acc_width", "overflow")
+        return parameter_repr(self, "a_width", "b_width", "acc_width", "overflow",
+                              "product_register")
 
     def elaborate(self, platform):
         m = Module()
@@ -173,9 +187,19 @@ class OutputStationaryPE(wiring.Component):
 
         product = Signal(signed(self.a_width + self.b_width))
         m.d.comb += product.eq(west.a * self.north.b)
+        # Accumulate stage: the product and its control, one cycle later with a product register.
+        # Every PE adds the same cycle, so the array only runs one cycle behind.
+        valid, first, last = west.valid, west.first, west.last
+        if self.product_register:
+            staged = Signal.like(product, name="product_r", reset_less=True)
+            m.d.sync += staged.eq(product)
+            product = staged
+            valid = delay(m, west.valid, 1, name="product_valid", reset_less=False)
+            first = delay(m, west.first, 1, name="product_first")
+            last = delay(m, west.last, 1, name="product_last")
         total = Signal(signed(w))
-        m.d.comb += total.eq(Mux(west.first, product, accumulate(acc, product, w, self.overflow)))
-        with m.If(west.valid):
+        m.d.comb += total.eq(Mux(first, product, accumulate(acc, product, w, self.overflow)))
+        with m.If(valid):
             m.d.sync += acc.eq(total)
 
         # Result chain: through traffic has priority, the shadow waits for a free slot.
@@ -189,7 +213,7 @@ class OutputStationaryPE(wiring.Component):
             m.d.comb += drained.eq(1)
         with m.Else():
             m.d.sync += chain_valid.eq(0)
-        with m.If(west.valid & west.last):
+        with m.If(valid & last):
             m.d.sync += [shadow.eq(total), shadow_valid.eq(1)]
         with m.Elif(drained):
             m.d.sync += shadow_valid.eq(0)
@@ -208,13 +232,15 @@ class OutputStationaryGrid(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
-                 overflow: str = "wrap"):
+                 overflow: str = "wrap", product_register: bool = False):
         check_positive("Rows", rows)
         check_positive("Columns", cols)
         check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        check_flag("Product register", product_register)
         self.rows, self.cols = rows, cols
         self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
                                                                      overflow)
+        self.product_register = product_register
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), rows)),
             "b": In(data.ArrayLayout(signed(b_width), cols)),
@@ -227,7 +253,8 @@ class OutputStationaryGrid(wiring.Component):
         m = Module()
         rows, cols = self.rows, self.cols
         pes = [[OutputStationaryPE(a_width=self.a_width, b_width=self.b_width,
-                                   acc_width=self.acc_width, overflow=self.overflow)
+                                   acc_width=self.acc_width, overflow=self.overflow,
+                                   product_register=self.product_register)
                 for _ in range(cols)] for _ in range(rows)]
         for i in range(rows):
             for j in range(cols):
@@ -269,13 +296,19 @@ class OutputStationaryArray(wiring.Component):
     (``result_depth`` rows, default 2 * rows) and (2) at least ``rows`` cycles passed since the
     previous job's last beat, the rate at which a column's result chain drains; every other beat is
     accepted at once. So ``operands.ready`` depends combinationally on ``operands.payload.last``.
+
+    ``product_register``: every PE registers its product before the accumulate (one cycle more
+    latency, :func:`software_model.systolic.os_latency`).
     """
 
     def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
-                 overflow: str = "wrap", result_depth: int | None = None):
+                 overflow: str = "wrap", result_depth: int | None = None,
+                 product_register: bool = False):
         check_positive("Rows", rows)
         check_positive("Columns", cols)
         check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        check_flag("Product register", product_register)
+        self.product_register = product_register
         result_depth = 2 * rows if result_depth is None else result_depth
         if not isinstance(result_depth, int) or result_depth < rows:
             raise ValueError(f"Result depth must be an integer >= rows = {rows} (one job's "
@@ -299,7 +332,7 @@ class OutputStationaryArray(wiring.Component):
 
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
-                              "overflow", "result_depth")
+                              "overflow", "result_depth", "product_register")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -322,8 +355,10 @@ class OutputStationaryArray(wiring.Component):
                                 "reserved for their results",
             },
             "result_buffer_rows": self.result_depth,
-            "latency": "rows + cols + 2 cycles from a job's last operand beat to its first "
-                       "result (software_model.systolic.os_latency)",
+            "latency": ("rows + cols + 3 cycles (the PEs register their products)"
+                        if self.product_register else "rows + cols + 2 cycles")
+                       + " from a job's last operand beat to its first result "
+                       "(software_model.systolic.os_latency)",
             "arithmetic": f"exact {self.a_width}x{self.b_width}-bit signed products, "
                           f"{self.acc_width}-bit accumulator, {self.overflow} after every "
                           "addition in increasing k (software_model.systolic.gemm)",
@@ -361,7 +396,8 @@ class OutputStationaryArray(wiring.Component):
         m.d.sync += [beat.eq(ops.payload), beat_valid.eq(fire), beat_first.eq(~in_job)]
         grid = m.submodules.grid = OutputStationaryGrid(
             rows=rows, cols=self.cols, a_width=self.a_width, b_width=self.b_width,
-            acc_width=self.acc_width, overflow=self.overflow)
+            acc_width=self.acc_width, overflow=self.overflow,
+            product_register=self.product_register)
         control = skew_control(m, valid=beat_valid, first=beat_first, last=beat.last, rows=rows)
         m.d.comb += [grid.a.eq(beat.a), grid.b.eq(beat.b)]
         m.d.comb += [grid.control[i].eq(control[i]) for i in range(rows)]
@@ -390,14 +426,19 @@ class WeightStationaryPE(wiring.Component):
     a load bus tagged with their destination row; the job's last weight beat zeroes the rows it
     passes below its own, so a short reduction (K < rows) leaves nothing stale. Activations flow
     right with the buffer they use; partial sums flow down.
+
+    ``product_register``: register the product before the partial-sum add. Every PE of a column
+    is then one cycle later, and so is the partial sum it receives from above: still aligned.
     """
 
     def __init__(self, *, row: int, rows: int, a_width: int, b_width: int, acc_width: int,
-                 overflow: str = "wrap"):
+                 overflow: str = "wrap", product_register: bool = False):
         check_positive("Rows", rows)
         if not isinstance(row, int) or not 0 <= row < rows:
             raise ValueError(f"Row must be an integer in 0 .. {rows - 1}, not {row!r}")
         check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        check_flag("Product register", product_register)
+        self.product_register = product_register
         self.row, self.rows = row, rows
         self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
                                                                      overflow)
@@ -408,7 +449,8 @@ class WeightStationaryPE(wiring.Component):
         })
 
     def __repr__(self):
-        return parameter_repr(self, "row", "rows", "a_width", "b_width", "acc_width", "overflow")
+        return parameter_repr(self, "row", "rows", "a_width", "b_width", "acc_width", "overflow",
+                              "product_register")
 
     def elaborate(self, platform):
         m = Module()
@@ -432,6 +474,10 @@ class WeightStationaryPE(wiring.Component):
         weight = Mux(west.buffer, weights[1], weights[0])
         product = Signal(signed(self.a_width + self.b_width))
         m.d.comb += product.eq(west.a * weight)
+        if self.product_register:
+            staged = Signal.like(product, name="product_r", reset_less=True)
+            m.d.sync += staged.eq(product)
+            product = staged
         psum = Signal(signed(self.acc_width), reset_less=True)
         m.d.sync += psum.eq(accumulate(self.psum_in.value, product, self.acc_width, self.overflow))
         m.d.comb += self.psum_out.value.eq(psum)
@@ -450,13 +496,19 @@ class WeightStationaryArray(wiring.Component):
     of the job two back have all entered (its buffer is free), an activation once its job's weights
     have all entered and the result buffer (``result_depth`` rows, default rows + cols + 4) has a
     free row. So a driver must interleave: weights of job n+2 wait for job n's activations.
+
+    ``product_register``: every PE registers its product before the partial-sum add (one cycle
+    more latency, :func:`software_model.systolic.ws_latency`).
     """
 
     def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
-                 overflow: str = "wrap", result_depth: int | None = None):
+                 overflow: str = "wrap", result_depth: int | None = None,
+                 product_register: bool = False):
         check_positive("Rows", rows)
         check_positive("Columns", cols)
         check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        check_flag("Product register", product_register)
+        self.product_register = product_register
         result_depth = rows + cols + 4 if result_depth is None else result_depth
         check_positive("Result depth", result_depth)
         self.rows, self.cols, self.result_depth = rows, cols, result_depth
@@ -476,7 +528,7 @@ class WeightStationaryArray(wiring.Component):
 
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
-                              "overflow", "result_depth")
+                              "overflow", "result_depth", "product_register")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -505,7 +557,9 @@ class WeightStationaryArray(wiring.Component):
                 "backpressure": "never stalls the array (one result row reserved per activation)",
             },
             "result_buffer_rows": self.result_depth,
-            "latency": "rows + cols + 1 cycles from an activation beat to its result "
+            "latency": ("rows + cols + 2 cycles (the PEs register their products)"
+                        if self.product_register else "rows + cols + 1 cycles")
+                       + " from an activation beat to its result "
                        "(software_model.systolic.ws_latency)",
             "arithmetic": f"exact {self.a_width}x{self.b_width}-bit signed products, "
                           f"{self.acc_width}-bit accumulator, {self.overflow} after every "
@@ -553,7 +607,8 @@ class WeightStationaryArray(wiring.Component):
         ]
 
         pes = [[WeightStationaryPE(row=i, rows=rows, a_width=self.a_width, b_width=self.b_width,
-                                   acc_width=self.acc_width, overflow=self.overflow)
+                                   acc_width=self.acc_width, overflow=self.overflow,
+                                   product_register=self.product_register)
                 for _ in range(cols)] for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
@@ -583,8 +638,14 @@ class WeightStationaryArray(wiring.Component):
         for j in range(cols):
             m.d.comb += buffer.write.payload.c[j].eq(delay(m, bottom[j].psum_out.value,
                                                            cols - 1 - j, name=f"c_deskew{j}"))
+        # The last column's row control leaves with its partial sum (one cycle later when the
+        # PEs register their products).
+        out_last, out_valid = bottom[cols - 1].east.last, bottom[cols - 1].east.valid
+        if self.product_register:
+            out_last = delay(m, out_last, 1, name="result_last")
+            out_valid = delay(m, out_valid, 1, name="result_valid", reset_less=False)
         m.d.comb += [
-            buffer.write.payload.last.eq(bottom[cols - 1].east.last),
-            buffer.write.valid.eq(bottom[cols - 1].east.valid),
+            buffer.write.payload.last.eq(out_last),
+            buffer.write.valid.eq(out_valid),
         ]
         return m

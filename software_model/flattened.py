@@ -22,7 +22,7 @@ import numpy as np
 
 from software_model.systolic import gemm, os_latency, saturate, tiled_gemm_cycles, wrap
 
-__all__ = ["flat_gemm", "flat_mxint_gemm", "flat_latency", "flat_schedule", "flat_tiled_cycles",
+__all__ = ["flat_gemm", "flat_mxint_gemm", "flat_latency", "mx_align_stages", "flat_schedule", "flat_tiled_cycles",
            "square_tiled_cycles", "FlatJobTiming"]
 
 
@@ -93,14 +93,26 @@ def flat_mxint_gemm(a_man, b_man, *, a_exp=None, b_exp=None, block_size: int, ex
     return total, lsb
 
 
-def flat_latency(blen: int, sub_arrays: int) -> int:
+def mx_align_stages(output_width: int, segment_bits: int) -> int:
+    """Pipeline stages of the MXInt alignment after the adder tree: the shifted block sum is
+    registered (1), then the wide accumulate runs as ceil(output_width / segment_bits) carry
+    segments, one stage each (the last one's register feeds the result FIFO)."""
+    if segment_bits < 1 or output_width < 1:
+        raise ValueError(f"need positive widths, got output_width={output_width}, "
+                         f"segment_bits={segment_bits}")
+    return 1 + -(-output_width // segment_bits)
+
+
+def flat_latency(blen: int, sub_arrays: int, product_register: bool = False,
+                 align_stages: int = 0) -> int:
     """Cycles from a job's last operand beat to its first result beat.
 
-    The output-stationary sub-array's own latency (input register, skew, shadow, result chain,
-    result FIFO; :func:`software_model.systolic.os_latency`) plus one register per adder-tree
-    level.
+    The output-stationary sub-array's own latency (input register, skew, optional product
+    register, shadow, result chain, result FIFO; :func:`software_model.systolic.os_latency`)
+    plus one register per adder-tree level, plus the MXInt alignment's stages
+    (:func:`mx_align_stages`; 0 for integer operands).
     """
-    return os_latency(blen, blen) + (sub_arrays - 1).bit_length()
+    return os_latency(blen, blen, product_register) + (sub_arrays - 1).bit_length() + align_stages
 
 
 @dataclass(frozen=True)
@@ -112,14 +124,16 @@ class FlatJobTiming:
 
 
 def flat_schedule(jobs: list[tuple[int, int]], *, blen: int, sub_arrays: int,
-                  buffer_rows: int) -> list[FlatJobTiming]:
+                  buffer_rows: int, product_register: bool = False,
+                  align_stages: int = 0) -> list[FlatJobTiming]:
     """Timing of back-to-back jobs given (beats, M) each, inputs never idle, output always ready.
 
     Non-last beats enter one per cycle. A job's last beat waits until (1) ``blen`` cycles passed
     since the previous last beat (the rate at which a sub-array's result chains drain) and (2) M
     rows are free in the result buffer (a credit comes back the cycle after its row is taken).
+    ``product_register`` and ``align_stages`` as in :func:`flat_latency`.
     """
-    lat = flat_latency(blen, sub_arrays)
+    lat = flat_latency(blen, sub_arrays, product_register, align_stages)
     out: list[FlatJobTiming] = []
     leave: list[int] = []            # cycle each earlier result row is taken (non-decreasing)
     t = 0
@@ -144,10 +158,11 @@ def flat_schedule(jobs: list[tuple[int, int]], *, blen: int, sub_arrays: int,
     return out
 
 
-def _flat_last_cycle(jobs, *, blen: int, sub_arrays: int, buffer_rows: int) -> int:
+def _flat_last_cycle(jobs, *, blen: int, sub_arrays: int, buffer_rows: int,
+                     latency: int) -> int:
     """Last result cycle of ``jobs`` ((beats, M) each, any iterable); O(rows), the same rules as
     :func:`flat_schedule`."""
-    lat = flat_latency(blen, sub_arrays)
+    lat = latency
     leave: list[int] = []
     prev_last = None
     t = 0
@@ -167,7 +182,8 @@ def _flat_last_cycle(jobs, *, blen: int, sub_arrays: int, buffer_rows: int) -> i
 
 def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
                       buffer_rows: int | None = None, block_size: int | None = None,
-                      memory=None) -> dict:
+                      memory=None, product_register: bool = False,
+                      align_stages: int = 0) -> dict:
     """Cycles and multiplier utilization of an M x K x N GEMM on the flattened array.
 
     One job per (BLEN-row x BLEN-column) tile of C with the whole reduction (ceil(K/S) beats),
@@ -178,8 +194,9 @@ def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
     words of A and of B, so A is re-read for every BLEN-column tile and B for every BLEN-row tile.
     """
     s = mlen // blen
+    lat = flat_latency(blen, s, product_register, align_stages)
     if buffer_rows is None:
-        buffer_rows = flat_latency(blen, s) + blen
+        buffer_rows = lat + blen
     row_tiles = [min(blen, m - r) for r in range(0, m, blen)]
     col_tiles = math.ceil(n / blen)
     if block_size is None:
@@ -196,7 +213,8 @@ def flat_tiled_cycles(m: int, k: int, n: int, *, blen: int, mlen: int,
                 for beats, rows in per_tile:
                     yield beats, (mt if rows is None else rows)
 
-    cycles = _flat_last_cycle(jobs(), blen=blen, sub_arrays=s, buffer_rows=buffer_rows) + 1
+    cycles = _flat_last_cycle(jobs(), blen=blen, sub_arrays=s, buffer_rows=buffer_rows,
+                              latency=lat) + 1
     macs = m * k * n
     result = {"cycles": cycles, "macs": macs, "utilization": macs / (cycles * blen * mlen)}
     if memory is not None:

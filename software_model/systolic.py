@@ -77,25 +77,29 @@ class JobTiming:
     last_out: int        # cycle its last result beat is taken
 
 
-def os_latency(rows: int, cols: int) -> int:
+def os_latency(rows: int, cols: int, product_register: bool = False) -> int:
     """Cycles from a job's last operand beat to its first result beat (output-stationary).
 
-    Row 0 of C leads: input register (1), cols - 1 hops to PE(0, cols-1), its shadow register (1),
-    the chain slot (1), rows - 1 chain hops down the last column (no deskew there), and the result
-    FIFO's write (1; its read is combinational).
+    Row 0 of C leads: input register (1), cols - 1 hops to PE(0, cols-1), its product register
+    (1, with ``product_register``), its shadow register (1), the chain slot (1), rows - 1 chain
+    hops down the last column (no deskew there), and the result FIFO's write (1; its read is
+    combinational).
     """
-    return 1 + (cols - 1) + 1 + 1 + (rows - 1) + 1
+    return 1 + (cols - 1) + int(product_register) + 1 + 1 + (rows - 1) + 1
 
 
-def ws_latency(rows: int, cols: int) -> int:
+def ws_latency(rows: int, cols: int, product_register: bool = False) -> int:
     """Cycles from an activation beat to its result beat (weight-stationary): input register, row
-    skew (rows - 1), cols hops to the last column's psum register, FIFO write (1)."""
-    return 1 + (rows - 1) + cols + 1
+    skew (rows - 1), cols hops to the last column's psum register (each PE one cycle later with
+    ``product_register``, and so the partial sum it adds: only the last PE's register adds up),
+    FIFO write (1)."""
+    return 1 + (rows - 1) + cols + int(product_register) + 1
 
 
-def os_schedule(ks: list[int], *, rows: int, cols: int, buffer_rows: int) -> list[JobTiming]:
+def os_schedule(ks: list[int], *, rows: int, cols: int, buffer_rows: int,
+                product_register: bool = False) -> list[JobTiming]:
     """Timing of back-to-back output-stationary jobs with reduction lengths ``ks``."""
-    lat = os_latency(rows, cols)
+    lat = os_latency(rows, cols, product_register)
     jobs: list[JobTiming] = []
     t = 0
     for n, k in enumerate(ks):
@@ -118,9 +122,9 @@ def os_schedule(ks: list[int], *, rows: int, cols: int, buffer_rows: int) -> lis
 
 
 def ws_schedule(jobs_km: list[tuple[int, int]], *, rows: int, cols: int,
-                buffer_rows: int) -> list[JobTiming]:
+                buffer_rows: int, product_register: bool = False) -> list[JobTiming]:
     """Timing of weight-stationary jobs given (K, M): K weight rows, M activation rows each."""
-    lat = ws_latency(rows, cols)
+    lat = ws_latency(rows, cols, product_register)
     out: list[JobTiming] = []
     w_end: list[int] = []           # cycle of each weight packet's last beat
     a_end: list[int] = []           # cycle of each activation packet's last beat
@@ -152,7 +156,7 @@ def ws_schedule(jobs_km: list[tuple[int, int]], *, rows: int, cols: int,
 
 def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow: str,
                       buffer_rows: int | None = None, max_k: int | None = None,
-                      memory=None) -> dict:
+                      memory=None, product_register: bool = False) -> dict:
     """Cycles and PE utilization of an M x K x N GEMM tiled onto the array.
 
     Output-stationary: one job per (rows x cols) tile of C and K-chunk of at most ``max_k``.
@@ -169,12 +173,14 @@ def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow:
         chunk = min(k, max_k) if max_k else k
         jobs = math.ceil(m / rows) * math.ceil(n / cols) * math.ceil(k / chunk)
         # Uneven last chunks are rounded up to full ones: an upper bound, exact when chunk | K.
-        timing = _os_schedule_fast(chunk, jobs, rows=rows, cols=cols, buffer_rows=buffer_rows)
+        timing = _os_schedule_fast(chunk, jobs, rows=rows, cols=cols, buffer_rows=buffer_rows,
+                                   product_register=product_register)
     elif dataflow == "weight_stationary":
         buffer_rows = buffer_rows or rows + cols + 4
         chunks = [min(rows, k - c) for c in range(0, k, rows)]
         jobs_km = [(kc, m) for _ in range(math.ceil(n / cols)) for kc in chunks]
-        timing = ws_schedule(jobs_km, rows=rows, cols=cols, buffer_rows=buffer_rows)[-1].last_out
+        timing = ws_schedule(jobs_km, rows=rows, cols=cols, buffer_rows=buffer_rows,
+                             product_register=product_register)[-1].last_out
     else:
         raise ValueError(f"unknown dataflow {dataflow!r}")
     cycles = timing + 1
@@ -193,10 +199,11 @@ def tiled_gemm_cycles(m: int, k: int, n: int, *, rows: int, cols: int, dataflow:
     return result
 
 
-def _os_schedule_fast(k: int, jobs: int, *, rows: int, cols: int, buffer_rows: int) -> int:
+def _os_schedule_fast(k: int, jobs: int, *, rows: int, cols: int, buffer_rows: int,
+                      product_register: bool = False) -> int:
     """Last result cycle of ``jobs`` identical OS jobs, by the same rules as :func:`os_schedule`
     but O(jobs): with equal jobs the binding credit constraint is always the same job back."""
-    lat = os_latency(rows, cols)
+    lat = os_latency(rows, cols, product_register)
     back = buffer_rows // rows          # jobs whose rows may be outstanding, incl. this one
     last_in: list[int] = []
     for n in range(jobs):

@@ -200,6 +200,19 @@ def test_rejects_result_buffer_smaller_than_one_job():
         {"blen": 4, "mlen": 8, "result_buffer": 3})
 
 
+def test_rejects_segment_bits_below_four():
+    assert "cfg.yaml: segment_bits: got 3; allowed: integer 4 .. 256" in _errors({"segment_bits": 3})
+
+
+def test_rejects_segment_bits_not_an_integer():
+    assert "cfg.yaml: segment_bits: got 'wide'" in _errors({"segment_bits": "wide"})
+
+
+def test_rejects_non_boolean_product_register():
+    assert "cfg.yaml: pe_product_register: got 'no'; allowed: true or false" in _errors(
+        {"pe_product_register": "no"})
+
+
 def test_rejects_operand_type_out_of_range():
     text = _errors({"a_type": "int1", "b_type": "fp8"})
     assert "a_type: got 'int1'" in text and "b_type: got 'fp8'" in text
@@ -252,6 +265,9 @@ _FLAT = dict(blen=4, mlen=16, a_width=8, b_width=8, acc_width=24)
     ({"output_width": 30}, r"Output width must equal the accumulator width \(24\)"),
     ({"heads": 0}, "Heads must be a positive integer, not 0"),
     ({"result_depth": 3}, r"Result depth must be an integer >= BLEN = 4 .*not 3"),
+    ({"pe_product_register": 1}, "PE product register must be True or False, not 1"),
+    ({"segment_bits": 0}, "Segment bits must be a positive integer, not 0"),
+    ({"segment_bits": 8.0}, "Segment bits must be a positive integer, not 8.0"),
 ])
 def test_array_rejects_bad_arguments(change, message):
     from hw.flattened import FlattenedArray
@@ -264,7 +280,60 @@ def test_component_latency_equals_cycle_model():
     from software_model.flattened import flat_latency
     for blen in (1, 2, 4, 8):
         for subs in (1, 2, 4, 16):
-            assert rtl_latency(blen, subs) == flat_latency(blen, subs)
+            for reg in (False, True):
+                for align in (0, 2, 5):
+                    assert rtl_latency(blen, subs, reg, align) == flat_latency(blen, subs, reg,
+                                                                               align)
+
+
+def test_mxint_latency_counts_the_alignment_segments():
+    """The presets' defaults: a term register plus ceil(output width / 16) carry segments."""
+    cfg = FlattenedArrayConfig(blen=4, mlen=4, a_format="mxint", b_format="mxint",
+                               block_size=8, max_blocks=8)
+    assert cfg.output_width == 52 and cfg.align_stages == 1 + 4
+    assert cfg.latency == 10 + 5
+    arr = cfg.elaborate()
+    arr._MustUse__silence = True
+    assert (arr.latency, arr.align_stages, arr.segments) == (15, 5, 4)
+    wide = FlattenedArrayConfig(blen=4, mlen=4, a_format="mxint", b_format="mxint",
+                                block_size=8, max_blocks=8, segment_bits=64)
+    assert wide.align_stages == 2 and wide.latency == 12
+
+
+@pytest.mark.parametrize("segment_bits,reg", [(4, False), (5, True), (16, False), (256, True)])
+def test_mxint_segments_and_product_register_in_amaranth_sim(segment_bits, reg):
+    """Carry segments from 4 bits (a carry crosses many stages) to one segment, with and without
+    the PE product register: every row bit-exact under backpressure, and the cycle model
+    predicts every job's cycles when nothing stalls."""
+    from cosim.flattened import block_jobs, expected_rows, job_beats, random_job
+    from cosim.pysim import run_streams
+    cfg = FlattenedArrayConfig(blen=2, mlen=4, a_type="int5", b_type="int4", a_format="mxint",
+                               b_format="mxint", block_size=4, exponent_width=3, max_blocks=3,
+                               segment_bits=segment_bits, pe_product_register=reg)
+    rng = np.random.default_rng(segment_bits)
+    jobs = [random_job(cfg, rng, 4 * int(rng.integers(1, 4)), int(rng.integers(1, 3)),
+                       str(rng.choice(["uniform", "extreme", "min", "max"])),
+                       str(rng.choice(["uniform", "extreme", "min", "alternate"])))
+            for _ in range(8)]
+    beats = [b for job in jobs for b in job_beats(cfg, job)]
+    expected = [row for job in jobs for row in expected_rows(cfg, job)]
+    assert any(v < 0 for row in expected for v in row["c"])   # borrows cross the segments
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile="backpressure", seed=3)
+    assert run.outputs["results"] == expected
+    run = run_streams(cfg.elaborate(), {"operands": beats}, {"results": len(expected)},
+                      profile="smooth")
+    assert run.outputs["results"] == expected
+    seen = [bj for job in jobs for bj in block_jobs(cfg, job)]
+    model = flat_schedule(seen, blen=cfg.blen, sub_arrays=cfg.sub_arrays,
+                          buffer_rows=cfg.result_buffer_rows, product_register=reg,
+                          align_stages=cfg.align_stages)
+    out, at = run.cycles["results"], 0
+    for (_b, m), job in zip(seen, model):
+        if m:
+            assert (out[at], out[at + m - 1]) == (job.first_out, job.last_out)
+            at += m
+    assert at == len(expected)
 
 
 # -- co-simulation ----------------------------------------------------------------------------------
@@ -342,7 +411,9 @@ def test_cycle_model_equals_amaranth_sim(config_seed):
     assert run.outputs["results"] == expected
     seen = [bj for job in jobs for bj in block_jobs(cfg, job)]
     model = flat_schedule(seen, blen=cfg.blen, sub_arrays=cfg.sub_arrays,
-                          buffer_rows=cfg.result_buffer_rows)
+                          buffer_rows=cfg.result_buffer_rows,
+                          product_register=cfg.pe_product_register,
+                          align_stages=cfg.align_stages)
     lasts = np.cumsum([b for b, _m in seen]) - 1
     assert [run.cycles["operands"][i] for i in lasts] == [j.last_in for j in model], repr(cfg)
     out, at = run.cycles["results"], 0

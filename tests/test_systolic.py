@@ -154,6 +154,63 @@ def test_pes_reject_bad_arguments():
         WeightStationaryPE(row=4, rows=4, a_width=8, b_width=8, acc_width=16)
 
 
+def test_rejects_non_boolean_product_register():
+    text = _errors({"pe_product_register": 1})
+    assert "cfg.yaml: pe_product_register: got 1; allowed: true or false" in text
+
+
+@pytest.mark.parametrize("cls", ["OutputStationaryArray", "WeightStationaryArray",
+                                 "OutputStationaryPE", "OutputStationaryGrid"])
+def test_components_reject_non_boolean_product_register(cls):
+    import hw.systolic
+    args = {"OutputStationaryPE": dict(a_width=8, b_width=8, acc_width=16),
+            "OutputStationaryGrid": dict(rows=2, cols=2, a_width=8, b_width=8, acc_width=16)}
+    with pytest.raises(ValueError, match="Product register must be True or False, not 1"):
+        getattr(hw.systolic, cls)(**args.get(cls, _ARRAY), product_register=1)
+
+
+def test_weight_stationary_pe_rejects_non_boolean_product_register():
+    from hw.systolic import WeightStationaryPE
+    with pytest.raises(ValueError, match="Product register must be True or False, not 'yes'"):
+        WeightStationaryPE(row=0, rows=2, a_width=8, b_width=8, acc_width=16,
+                           product_register="yes")
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+def test_product_register_adds_one_cycle_and_keeps_results(dataflow):
+    """pe_product_register: the same results, the first one cycle later than without it (later
+    ones as the result buffer's credits allow), and the cycle model predicts every job's first
+    result cycle with and without it (OS: short and long jobs; WS: several row counts)."""
+    from cosim.pysim import run_streams
+    from cosim.systolic import random_job, workload
+    base = dict(rows=3, cols=4, dataflow=dataflow, a_type="int6", b_type="int5", max_k=3,
+                acc_width=12, overflow="saturate")
+    if dataflow == "output_stationary":
+        shape = [(k, None) for k in (1, 3, 2, 1, 1, 3)]
+    else:
+        shape = [(k, m) for k, m in ((3, 1), (1, 4), (2, 2), (3, 7))]
+    cycles = {}
+    for reg in (False, True):
+        cfg = SystolicArrayConfig(**base, pe_product_register=reg)
+        jobs = [random_job(cfg, np.random.default_rng(n), k, "extreme", "uniform", m=m)
+                for n, (k, m) in enumerate(shape)]
+        inputs, expected = workload(cfg, jobs)
+        run = run_streams(cfg.elaborate(), inputs, {"results": len(expected)}, profile="smooth")
+        assert run.outputs["results"] == expected
+        if dataflow == "output_stationary":
+            model = os_schedule([k for k, _m in shape], rows=3, cols=4,
+                                buffer_rows=cfg.result_buffer_rows, product_register=reg)
+            firsts = [n * 3 for n in range(len(shape))]
+        else:
+            model = ws_schedule(shape, rows=3, cols=4, buffer_rows=cfg.result_buffer_rows,
+                                product_register=reg)
+            firsts = list(np.cumsum([0] + [m for _k, m in shape])[:-1])
+        out = run.cycles["results"]
+        assert [out[f] for f in firsts] == [j.first_out for j in model], (dataflow, reg)
+        cycles[reg] = out
+    assert cycles[True][0] == cycles[False][0] + 1
+
+
 def test_config_maps_onto_component_parameters():
     cfg = SystolicArrayConfig(rows=3, cols=5, a_type="int4", b_type="int6", max_k=9,
                               overflow="saturate", result_buffer=7)
@@ -223,12 +280,14 @@ def test_cycle_model_equals_amaranth_sim(config_seed, dataflow):
     if dataflow == "output_stationary":
         ks = [int(rng.integers(1, cfg.max_k + 1)) for _ in range(10)]
         jobs = [random_job(cfg, rng, k, "uniform", "uniform") for k in ks]
-        model = os_schedule(ks, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows)
+        model = os_schedule(ks, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows,
+                            product_register=cfg.pe_product_register)
         rows_per_job = [cfg.rows] * len(jobs)
     else:
         km = [(int(rng.integers(1, cfg.max_k + 1)), int(rng.integers(1, 9))) for _ in range(10)]
         jobs = [random_job(cfg, rng, k, "uniform", "uniform", m=m) for k, m in km]
-        model = ws_schedule(km, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows)
+        model = ws_schedule(km, rows=cfg.rows, cols=cfg.cols, buffer_rows=cfg.result_buffer_rows,
+                            product_register=cfg.pe_product_register)
         rows_per_job = [m for _k, m in km]
     inputs, expected = workload(cfg, jobs)
     run = run_streams(cfg.elaborate(), inputs, {"results": len(expected)}, profile="smooth")

@@ -31,9 +31,10 @@ def latency_of(cfg) -> tuple[int | None, str]:
     """(cycles, what they count) where the config or the cycle model says; (None, why) else."""
     if cfg.kind == "systolic_array":
         from software_model.systolic import os_latency, ws_latency
+        reg = cfg.pe_product_register
         if cfg.dataflow == "output_stationary":
-            return os_latency(cfg.rows, cfg.cols), "last operand beat -> first result beat"
-        return ws_latency(cfg.rows, cfg.cols), "activation beat -> its result beat"
+            return os_latency(cfg.rows, cfg.cols, reg), "last operand beat -> first result beat"
+        return ws_latency(cfg.rows, cfg.cols, reg), "activation beat -> its result beat"
     lat = getattr(cfg, "latency", None)
     if isinstance(lat, int):
         doc = {"flattened_array": "last operand beat -> first result beat",

@@ -92,7 +92,7 @@ def _model_rows(configs) -> list[dict]:
         for label, m, k, n in SHAPES:
             ours = tiled_gemm_cycles(m, k, n, rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow,
                                      buffer_rows=cfg.result_buffer_rows, max_k=cfg.max_k,
-                                     memory=mem)
+                                     memory=mem, product_register=cfg.pe_product_register)
             ks = ksplit_accumulation(m, k, n, rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow,
                                      max_k=cfg.max_k, acc_width=cfg.accumulator_width)
             ref = scalesim_reference(m, k, n, rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow)

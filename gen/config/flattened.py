@@ -63,6 +63,13 @@ class FlattenedArrayConfig(SignedOperands, ConfigBase):
     result_buffer: Optional[int] = param(
         "Rows of C the output buffer holds (credit-based); null = enough for one job every BLEN "
         "cycles (latency + BLEN)", default=None, min=1, max=4096)
+    pe_product_register: bool = param(
+        "Register each PE's product before its accumulate (multiply and add in separate "
+        "stages: one cycle more latency, the same rate)", default=False, omit_default=True)
+    segment_bits: int = param(
+        "MXInt: bits per carry segment of the aligned accumulate after the tree, one pipeline "
+        "stage each (latency 1 + ceil(output width / segment_bits)); ignored with int operands",
+        default=16, min=4, max=256, omit_default=True)
 
     # -- derived facts ---------------------------------------------------------------------------
 
@@ -116,10 +123,19 @@ class FlattenedArrayConfig(SignedOperands, ConfigBase):
         return max(1, (self.heads - 1).bit_length())
 
     @property
+    def align_stages(self) -> int:
+        """MXInt alignment stages after the tree (0 with integer operands)."""
+        if not self.mxint:
+            return 0
+        from software_model.flattened import mx_align_stages
+        return mx_align_stages(self.output_width, self.segment_bits)
+
+    @property
     def latency(self) -> int:
         """Cycles from a job's last operand beat to its first result beat."""
         from software_model.flattened import flat_latency
-        return flat_latency(self.blen, self.sub_arrays)
+        return flat_latency(self.blen, self.sub_arrays, self.pe_product_register,
+                            self.align_stages)
 
     @property
     def result_buffer_rows(self) -> int:
@@ -164,7 +180,9 @@ class FlattenedArrayConfig(SignedOperands, ConfigBase):
                 "overflow": self.overflow, "a_mxint": self.a_format == "mxint",
                 "b_mxint": self.b_format == "mxint", "exponent_width": self.exponent_width,
                 "output_width": self.output_width, "heads": self.heads,
-                "transpose_b": self.transpose_b, "result_depth": self.result_buffer_rows}
+                "transpose_b": self.transpose_b, "result_depth": self.result_buffer_rows,
+                "pe_product_register": self.pe_product_register,
+                "segment_bits": self.segment_bits}
 
     def elaborate(self):
         from hw.flattened import FlattenedArray

@@ -82,6 +82,9 @@ class SystolicArrayConfig(SignedOperands, ConfigBase):
     result_buffer: Optional[int] = param(
         "Rows of C the output buffer holds (credit-based, never overflows); null = default "
         "(2*rows output-stationary, rows+cols+4 weight-stationary)", default=None, min=1, max=4096)
+    pe_product_register: bool = param(
+        "Register each PE's product before its accumulate (multiply and add in separate "
+        "stages: one cycle more latency, the same rate)", default=False, omit_default=True)
 
     # -- derived facts ---------------------------------------------------------------------------
 
@@ -122,7 +125,8 @@ class SystolicArrayConfig(SignedOperands, ConfigBase):
     def parameters(self) -> dict:
         return {"rows": self.rows, "cols": self.cols, "a_width": self.a_width,
                 "b_width": self.b_width, "acc_width": self.accumulator_width,
-                "overflow": self.overflow, "result_depth": self.result_buffer_rows}
+                "overflow": self.overflow, "result_depth": self.result_buffer_rows,
+                "product_register": self.pe_product_register}
 
     def elaborate(self):
         from hw.systolic import OutputStationaryArray, WeightStationaryArray

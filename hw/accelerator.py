@@ -54,7 +54,8 @@ class ExecuteUnit(wiring.Component):
     def __init__(self, *, block_size: int, exponent_width: int, class_widths: tuple,
                  class_types: tuple, rows: int, cols: int, sub_arrays: int, acc_width: int,
                  acc_lsb: int, acc_words: int, sp_address_bits: int, sp_banks: int,
-                 softmax_rows: int, softmax, layernorm, gelu, acc_init=None):
+                 softmax_rows: int, softmax, layernorm, gelu, acc_init=None,
+                 pipelined: bool = True):
         # ``acc_init``: ACC rows to start with (simulation and tests; hardware starts at 0)
         self.element_width = max(class_widths) if isinstance(class_widths, tuple) and \
             class_widths else 0
@@ -62,7 +63,8 @@ class ExecuteUnit(wiring.Component):
             block_size=block_size, exponent_width=exponent_width, class_widths=class_widths,
             class_types=class_types, cols=cols, acc_width=acc_width, acc_lsb=acc_lsb,
             acc_words=acc_words, sp_address_bits=sp_address_bits, sp_banks=sp_banks,
-            softmax_rows=softmax_rows, softmax=softmax, layernorm=layernorm, gelu=gelu)
+            softmax_rows=softmax_rows, softmax=softmax, layernorm=layernorm, gelu=gelu,
+            pipelined=pipelined)
         self._matmul = MatmulEngine(
             rows=rows, cols=cols, sub_arrays=sub_arrays, block_size=block_size,
             element_width=self.element_width, exponent_width=exponent_width,
@@ -149,7 +151,7 @@ class Accelerator(wiring.Component):
                  acc_lsb: int, acc_words: int, sp_words: int, sp_banks: int, address_bits: int,
                  port_words: int, softmax_rows: int, softmax, layernorm, gelu,
                  queue_depth: int = 4, outstanding_reads: int = 16, sp_init=None,
-                 acc_init=None):
+                 acc_init=None, pipelined: bool = True):
         check_power_of_two("Scratchpad words", sp_words)
         check_power_of_two("Scratchpad banks", sp_banks)
         check_positive("Queue depth", queue_depth)
@@ -159,7 +161,9 @@ class Accelerator(wiring.Component):
             class_types=class_types, rows=rows, cols=cols, sub_arrays=sub_arrays,
             acc_width=acc_width, acc_lsb=acc_lsb, acc_words=acc_words,
             sp_address_bits=self.sp_address_bits, sp_banks=sp_banks, softmax_rows=softmax_rows,
-            softmax=softmax, layernorm=layernorm, gelu=gelu, acc_init=acc_init)
+            softmax=softmax, layernorm=layernorm, gelu=gelu, acc_init=acc_init,
+            pipelined=pipelined)
+        self.pipelined = pipelined
         self.word = self._execute.word
         dma = dict(port_words=port_words, sp_banks=sp_banks,
                    sp_address_bits=self.sp_address_bits, dram_address_bits=address_bits,
@@ -261,6 +265,8 @@ class Accelerator(wiring.Component):
             vlnorm_second_pass=vec._layernorm.second_pass_latency,
             # the reader's hand-off, the row FIFO and the writer around the two passes
             vsmaxo_latency=vec._online.pass1_latency + vec._online.pass2_latency + 7,
+            # the gather, ACCNORM's product stages, the requantizer and the writer
+            accnorm_latency=11 + vec.norm_stages,
         )
 
     @property

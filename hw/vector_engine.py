@@ -194,8 +194,15 @@ class VectorEngine(wiring.Component):
     def __init__(self, *, block_size: int, exponent_width: int, class_widths: tuple,
                  class_types: tuple, cols: int, acc_width: int, acc_lsb: int, acc_words: int,
                  sp_address_bits: int, sp_banks: int, softmax_rows: int, softmax, layernorm,
-                 gelu):
+                 gelu, pipelined: bool = True):
         check_power_of_two("Block size", block_size)
+        if not isinstance(pipelined, bool):
+            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
+        self.pipelined = pipelined
+        #: ACCNORM's register stages: pipelined, the operands are registered, the product is
+        #: four partial products (both operands split in halves) and their sum takes two
+        #: stages; else the reciprocal is split in two halves and the sum is one stage.
+        self.norm_stages = 4 if pipelined else 2
         check_positive("Exponent width", exponent_width, minimum=2)
         if (not isinstance(class_widths, tuple) or len(class_widths) != 3
                 or not all(isinstance(v, int) and 2 <= v <= 16 for v in class_widths)):
@@ -254,7 +261,7 @@ class VectorEngine(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "block_size", "exponent_width", "class_widths",
                               "class_types", "cols", "acc_width", "acc_lsb", "acc_words",
-                              "sp_address_bits", "sp_banks", "softmax_rows")
+                              "sp_address_bits", "sp_banks", "softmax_rows", "pipelined")
 
     def elaborate(self, platform):
         m = Module()
@@ -362,25 +369,31 @@ class VectorEngine(wiring.Component):
                                   ready=Signal(name="norm_in_ready"))
         m.d.comb += norm_in.valid.eq(gather.out.valid & ops[Opcode.ACCNORM])
         # two stages: the reciprocal split in two halves, each partial product registered,
-        # then their sum (an acc_width x recip_bits product in one cycle was too deep)
-        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=2, name="norm")
+        # then their sum (an acc_width x recip_bits product in one cycle was too deep);
+        # pipelined, four (see _norm_pipelined)
+        norm = GlobalEnable(m, source=norm_in, sink=norm_out, stages=self.norm_stages,
+                            name="norm")
         with m.If(ops[Opcode.ACCNORM]):
             m.d.comb += online.state_row.eq(gather.out.payload.row)
         recip = online.recip
-        cut = (len(recip) + 1) // 2
-        low = [Signal(signed(self.acc_width + cut + 1), name=f"norm_low{i}", reset_less=True)
-               for i in range(B)]
-        high = [Signal(signed(self.acc_width + len(recip) - cut), name=f"norm_high{i}",
-                       reset_less=True) for i in range(B)]
-        lsb1 = Signal(signed(self.lsb_width), reset_less=True)
-        with m.If(norm.advance):
-            for i in range(B):
-                v = gather.out.payload.values[i]
-                m.d.sync += [low[i].eq(v * recip[:cut]), high[i].eq(v * recip[cut:])]
-                m.d.sync += norm_out.payload.values[i].eq(low[i] + (high[i] << cut))
-            m.d.sync += [lsb1.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
-                                 - online.recip_lo),
-                         norm_out.payload.lsb.eq(lsb1)]
+        if self.pipelined:
+            self._norm_pipelined(m, norm, gather.out.payload.values, recip, norm_out,
+                                 spec, online)
+        else:
+            cut = (len(recip) + 1) // 2
+            low = [Signal(signed(self.acc_width + cut + 1), name=f"norm_low{i}", reset_less=True)
+                   for i in range(B)]
+            high = [Signal(signed(self.acc_width + len(recip) - cut), name=f"norm_high{i}",
+                           reset_less=True) for i in range(B)]
+            lsb1 = Signal(signed(self.lsb_width), reset_less=True)
+            with m.If(norm.advance):
+                for i in range(B):
+                    v = gather.out.payload.values[i]
+                    m.d.sync += [low[i].eq(v * recip[:cut]), high[i].eq(v * recip[cut:])]
+                    m.d.sync += norm_out.payload.values[i].eq(low[i] + (high[i] << cut))
+                m.d.sync += [lsb1.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
+                                     - online.recip_lo),
+                             norm_out.payload.lsb.eq(lsb1)]
 
         # -- ACCSCALE: every ACC word of the rows shifted right by its row's rescale -------------
         self._scaler(m, instr, ops[Opcode.ACCSCALE] & starting, online, scaler_busy,
@@ -499,6 +512,42 @@ class VectorEngine(wiring.Component):
         with m.If(~ops[Opcode.ACCSCALE]):
             m.d.comb += self.acc_read.addr.eq(gather.acc_read.addr)
         return m
+
+    def _norm_pipelined(self, m: Module, norm, values, recip, norm_out, spec, online):
+        """ACCNORM in four stages: (1) the accumulator numbers and the row's reciprocal are
+        registered (the gather FIFO's read and the reciprocal's row select end there); (2) each
+        product v * r is four partial products of halves, v = v_hi 2^h + v_lo (v_lo unsigned),
+        r = r_hi 2^c + r_lo: a (acc_width/2) x (recip_bits/2) multiply each instead of one
+        acc_width x recip_bits/2 (44 gate levels in accelerator_small); (3) the two sums per
+        half of v; (4) their sum. Exact: the same product as the two-stage layout."""
+        B = self.block_size
+        cut = (len(recip) + 1) // 2
+        h = (self.acc_width + 1) // 2
+        v_r = [Signal(signed(self.acc_width), name=f"norm_v{i}", reset_less=True)
+               for i in range(B)]
+        r_r = Signal.like(recip, name="norm_recip", reset_less=True)
+        lsb = Signal(signed(self.lsb_width), name="norm_lsb1", reset_less=True)
+        part_width = max(h + len(recip) - cut + 1, self.acc_width - h + cut) + 1
+        parts = [[Signal(signed(part_width), name=f"norm_p{i}_{k}", reset_less=True)
+                  for k in range(4)] for i in range(B)]
+        sums = [[Signal(signed(self.norm_width), name=f"norm_s{i}_{k}", reset_less=True)
+                 for k in range(2)] for i in range(B)]
+        lsb2, lsb3 = (Signal(signed(self.lsb_width), name=f"norm_lsb{n}", reset_less=True)
+                      for n in (2, 3))
+        with m.If(norm.advance):
+            m.d.sync += [r_r.eq(recip), lsb.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
+                                                - online.recip_lo),
+                         lsb2.eq(lsb), lsb3.eq(lsb2), norm_out.payload.lsb.eq(lsb3)]
+            r_lo, r_hi = r_r[:cut], r_r[cut:]
+            for i in range(B):
+                v_lo, v_hi = v_r[i][:h], v_r[i][h:].as_signed()
+                m.d.sync += v_r[i].eq(values[i])
+                m.d.sync += [parts[i][0].eq(v_lo * r_lo), parts[i][1].eq(v_lo * r_hi),
+                             parts[i][2].eq(v_hi * r_lo), parts[i][3].eq(v_hi * r_hi)]
+                p = parts[i]
+                m.d.sync += [sums[i][0].eq(p[0] + (p[1] << cut)),
+                             sums[i][1].eq(p[2] + (p[3] << cut))]
+                m.d.sync += norm_out.payload.values[i].eq(sums[i][0] + (sums[i][1] << h))
 
     def _scaler(self, m: Module, instr, start, online, busy, selected):
         """ACCSCALE: walk the ``M x ceil(N / cols)`` ACC words (column tiles outer), read each

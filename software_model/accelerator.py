@@ -1059,7 +1059,9 @@ class CycleCosts:
     #: the online-softmax step: a row's last block in to its first block of P out
     vsmaxo_latency: int = 23
     accst_latency: int = 11
-    accnorm_latency: int = 13
+    #: the gather, ACCNORM's product stages (4 pipelined, 2 with ``pipelined: false``), the
+    #: requantizer and the writer
+    accnorm_latency: int = 15
     accscale_latency: int = 4
     #: the matrix unit: a job's last operand beat to its first result row (rows + cols + 4 +
     #: log2 S), and the ACC read-modify-write after the last row

@@ -27,6 +27,7 @@ def _check(tmp_path, capsys, data):
     ({"matrix": {"colums": 4}}, "matrix.colums: unknown key (did you mean 'cols'?)"),
     ({"matrix": {"rows": "four"}}, "matrix.rows: got 'four'; allowed: integer 1 .. 256"),
     ({"block_size": 12}, "block_size: got 12; allowed: one of 8, 16, 32, 64"),
+    ({"pipelined": "yes"}, "pipelined: got 'yes'; allowed: true or false"),
     ({"exponent_width": 9}, "exponent_width: got 9; allowed: integer 3 .. 8"),
     ({"formats": {"kv": {"type": "float"}}},
      "formats.kv.type: got 'float'; allowed: one of 'mxint', 'int'"),

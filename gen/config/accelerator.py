@@ -180,6 +180,10 @@ class AcceleratorConfig(ConfigBase):
     scratchpad: ScratchpadConfig = param("On-chip scratchpad (SP)", default=ScratchpadConfig())
     memory: MemoryConfig = param("Off-chip memory port", default=MemoryConfig())
     vector: VectorConfig = param("Vector unit", default=VectorConfig())
+    pipelined: bool = param(
+        "Cut the paths deeper than an int8 multiply-accumulate PE (about 40 gate levels) with "
+        "registers: ACCNORM's product in four stages instead of two (+2 cycles); false gives "
+        "the previous layout", default=True)
 
     # -- mapping onto the golden model -------------------------------------------------------
     def _formats(self):
@@ -257,7 +261,7 @@ class AcceleratorConfig(ConfigBase):
                     acc_words=p.acc_words, sp_words=p.sp_words, sp_banks=p.sp_banks,
                     address_bits=p.address_bits, port_words=p.port_words,
                     softmax_rows=p.softmax_rows, softmax=p.softmax, layernorm=p.layernorm,
-                    gelu=p.gelu)
+                    gelu=p.gelu, pipelined=self.pipelined)
 
     def elaborate(self):
         from hw.accelerator import Accelerator
@@ -328,4 +332,5 @@ def random_accelerator_config(seed, *, small: bool = True) -> dict:
                           "int_bits": int(rng.integers(4, 9))},
             "gelu": {"frac_bits": int(rng.integers(6, 11)), "degree": pick([1, 2])},
         },
+        "pipelined": bool(rng.random() < 0.75),
     }

@@ -28,9 +28,28 @@ from amaranth.lib.wiring import In, Out
 
 from hw.primitives import GlobalEnable, check_positive, parameter_repr
 
-__all__ = ["Requantizer", "CLASS_TYPES", "leading_one_tree"]
+__all__ = ["Requantizer", "CLASS_TYPES", "leading_one_tree", "magnitude"]
 
 CLASS_TYPES = ("mxint", "int")
+
+
+def magnitude(m: Module, value, name: str):
+    """``|value|`` of a signed value, as an unsigned value of the same width: ``(value ^ s) + s``
+    (``s`` the sign) with the increment's carries from a Sklansky prefix AND, ``log2 width``
+    levels, each level a named wire (no expression is repeated)."""
+    vw = len(value)
+    sign = value[-1]
+    flipped = Signal(vw, name=f"{name}_flip")
+    m.d.comb += flipped.eq(value.as_unsigned() ^ sign.replicate(vw))
+    prefix, d = flipped, 0                      # prefix[i] = AND of flipped[0 .. i]
+    while (1 << d) < vw:
+        nxt = Signal(vw, name=f"{name}_and{d}")
+        m.d.comb += nxt.eq(Cat(*[prefix[i] & prefix[((i >> d) << d) - 1] if (i >> d) & 1
+                                 else prefix[i] for i in range(vw)]))
+        prefix, d = nxt, d + 1
+    out = Signal(vw, name=name)
+    m.d.comb += out.eq(flipped ^ Cat(sign, sign.replicate(vw - 1) & prefix[:vw - 1]))
+    return out
 
 
 def leading_one_tree(m: Module, value, name: str):
@@ -134,8 +153,10 @@ class Requantizer(wiring.Component):
 
         # 1: magnitudes and signs
         inp = self.values.payload
-        mags1 = [reg(Mux(inp.values[i] < 0, -inp.values[i], inp.values[i])[:vw], f"mag1_{i}",
-                     unsigned(vw)) for i in range(k)]
+        # |v| = (v ^ sign) + sign with a log-depth increment: a negation's carry ripple through
+        # the value's width was the accelerator's longest path (49 gate levels at 50 bits)
+        mags1 = [reg(magnitude(m, inp.values[i], name=f"abs_{i}"), f"mag1_{i}", unsigned(vw))
+                 for i in range(k)]
         neg1 = [reg(inp.values[i] < 0, f"neg1_{i}", unsigned(1)) for i in range(k)]
         lsb1 = reg(inp.lsb, "lsb1")
 

@@ -126,6 +126,7 @@ def golden_params(parameters):
     manifest's plain ``parameters``."""
     from software_model.accelerator import AcceleratorParams, TensorFormat
     kw = accelerator_kwargs(parameters)
+    kw.pop("pipelined", None)       # an RTL structure knob, not the golden model's
     formats = tuple(TensorFormat(t, w) for t, w in zip(kw.pop("class_types"),
                                                          kw.pop("class_widths")))
     return AcceleratorParams(formats=formats, **kw)

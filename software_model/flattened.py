@@ -22,8 +22,8 @@ import numpy as np
 
 from software_model.systolic import gemm, os_latency, saturate, tiled_gemm_cycles, wrap
 
-__all__ = ["flat_gemm", "flat_mxint_gemm", "flat_latency", "mx_align_stages", "flat_schedule", "flat_tiled_cycles",
-           "square_tiled_cycles", "FlatJobTiming"]
+__all__ = ["flat_gemm", "flat_mxint_gemm", "flat_latency", "mx_align_stages", "flat_schedule",
+           "flat_tiled_cycles", "square_tiled_cycles", "FlatJobTiming"]
 
 
 def _tree_add(x, y, acc_width: int, overflow: str):

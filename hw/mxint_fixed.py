@@ -7,7 +7,7 @@ Each function mirrors one of software_model/mxint_fixed.py, bit for bit:
   depends on the config: trees register every ``tree_levels`` levels, long multipliers are split).
   With ``enable`` every register holds while it is low (a global stall, as the other MXInt
   blocks); without it the pipeline never stalls (work is admitted against credits instead).
-* :func:`scale_saturate`, :func:`leading_one`: combinational.
+* :func:`scale_saturate`, :func:`leading_one` (that of hw.primitives): combinational.
 * ``Pipeline.tree`` (adder, max and OR trees), ``Pipeline.multiply`` (optionally split into
   registered partial products), :func:`piecewise_polynomial`, :func:`fixed_to_mxint`,
   :func:`normalise`, :func:`reciprocal_newton`, :func:`rsqrt_newton`: pipelined.
@@ -17,7 +17,8 @@ from __future__ import annotations
 from amaranth import *
 from amaranth.lib import data
 
-from hw.mxint_common import encode_exponent
+from hw.mxint_common import clamp_exponent, encode_exponent
+from hw.primitives import leading_one
 
 __all__ = ["Staged", "Pipeline", "scale_saturate", "leading_one", "piecewise_polynomial",
            "fixed_to_mxint", "normalise", "reciprocal_newton", "rsqrt_newton", "check_int",
@@ -181,16 +182,6 @@ class Pipeline:
                                self._name(f"{name}_cpa"), signed_result=signed_out)
 
 
-def leading_one(m: Module, value, name: str) -> Signal:
-    """Index of the highest set bit of ``value`` (0 when ``value`` is 0)."""
-    value = Value.cast(value)
-    pos = Signal(range(max(2, len(value))), name=name)
-    for i in range(len(value)):     # later (higher) bits override: the top set bit wins
-        with m.If(value[i]):
-            m.d.comb += pos.eq(i)
-    return pos
-
-
 def scale_saturate(m: Module, v, s, width: int, name: str) -> Signal:
     """``floor(v * 2^s)`` saturated to ``signed(width)`` (software_model.mxint_fixed.
     scale_saturate): ``v`` any signed/unsigned value, ``s`` a signed shift amount."""
@@ -304,15 +295,9 @@ def fixed_to_mxint(p: Pipeline, values: Staged, lsb: Staged, fmt, name: str):
 
     def exponent(t, nz, l):
         e_true = Signal(signed(ebits), name=p._name(f"{name}_etrue"))
-        e_blk = Signal(signed(ebits), name=p._name(f"{name}_eblk"))
         m.d.comb += e_true.eq(t + l)
-        with m.If(~nz | (e_true < fmt.emin)):
-            m.d.comb += e_blk.eq(fmt.emin)
-        with m.Elif(e_true > fmt.emax):
-            m.d.comb += e_blk.eq(fmt.emax)
-        with m.Else():
-            m.d.comb += e_blk.eq(e_true)
-        return e_blk
+        return clamp_exponent(m, e_true, empty=~nz, fmt=fmt, shape=signed(ebits),
+                              name=p._name(f"{name}_eblk"))
     e_blk = p.reg(p.comb(exponent, top, nonzero, lsb), f"{name}_e")
     shift = p.reg(p.comb(lambda e, l: e - fb - l, e_blk, lsb), f"{name}_shift")
     st = shift.stage

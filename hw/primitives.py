@@ -114,13 +114,18 @@ def delay(m: Module, value, cycles: int, *, name: str, reset_less: bool = True,
         raise ValueError(f"Delay must be a non-negative integer, not {cycles!r}")
     for n in range(cycles):
         reg = Signal.like(value, name=f"{name}_d{n}", reset_less=reset_less)
-        if enable is None:
-            m.d.sync += reg.eq(value)
-        else:
-            with m.If(enable):
-                m.d.sync += reg.eq(value)
+        _load(m, reg, value, enable)
         value = reg
     return value
+
+
+def _load(m: Module, reg: Signal, value, enable: Value | None):
+    """``reg <= value`` every cycle, or only while ``enable`` when one is given."""
+    if enable is None:
+        m.d.sync += reg.eq(value)
+    else:
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
 
 
 class CreditBuffer(wiring.Component):
@@ -185,11 +190,7 @@ def adder_tree(m: Module, terms: Sequence, *, add: Callable | None = None, shape
             if registered:
                 reg = Signal(shape if shape is not None else Value.cast(total).shape(),
                              name=f"{name}_l{level}_{p // 2}", reset_less=True)
-                if enable is None:
-                    m.d.sync += reg.eq(total)
-                else:
-                    with m.If(enable):
-                        m.d.sync += reg.eq(total)
+                _load(m, reg, total, enable)
                 total = reg
             nxt.append(total)
         if len(values) % 2:

@@ -28,9 +28,22 @@ from amaranth.lib.wiring import In, Out
 
 from hw.primitives import GlobalEnable, check_positive, parameter_repr
 
-__all__ = ["Requantizer", "CLASS_TYPES", "leading_one_tree", "magnitude"]
+__all__ = ["Requantizer", "CLASS_TYPES", "check_classes", "leading_one_tree", "magnitude"]
 
 CLASS_TYPES = ("mxint", "int")
+
+
+def check_classes(class_widths, class_types):
+    """The element width and type of each operand class (activation, weight, kv), as the
+    requantizer and the vector engine take them."""
+    if (not isinstance(class_widths, tuple) or len(class_widths) != 3
+            or not all(isinstance(v, int) and 2 <= v <= 16 for v in class_widths)):
+        raise ValueError(f"Class widths must be a tuple of 3 integers from 2 to 16, not "
+                         f"{class_widths!r}")
+    if (not isinstance(class_types, tuple) or len(class_types) != 3
+            or not all(t in CLASS_TYPES for t in class_types)):
+        raise ValueError(f"Class types must be a tuple of 3 of 'mxint', 'int', not "
+                         f"{class_types!r}")
 
 
 def magnitude(m: Module, value, name: str):
@@ -92,14 +105,7 @@ class Requantizer(wiring.Component):
             raise ValueError(f"Value width must be at most 64, not {value_width}")
         check_positive("LSB width", lsb_width, minimum=2)
         check_positive("Exponent width", exponent_width, minimum=2)
-        if (not isinstance(class_widths, tuple) or len(class_widths) != 3
-                or not all(isinstance(v, int) and 2 <= v <= 16 for v in class_widths)):
-            raise ValueError(f"Class widths must be a tuple of 3 integers from 2 to 16, not "
-                             f"{class_widths!r}")
-        if (not isinstance(class_types, tuple) or len(class_types) != 3
-                or not all(t in CLASS_TYPES for t in class_types)):
-            raise ValueError(f"Class types must be a tuple of 3 of 'mxint', 'int', not "
-                             f"{class_types!r}")
+        check_classes(class_widths, class_types)
         if element_width != max(class_widths):
             raise ValueError(f"Element width must be the widest class ({max(class_widths)}), "
                              f"not {element_width!r}")

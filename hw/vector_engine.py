@@ -42,7 +42,7 @@ from hw.mxint_layernorm import MXIntLayerNorm
 from hw.mxint_softmax import MXIntSoftmax
 from hw.online_softmax import OnlineSoftmaxStep
 from hw.primitives import CreditBuffer, GlobalEnable, check_positive, parameter_repr
-from hw.requantizer import CLASS_TYPES, Requantizer
+from hw.requantizer import Requantizer, check_classes
 from hw.scratchpad import (ScratchpadReader, ScratchpadReadPort, ScratchpadWritePort,
                            ScratchpadWriter, check_power_of_two, word_layout)
 
@@ -204,14 +204,7 @@ class VectorEngine(wiring.Component):
         #: stages; else the reciprocal is split in two halves and the sum is one stage.
         self.norm_stages = 4 if pipelined else 2
         check_positive("Exponent width", exponent_width, minimum=2)
-        if (not isinstance(class_widths, tuple) or len(class_widths) != 3
-                or not all(isinstance(v, int) and 2 <= v <= 16 for v in class_widths)):
-            raise ValueError(f"Class widths must be a tuple of 3 integers from 2 to 16, not "
-                             f"{class_widths!r}")
-        if (not isinstance(class_types, tuple) or len(class_types) != 3
-                or not all(t in CLASS_TYPES for t in class_types)):
-            raise ValueError(f"Class types must be a tuple of 3 of 'mxint', 'int', not "
-                             f"{class_types!r}")
+        check_classes(class_widths, class_types)
         check_power_of_two("Columns", cols)
         check_positive("Accumulator width", acc_width, minimum=2)
         check_positive("Accumulator words", acc_words)

@@ -79,7 +79,63 @@ def _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits):
                          f"{dram_address_bits!r}")
 
 
-class LoadEngine(wiring.Component):
+class _DmaEngine(wiring.Component):
+    """What LOAD and STORE share: the arguments, ``command``/``busy``, and the two walks of the
+    command's 2-D pattern (one over DRAM addresses, one over scratchpad addresses) that start
+    together when a command is taken."""
+
+    def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
+                 dram_address_bits: int, word, ports: dict):
+        # the subclass has checked every argument (the common ones first, as _check_common)
+        self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
+        self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits
+        super().__init__({
+            "command": In(stream.Signature(dma_command_layout(
+                sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits))),
+            "busy": Out(1),
+            **ports,
+        })
+
+    def _walks(self, m, *sides: str):
+        """One run generator per side (``"dram"`` or ``"sp"``), as submodule ``<side>_runs``."""
+        bits = {"dram": self.dram_address_bits, "sp": self.sp_address_bits}
+        walks = []
+        for side in sides:
+            m.submodules[f"{side}_runs"] = walk = RunGenerator(address_bits=bits[side],
+                                                                max_run=self.port_words)
+            walks.append((walk, side))
+        return walks
+
+    def _start(self, m, busy, walks):
+        """``command`` is taken while not ``busy``; it starts every ``(walk, side)`` of
+        ``walks`` on its side's base and stride."""
+        cmd = self.command
+        m.d.comb += [self.busy.eq(busy), cmd.ready.eq(~busy)]
+        start = cmd.valid & cmd.ready
+        c = cmd.payload
+        bases = {"dram": (c.dram, c.dram_stride), "sp": (c.sp, c.sp_stride)}
+        m.d.comb += [walk.start.eq(start) for walk, _ in walks]
+        for walk, side in walks:
+            base, stride = bases[side]
+            m.d.comb += [
+                walk.pattern.base.eq(base), walk.pattern.outer.eq(c.segments),
+                walk.pattern.outer_stride.eq(stride), walk.pattern.inner.eq(c.words),
+                walk.pattern.inner_stride.eq(1),
+            ]
+
+    @staticmethod
+    def _issue(m, req, runs, allowed):
+        """``runs`` onto the request stream ``req`` while ``allowed``; returns the issue strobe."""
+        m.d.comb += [
+            req.valid.eq(runs.valid & allowed),
+            req.payload.addr.eq(runs.payload.addr),
+            req.payload.count.eq(runs.payload.count),
+            runs.ready.eq(req.ready & allowed),
+        ]
+        return req.valid & req.ready
+
+
+class LoadEngine(_DmaEngine):
     """``LOAD``: DRAM -> scratchpad along a 2-D pattern. ``command`` is taken when idle;
     ``busy`` is high until the last response is written."""
 
@@ -87,13 +143,10 @@ class LoadEngine(wiring.Component):
                  dram_address_bits: int, word, outstanding: int = 16):
         _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
         check_positive("Outstanding reads", outstanding)
-        self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
-        self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits
         self.outstanding = outstanding
-        super().__init__({
-            "command": In(stream.Signature(dma_command_layout(
-                sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits))),
-            "busy": Out(1),
+        super().__init__(port_words=port_words, sp_banks=sp_banks,
+                         sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits,
+                         word=word, ports={
             "read_req": Out(stream.Signature(read_request_layout(dram_address_bits,
                                                                  port_words))),
             "read_resp": In(stream.Signature(memory_response_layout(port_words, word))),
@@ -107,36 +160,13 @@ class LoadEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        source = m.submodules.dram_runs = RunGenerator(address_bits=self.dram_address_bits,
-                                                       max_run=self.port_words)
-        target = m.submodules.sp_runs = RunGenerator(address_bits=self.sp_address_bits,
-                                                     max_run=self.port_words)
-        cmd = self.command
-        busy = source.busy | target.busy
-        m.d.comb += [self.busy.eq(busy), cmd.ready.eq(~busy)]
-        start = cmd.valid & cmd.ready
-        c = cmd.payload
-        m.d.comb += [
-            source.start.eq(start), target.start.eq(start),
-            source.pattern.base.eq(c.dram), source.pattern.outer.eq(c.segments),
-            source.pattern.outer_stride.eq(c.dram_stride), source.pattern.inner.eq(c.words),
-            source.pattern.inner_stride.eq(1),
-            target.pattern.base.eq(c.sp), target.pattern.outer.eq(c.segments),
-            target.pattern.outer_stride.eq(c.sp_stride), target.pattern.inner.eq(c.words),
-            target.pattern.inner_stride.eq(1),
-        ]
+        walks = self._walks(m, "dram", "sp")
+        (source, _), (target, _) = walks
+        self._start(m, source.busy | target.busy, walks)
 
         # -- reads ahead, bounded ----------------------------------------------------------------
         in_flight = Signal(range(self.outstanding + 1))
-        room = in_flight != self.outstanding
-        req = self.read_req
-        m.d.comb += [
-            req.valid.eq(source.runs.valid & room),
-            req.payload.addr.eq(source.runs.payload.addr),
-            req.payload.count.eq(source.runs.payload.count),
-            source.runs.ready.eq(req.ready & room),
-        ]
-        issued = req.valid & req.ready
+        issued = self._issue(m, self.read_req, source.runs, in_flight != self.outstanding)
 
         # -- responses into the scratchpad, addresses from the second walk ------------------------
         resp, write = self.read_resp, self.sp.req
@@ -154,7 +184,7 @@ class LoadEngine(wiring.Component):
         return m
 
 
-class StoreEngine(wiring.Component):
+class StoreEngine(_DmaEngine):
     """``STORE``: scratchpad -> DRAM along a 2-D pattern. ``command`` is taken when idle;
     ``busy`` is high until the last write beat has left on ``write_req``."""
 
@@ -162,14 +192,11 @@ class StoreEngine(wiring.Component):
                  dram_address_bits: int, word, buffer_depth: int = 4):
         _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
         check_positive("Buffer depth", buffer_depth)
-        self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
-        self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits
         self.buffer_depth = buffer_depth
         self.write_layout = write_request_layout(dram_address_bits, port_words, word)
-        super().__init__({
-            "command": In(stream.Signature(dma_command_layout(
-                sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits))),
-            "busy": Out(1),
+        super().__init__(port_words=port_words, sp_banks=sp_banks,
+                         sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits,
+                         word=word, ports={
             "sp": Out(ScratchpadReadPort(address_bits=sp_address_bits, banks=sp_banks,
                                          word=word)),
             "write_req": Out(stream.Signature(self.write_layout)),
@@ -181,36 +208,17 @@ class StoreEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        source = m.submodules.sp_runs = RunGenerator(address_bits=self.sp_address_bits,
-                                                     max_run=self.port_words)
-        target = m.submodules.dram_runs = RunGenerator(address_bits=self.dram_address_bits,
-                                                       max_run=self.port_words)
+        walks = self._walks(m, "sp", "dram")
+        (source, _), (target, _) = walks
         buf = m.submodules.write_buffer = CreditBuffer(layout=self.write_layout,
                                                        depth=self.buffer_depth)
         wiring.connect(m, buf.read, wiring.flipped(self.write_req))
-        cmd = self.command
-        busy = source.busy | (buf.credits != self.buffer_depth)
-        m.d.comb += [self.busy.eq(busy), cmd.ready.eq(~busy)]
-        start = cmd.valid & cmd.ready
-        c = cmd.payload
-        m.d.comb += [
-            source.start.eq(start), target.start.eq(start),
-            source.pattern.base.eq(c.sp), source.pattern.outer.eq(c.segments),
-            source.pattern.outer_stride.eq(c.sp_stride), source.pattern.inner.eq(c.words),
-            source.pattern.inner_stride.eq(1),
-            target.pattern.base.eq(c.dram), target.pattern.outer.eq(c.segments),
-            target.pattern.outer_stride.eq(c.dram_stride), target.pattern.inner.eq(c.words),
-            target.pattern.inner_stride.eq(1),
-        ]
+        self._start(m, source.busy | (buf.credits != self.buffer_depth), walks)
 
         # -- read a run only against a reserved write-buffer row ---------------------------------
         req = self.sp.req
-        credit = buf.credits != 0
+        self._issue(m, req, source.runs, buf.credits != 0)
         m.d.comb += [
-            req.valid.eq(source.runs.valid & credit),
-            req.payload.addr.eq(source.runs.payload.addr),
-            req.payload.count.eq(source.runs.payload.count),
-            source.runs.ready.eq(req.ready & credit),
             target.runs.ready.eq(req.valid & req.ready),     # same run boundaries
             buf.reserve.eq(req.valid & req.ready),
         ]

@@ -29,14 +29,37 @@ from amaranth.lib.wiring import In, Out
 
 from hw.matrix_unit import SHIFT_WIDTH, MatrixUnit
 from hw.primitives import check_positive, parameter_repr
-from hw.scratchpad import ScratchpadReadPort, check_power_of_two
+from hw.scratchpad import ScratchpadReadPort, ScratchpadWritePort, check_power_of_two
 
-__all__ = ["MatmulEngine", "matmul_command_layout", "accumulator_row"]
+__all__ = ["MatmulEngine", "matmul_command_layout", "accumulator_row", "engine_ports"]
 
 
 def accumulator_row(*, cols: int, acc_width: int) -> data.ArrayLayout:
     """One ACC word: a tile row of ``cols`` accumulator numbers."""
     return data.ArrayLayout(signed(acc_width), cols)
+
+
+def engine_ports(*, command, sp_address_bits: int, sp_banks: int, word, sp_write: bool,
+                 acc_address_bits: int | None = None, acc_row=None) -> dict:
+    """The members every execute engine has, in this order: ``command`` (a stream of the
+    ``command`` layout, taken when idle), ``busy``, scratchpad read ports ``sp_a`` and ``sp_b``,
+    with ``sp_write`` the write port ``sp_d``, and with ``acc_row`` the ACC memory's
+    ``acc_read`` and ``acc_write`` ports (``acc_address_bits`` wide)."""
+    port = dict(address_bits=sp_address_bits, banks=sp_banks, word=word)
+    members = {
+        "command": In(stream.Signature(command)),
+        "busy": Out(1),
+        "sp_a": Out(ScratchpadReadPort(**port)),
+        "sp_b": Out(ScratchpadReadPort(**port)),
+    }
+    if sp_write:
+        members["sp_d"] = Out(ScratchpadWritePort(**port))
+    if acc_row is not None:
+        members["acc_read"] = In(memory.ReadPort.Signature(addr_width=acc_address_bits,
+                                                           shape=acc_row))
+        members["acc_write"] = In(memory.WritePort.Signature(addr_width=acc_address_bits,
+                                                             shape=acc_row))
+    return members
 
 
 def matmul_command_layout(*, sp_address_bits: int, acc_address_bits: int) -> data.StructLayout:
@@ -160,18 +183,11 @@ class MatmulEngine(wiring.Component):
         if max(block_size, rows) < 3:
             raise ValueError(f"Jobs must be at least 3 cycles apart (max(block size, rows) = "
                              f"{max(block_size, rows)}): the ACC read-modify-write takes 2")
-        port = dict(address_bits=sp_address_bits, banks=sp_banks, word=self.word)
-        super().__init__({
-            "command": In(stream.Signature(matmul_command_layout(
-                sp_address_bits=sp_address_bits, acc_address_bits=self.acc_address_bits))),
-            "busy": Out(1),
-            "sp_a": Out(ScratchpadReadPort(**port)),
-            "sp_b": Out(ScratchpadReadPort(**port)),
-            "acc_read": In(memory.ReadPort.Signature(addr_width=self.acc_address_bits,
-                                                     shape=self.acc_row)),
-            "acc_write": In(memory.WritePort.Signature(addr_width=self.acc_address_bits,
-                                                       shape=self.acc_row)),
-        })
+        super().__init__(engine_ports(
+            command=matmul_command_layout(sp_address_bits=sp_address_bits,
+                                          acc_address_bits=self.acc_address_bits),
+            sp_address_bits=sp_address_bits, sp_banks=sp_banks, word=self.word, sp_write=False,
+            acc_address_bits=self.acc_address_bits, acc_row=self.acc_row))
 
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "sub_arrays", "block_size",

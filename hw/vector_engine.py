@@ -36,7 +36,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.instruction import INSTRUCTION, Opcode
-from hw.matmul_engine import accumulator_row
+from hw.matmul_engine import accumulator_row, engine_ports
 from hw.mxint_gelu import MXIntGELU
 from hw.mxint_layernorm import MXIntLayerNorm
 from hw.mxint_softmax import MXIntSoftmax
@@ -238,18 +238,10 @@ class VectorEngine(wiring.Component):
                                     lsb_width=self.lsb_width, exponent_width=exponent_width,
                                     element_width=self.element_width, class_widths=class_widths,
                                     class_types=class_types)
-        port = dict(address_bits=sp_address_bits, banks=sp_banks, word=self.word)
-        super().__init__({
-            "command": In(stream.Signature(INSTRUCTION)),
-            "busy": Out(1),
-            "sp_a": Out(ScratchpadReadPort(**port)),
-            "sp_b": Out(ScratchpadReadPort(**port)),
-            "sp_d": Out(ScratchpadWritePort(**port)),
-            "acc_read": In(memory.ReadPort.Signature(addr_width=self.acc_address_bits,
-                                                     shape=self.acc_row)),
-            "acc_write": In(memory.WritePort.Signature(addr_width=self.acc_address_bits,
-                                                       shape=self.acc_row)),
-        })
+        super().__init__(engine_ports(
+            command=INSTRUCTION, sp_address_bits=sp_address_bits, sp_banks=sp_banks,
+            word=self.word, sp_write=True, acc_address_bits=self.acc_address_bits,
+            acc_row=self.acc_row))
 
     def __repr__(self):
         return parameter_repr(self, "block_size", "exponent_width", "class_widths",
@@ -429,35 +421,22 @@ class VectorEngine(wiring.Component):
                 m, a_word.mantissas[i], act, widths, w_max, name=f"gelu_m{i}"))
                 for i in range(B)]
 
-        # -- softmax (two-pass): rows with a masked tail ----------------------------------------
-        with m.If(ops[Opcode.VSMAX]):
-            tail = reader_a.words.payload.end_of_segment & (instr.valid != 0)
-            m.d.comb += [
-                softmax.scores.valid.eq(reader_a.words.valid),
-                reader_a.words.ready.eq(softmax.scores.ready),
-                softmax.scores.payload.block.exponent.eq(a_word.exponent),
-                softmax.scores.payload.last.eq(reader_a.words.payload.end_of_segment),
-            ]
-            m.d.comb += [softmax.scores.payload.block.mantissas[i].eq(as_class(
-                m, a_word.mantissas[i], act, widths, w_max, name=f"smax_m{i}"))
-                for i in range(B)]
-            m.d.comb += [softmax.scores.payload.mask[i].eq(~tail | (i < instr.valid))
-                         for i in range(B)]
-
-        # -- online softmax step: rows of a tile with a masked tail --------------------------------
-        with m.If(ops[Opcode.VSMAXO]):
-            tail = reader_a.words.payload.end_of_segment & (instr.valid != 0)
-            m.d.comb += [
-                online.scores.valid.eq(reader_a.words.valid),
-                reader_a.words.ready.eq(online.scores.ready),
-                online.scores.payload.block.exponent.eq(a_word.exponent),
-                online.scores.payload.last.eq(reader_a.words.payload.end_of_segment),
-            ]
-            m.d.comb += [online.scores.payload.block.mantissas[i].eq(as_class(
-                m, a_word.mantissas[i], act, widths, w_max, name=f"smaxo_m{i}"))
-                for i in range(B)]
-            m.d.comb += [online.scores.payload.mask[i].eq(~tail | (i < instr.valid))
-                         for i in range(B)]
+        # -- softmax (two-pass) and the online softmax step (rows of a tile): rows with a masked
+        # tail, fed alike ----------------------------------------------------------------------
+        for op, unit, name in ((Opcode.VSMAX, softmax, "smax"), (Opcode.VSMAXO, online, "smaxo")):
+            with m.If(ops[op]):
+                tail = reader_a.words.payload.end_of_segment & (instr.valid != 0)
+                m.d.comb += [
+                    unit.scores.valid.eq(reader_a.words.valid),
+                    reader_a.words.ready.eq(unit.scores.ready),
+                    unit.scores.payload.block.exponent.eq(a_word.exponent),
+                    unit.scores.payload.last.eq(reader_a.words.payload.end_of_segment),
+                ]
+                m.d.comb += [unit.scores.payload.block.mantissas[i].eq(as_class(
+                    m, a_word.mantissas[i], act, widths, w_max, name=f"{name}_m{i}"))
+                    for i in range(B)]
+                m.d.comb += [unit.scores.payload.mask[i].eq(~tail | (i < instr.valid))
+                             for i in range(B)]
 
         # -- LayerNorm: gamma/beta pairs load the unit's parameter store, rows follow -----------
         with m.If(ops[Opcode.VLNORM]):

@@ -15,24 +15,26 @@ Pipeline (global enable: every register holds while the output is held):
 Latency :attr:`MXIntGELU.latency` cycles (7 + degree with the defaults), one block per cycle.
 """
 from amaranth import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_fields, block_layout, check_format, decode_exponent,
                              global_enable_ready)
-from hw.mxint_fixed import (Pipeline, Staged, check_chunk_bits, check_int, fixed_to_mxint,
-                            piecewise_polynomial, scale_saturate)
+from hw.mxint_fixed import Staged, piecewise_polynomial, scale_saturate
+from hw.mxint_unit import MXIntUnit
 from software_model.mxint_gelu import GeluSpec
 
 __all__ = ["MXIntGELU"]
 
 
-class MXIntGELU(wiring.Component):
+class MXIntGELU(MXIntUnit):
     """``blocks`` stream of MXInt blocks (``in_format``) in, ``results`` stream of MXInt blocks
     (``out_format``) out.  Every argument is keyword-only; the arithmetic ones are those of
     :class:`software_model.mxint_gelu.GeluSpec`, plus the pipeline's ``tree_levels`` (levels
     of the output's OR tree between registers) and ``multiplier_chunk_bits`` (split the Horner
     multipliers' ``delta`` operand into registered chunks of this many bits; None: never)."""
+
+    _spec_repr = ("frac_bits", "range_bits", "segment_bits", "degree", "out_frac_bits")
 
     def __init__(self, *, in_format, out_format, frac_bits=8, int_bits=8, range_bits=2,
                  segment_bits=4, degree=2, out_frac_bits=10, tree_levels=2,
@@ -41,22 +43,12 @@ class MXIntGELU(wiring.Component):
         check_format(out_format)
         self.spec = GeluSpec(in_format, out_format, frac_bits, int_bits, range_bits,
                              segment_bits, degree, out_frac_bits)
-        self.tree_levels = check_int("tree_levels", tree_levels, 1, 8)
-        self.multiplier_chunk_bits = check_chunk_bits(multiplier_chunk_bits)
+        self._pipeline_knobs(tree_levels, multiplier_chunk_bits)
         self.latency = self._build_latency()
         super().__init__({
             "blocks": In(stream.Signature(block_layout(in_format))),
             "results": Out(stream.Signature(block_layout(out_format))),
         })
-
-    def __repr__(self):
-        s = getattr(self, "spec", None)
-        if s is None:                   # rejected in the constructor
-            return f"{type(self).__name__}(<invalid arguments>)"
-        return (f"MXIntGELU(k={s.block_size}, in_w={s.in_fmt.element_width}, "
-                f"out_w={s.out_fmt.element_width}, frac_bits={s.frac_bits}, "
-                f"range_bits={s.range_bits}, segment_bits={s.segment_bits}, "
-                f"degree={s.degree}, out_frac_bits={s.out_frac_bits})")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -88,8 +80,7 @@ class MXIntGELU(wiring.Component):
 
     def _datapath(self, m, payload, valid, enable):
         s = self.spec
-        p = Pipeline(m, "gelu", enable=enable, tree_levels=self.tree_levels,
-                     chunk_bits=self.multiplier_chunk_bits)
+        p = self._pipeline(m, "gelu", enable=enable)
         k = s.block_size
         e = decode_exponent(payload.exponent, s.in_fmt)
         shift = p.signal(e + s.x_shift_offset, "shift", signed(len(e) + 6))
@@ -111,8 +102,7 @@ class MXIntGELU(wiring.Component):
                    *[Staged(v, y_poly.stage) for v in y_poly.value], name="y",
                    shape=signed(s.y_bits))
         lsb = Staged(Const(-s.out_frac_bits, signed(8)), y.stage)
-        out = fixed_to_mxint(p, y, lsb, s.out_fmt, "q")
-        out_valid = p.at(Staged(valid, 0), out.stage, control=True)
+        out, out_valid = self._round_out(p, y, lsb, valid)
         return out, out_valid, out.stage
 
     def elaborate(self, platform):
@@ -120,11 +110,5 @@ class MXIntGELU(wiring.Component):
         advance = ~self.results.valid | self.results.ready
         m.d.comb += self.blocks.ready.eq(advance)
         out, out_valid, _ = self._datapath(m, self.blocks.payload, self.blocks.valid, advance)
-        field, mans = out.value
-        m.d.comb += [
-            self.results.valid.eq(out_valid),
-            self.results.payload.exponent.eq(field),
-        ]
-        m.d.comb += [self.results.payload.mantissas[i].eq(mans[i])
-                     for i in range(self.spec.block_size)]
+        self._drive_blocks(m, self.results, out, out_valid)
         return m

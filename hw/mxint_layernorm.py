@@ -24,15 +24,14 @@ holds new rows off until its last beat, so every row sees one complete parameter
 offered while a load is offered wait for it).
 """
 from amaranth import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import stream
 from amaranth.lib.data import ArrayLayout, StructLayout
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import block_fields, block_layout, check_format, decode_exponent
-from hw.mxint_fixed import (Pipeline, Staged, carry_propagate, carry_save_sum,
-                            check_chunk_bits, check_int, fixed_to_mxint, normalise, rsqrt_newton,
+from hw.mxint_fixed import (Staged, carry_propagate, carry_save_sum, normalise, rsqrt_newton,
                             scale_saturate)
+from hw.mxint_unit import TwoPassUnit, row_result_layout
 from software_model.mxint_fixed import rsqrt_seed_table
 from software_model.mxint_layernorm import LayerNormSpec
 
@@ -43,13 +42,15 @@ def _extend_signed(v, width):
     return Cat(v, v[-1].replicate(width - len(v))) if len(v) < width else v[:width]
 
 
-class MXIntLayerNorm(wiring.Component):
+class MXIntLayerNorm(TwoPassUnit):
     """``operands`` stream of MXInt blocks of x in, ``results`` stream ``{exponent, mantissas,
     last}`` out, ``params`` stream ``{gamma, beta}`` (blocks in ``param_format``) to load the
     affine parameters.  Keyword-only arguments: those of
     :class:`software_model.mxint_layernorm.LayerNormSpec` (``*_format`` are its ``*_fmt``),
     plus ``buffer_blocks``, ``tree_levels`` and ``multiplier_chunk_bits`` as for
     :class:`hw.mxint_softmax.MXIntSoftmax`."""
+
+    _spec_repr = ("row_length", "frac_bits", "rsqrt_bits")
 
     def __init__(self, *, in_format, out_format, param_format, row_length=64, frac_bits=10,
                  int_bits=8, eps=1e-12, rsqrt_table_bits=6, newton_steps=1, rsqrt_bits=12,
@@ -60,14 +61,8 @@ class MXIntLayerNorm(wiring.Component):
         self.spec = LayerNormSpec(in_format, out_format, param_format, row_length, frac_bits,
                                   int_bits, eps, rsqrt_table_bits, newton_steps, rsqrt_bits,
                                   norm_frac_bits, out_frac_bits, out_int_bits)
-        self.tree_levels = check_int("tree_levels", tree_levels, 1, 8)
-        self.multiplier_chunk_bits = check_chunk_bits(multiplier_chunk_bits)
-        self.first_pass_latency, self.row_info_latency = self._pass1_latency()
-        self.second_pass_latency = self._pass2_latency()
-        if buffer_blocks is None:
-            buffer_blocks = self.default_buffer_blocks
-        self.buffer_blocks = check_int("buffer_blocks", buffer_blocks, self.spec.row_blocks,
-                                       4096)
+        self._pipeline_knobs(tree_levels, multiplier_chunk_bits)
+        self._size_buffers(buffer_blocks, row_blocks=self.spec.row_blocks)
         # the block credits allow at most ceil(D / row_blocks) + 1 rows in flight (a partial row
         # at each end): that many row credits never hold the unit back
         self.row_slots = min(-(-self.buffer_blocks // self.spec.row_blocks) + 1,
@@ -77,31 +72,8 @@ class MXIntLayerNorm(wiring.Component):
             "operands": In(stream.Signature(block_layout(in_format))),
             "params": In(stream.Signature(StructLayout({
                 "gamma": block_layout(param_format), "beta": block_layout(param_format)}))),
-            "results": Out(stream.Signature(StructLayout({
-                "exponent": block_layout(out_format)["exponent"].shape,
-                "mantissas": ArrayLayout(signed(out_format.element_width), k),
-                "last": 1}))),
+            "results": Out(stream.Signature(row_result_layout(out_format, k))),
         })
-
-    @property
-    def default_buffer_blocks(self) -> int:
-        return self.spec.row_blocks + self.row_info_latency + 3
-
-    def __repr__(self):
-        s = getattr(self, "spec", None)
-        if s is None:                   # rejected in the constructor
-            return f"{type(self).__name__}(<invalid arguments>)"
-        return (f"MXIntLayerNorm(k={s.block_size}, row_length={s.row_length}, "
-                f"in_w={s.in_fmt.element_width}, out_w={s.out_fmt.element_width}, "
-                f"frac_bits={s.frac_bits}, rsqrt_bits={s.rsqrt_bits}, "
-                f"buffer_blocks={getattr(self, 'buffer_blocks', None)})")
-
-    @property
-    def latencies(self) -> dict:
-        """As :attr:`hw.mxint_softmax.MXIntSoftmax.latencies`."""
-        return {"first_pass": self.first_pass_latency, "row_info": self.row_info_latency,
-                "second_pass": self.second_pass_latency, "buffer_blocks": self.buffer_blocks,
-                "row_slots": self.row_slots}
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -160,7 +132,7 @@ class MXIntLayerNorm(wiring.Component):
     def _first_pass(self, m, block, take, first, last):
         s = self.spec
         k = s.block_size
-        p = Pipeline(m, "p1", tree_levels=self.tree_levels, chunk_bits=self.multiplier_chunk_bits)
+        p = self._pipeline(m, "p1")
         valid = Staged(take, 0)
         xq = p.reg(self._fixed(m, p, block.exponent, block.mantissas, 0, "xq"), "xq",
                    shape=signed(s.x_bits))
@@ -240,8 +212,7 @@ class MXIntLayerNorm(wiring.Component):
     def _second_pass(self, m, block, gamma, beta, sx, y, j, last, valid, enable):
         s = self.spec
         k = s.block_size
-        p = Pipeline(m, "p2", enable=enable, tree_levels=self.tree_levels,
-                     chunk_bits=self.multiplier_chunk_bits)
+        p = self._pipeline(m, "p2", enable=enable)
         pf = s.param_fmt
         fz, fa, fr = s.norm_frac_bits, s.out_frac_bits, s.rsqrt_bits
         regs = p.reg(Staged([block, gamma, beta, sx, y, j, last], 0), "in")
@@ -296,10 +267,7 @@ class MXIntLayerNorm(wiring.Component):
         ysum = p.reg(p.comb(add_sat, *[Staged(v, ab.stage) for v in ab.value]), "y",
                      shape=signed(s.y_bits))
         lsb = Staged(Const(-fa, signed(8)), ysum.stage)
-        out = fixed_to_mxint(p, ysum, lsb, s.out_fmt, "q")
-        out_valid = p.at(Staged(valid, 0), out.stage, control=True)
-        out_last = p.at(Staged(last1, st), out.stage)
-        return out, out_valid, out_last, out.stage
+        return self._round_row_out(p, ysum, lsb, valid, Staged(last1, st))
 
     def _pass2_latency(self):
         m = Module()
@@ -324,13 +292,10 @@ class MXIntLayerNorm(wiring.Component):
         loading = Signal()
         loaded = Signal()                   # a complete parameter set has arrived
 
-        credits = Signal(range(self.buffer_blocks + 1), init=self.buffer_blocks)
-        rows_free = Signal(range(self.row_slots + 1), init=self.row_slots)
-        first = Signal(init=1)
-        count = Signal(range(max(2, nb)))
+        c = self._credits()
         idle = Signal()
-        m.d.comb += [idle.eq(credits == self.buffer_blocks),
-                     self.params.ready.eq(idle & first)]
+        m.d.comb += [idle.eq(c.credits == self.buffer_blocks),
+                     self.params.ready.eq(idle & c.first)]
         p_take = self.params.valid & self.params.ready
         with m.If(p_take):
             with m.Switch(p_idx):
@@ -342,26 +307,16 @@ class MXIntLayerNorm(wiring.Component):
             with m.If(p_idx == nb - 1):
                 m.d.sync += loaded.eq(1)
         # ---- admission ---------------------------------------------------------------------
-        ready = Signal()
-        m.d.comb += ready.eq((credits != 0) & (~first | ((rows_free != 0) & loaded & ~loading
-                                                         & ~self.params.valid)))
-        m.d.comb += self.operands.ready.eq(ready)
-        take = Signal()
-        m.d.comb += take.eq(self.operands.valid & ready)
+        take = self._admit(m, c, self.operands, (loaded, ~loading, ~self.params.valid))
         last = Signal()
-        m.d.comb += last.eq(count == nb - 1)
-        with m.If(take):
-            m.d.sync += [first.eq(last), count.eq(Mux(last, 0, count + 1))]
-        _, info, info_valid, _ = self._first_pass(m, self.operands.payload, take, first, last)
+        m.d.comb += last.eq(c.count == nb - 1)
+        self._count_blocks(m, c, take, last)
+        _, info, info_valid, _ = self._first_pass(m, self.operands.payload, take, c.first, last)
 
         blk_layout = block_layout(s.in_fmt)
         info_layout = StructLayout({"sx": signed(s.sum_bits), "y": unsigned(s.rsqrt_bits + 1),
                                     "j": unsigned(6)})
-        fifo = m.submodules.row_buffer = SyncFIFO(width=blk_layout.size,
-                                                  depth=max(2, self.buffer_blocks))
-        # a depth-1 SyncFIFO has a zero-width address; the credits bound the level anyway
-        infos = m.submodules.row_info = SyncFIFO(width=info_layout.size,
-                                                 depth=max(2, self.row_slots))
+        fifo, infos = self._row_fifos(m, blk_layout.size, info_layout.size)
         m.d.comb += [fifo.w_data.eq(self.operands.payload), fifo.w_en.eq(take)]
         w_info = Signal(info_layout)
         m.d.comb += [w_info.sx.eq(info["sx"]), w_info.y.eq(info["y"]), w_info.j.eq(info["j"]),
@@ -389,12 +344,6 @@ class MXIntLayerNorm(wiring.Component):
         out, out_valid, out_last, _ = self._second_pass(
             m, blk_layout(fifo.r_data), par.gamma, par.beta, r_info.sx, r_info.y, r_info.j,
             r_last, pop, advance)
-        field, mans = out.value
-        m.d.comb += [self.results.valid.eq(out_valid), self.results.payload.exponent.eq(field),
-                     self.results.payload.last.eq(out_last)]
-        m.d.comb += [self.results.payload.mantissas[i].eq(mans[i]) for i in range(k)]
-        m.d.sync += [
-            credits.eq(credits - take + pop),
-            rows_free.eq(rows_free - (take & first) + (pop & r_last)),
-        ]
+        self._drive_blocks(m, self.results, out, out_valid, out_last)
+        self._return_credits(m, c, take, pop, r_last)
         return m

@@ -29,21 +29,21 @@ every beat follows :func:`software_model.mxint_softmax.softmax_cycles`.
 Rows longer than ``max_row_blocks`` are cut: the block that reaches the limit ends its row.
 """
 from amaranth import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import stream
 from amaranth.lib.data import ArrayLayout, StructLayout
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import block_fields, block_layout, check_format, decode_exponent
-from hw.mxint_fixed import (Pipeline, Staged, check_chunk_bits, check_int, fixed_to_mxint,
-                            normalise, piecewise_polynomial, reciprocal_newton, scale_saturate)
+from hw.mxint_fixed import (Staged, normalise, piecewise_polynomial, reciprocal_newton,
+                            scale_saturate)
+from hw.mxint_unit import TwoPassUnit, row_result_layout
 from software_model.mxint_fixed import reciprocal_seed_table
 from software_model.mxint_softmax import SoftmaxSpec
 
 __all__ = ["MXIntSoftmax"]
 
 
-class MXIntSoftmax(wiring.Component):
+class MXIntSoftmax(TwoPassUnit):
     """``scores`` stream ``{block, mask, last}`` in, ``probs`` stream ``{exponent, mantissas,
     last}`` out.  Keyword-only arguments: the arithmetic ones of
     :class:`software_model.mxint_softmax.SoftmaxSpec` (``in_format``/``out_format`` are its
@@ -51,6 +51,8 @@ class MXIntSoftmax(wiring.Component):
     full-throughput default), ``tree_levels`` (tree levels between registers) and
     ``multiplier_chunk_bits`` (split the multipliers' second operand into registered chunks of
     this many bits; None: never)."""
+
+    _spec_repr = ("max_row_blocks", "exp_bits", "recip_bits")
 
     def __init__(self, *, in_format, out_format, max_row_blocks=8, scale=1.0,
                  scale_frac_bits=12, range_bits=6, exp_frac_bits=10, exp_segment_bits=4,
@@ -61,38 +63,15 @@ class MXIntSoftmax(wiring.Component):
         self.spec = SoftmaxSpec(in_format, out_format, max_row_blocks, scale, scale_frac_bits,
                                 range_bits, exp_frac_bits, exp_segment_bits, exp_degree,
                                 exp_bits, recip_table_bits, newton_steps, recip_bits)
-        self.tree_levels = check_int("tree_levels", tree_levels, 1, 8)
-        self.multiplier_chunk_bits = check_chunk_bits(multiplier_chunk_bits)
-        self.first_pass_latency, self.row_info_latency = self._pass1_latency()
-        self.second_pass_latency = self._pass2_latency()
-        if buffer_blocks is None:
-            buffer_blocks = self.default_buffer_blocks
-        self.buffer_blocks = check_int("buffer_blocks", buffer_blocks, max_row_blocks, 4096)
+        self._pipeline_knobs(tree_levels, multiplier_chunk_bits)
+        self._size_buffers(buffer_blocks, row_blocks=self.spec.max_row_blocks)
         self.row_slots = min(self.buffer_blocks, self.row_info_latency + 3)
         k = in_format.block_size
         super().__init__({
             "scores": In(stream.Signature(StructLayout({
                 "block": block_layout(in_format), "mask": unsigned(k), "last": 1}))),
-            "probs": Out(stream.Signature(StructLayout({
-                "exponent": block_layout(out_format)["exponent"].shape,
-                "mantissas": ArrayLayout(signed(out_format.element_width), k),
-                "last": 1}))),
+            "probs": Out(stream.Signature(row_result_layout(out_format, k))),
         })
-
-    @property
-    def default_buffer_blocks(self) -> int:
-        """Enough for one block per cycle: a row plus everything in flight before its
-        reciprocal is ready."""
-        return self.spec.max_row_blocks + self.row_info_latency + 3
-
-    def __repr__(self):
-        s = getattr(self, "spec", None)
-        if s is None:                   # rejected in the constructor
-            return f"{type(self).__name__}(<invalid arguments>)"
-        return (f"MXIntSoftmax(k={s.block_size}, max_row_blocks={s.max_row_blocks}, "
-                f"in_w={s.in_fmt.element_width}, out_w={s.out_fmt.element_width}, "
-                f"exp_bits={s.exp_bits}, recip_bits={s.recip_bits}, "
-                f"buffer_blocks={getattr(self, 'buffer_blocks', None)})")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -141,7 +120,7 @@ class MXIntSoftmax(wiring.Component):
         reciprocal, and both stages (counted from the admission cycle)."""
         s = self.spec
         k = s.block_size
-        p = Pipeline(m, "p1", tree_levels=self.tree_levels, chunk_bits=self.multiplier_chunk_bits)
+        p = self._pipeline(m, "p1")
         blk = payload.block
         e = decode_exponent(blk.exponent, s.in_fmt)
         valid = Staged(take, 0)
@@ -242,8 +221,7 @@ class MXIntSoftmax(wiring.Component):
     def _second_pass(self, m, t, tag, last, R, lo, M, valid, enable):
         s = self.spec
         k = s.block_size
-        p = Pipeline(m, "p2", enable=enable, tree_levels=self.tree_levels,
-                     chunk_bits=self.multiplier_chunk_bits)
+        p = self._pipeline(m, "p2", enable=enable)
         fp, fr = s.exp_bits, s.recip_bits
         regs = p.reg(Staged(list(t) + [tag, last, R, lo, M], 0), "in")
         st = regs.stage
@@ -265,10 +243,7 @@ class MXIntSoftmax(wiring.Component):
                          shape=unsigned(s.product_bits))
         lsb = p.comb(lambda l: -(l + fr), Staged(lo_at, prod.stage), name="lsb",
                      shape=signed(8))
-        out = fixed_to_mxint(p, clamped, lsb, s.out_fmt, "q")
-        out_valid = p.at(Staged(valid, 0), out.stage, control=True)
-        out_last = p.at(Staged(last1, st), out.stage)
-        return out, out_valid, out_last, out.stage
+        return self._round_row_out(p, clamped, lsb, valid, Staged(last1, st))
 
     def _pass2_latency(self):
         m = Module()
@@ -281,48 +256,26 @@ class MXIntSoftmax(wiring.Component):
         m._MustUse__silence = True
         return out[3]
 
-    @property
-    def latencies(self) -> dict:
-        """Cycles from a block's admission to its row-buffer write (``first_pass``), from a
-        row's last block's admission to its row-info write (``row_info``), from a buffer read to
-        the output beat (``second_pass``), and the credits: the arguments of
-        :func:`software_model.mxint_softmax.softmax_cycles`."""
-        return {"first_pass": self.first_pass_latency, "row_info": self.row_info_latency,
-                "second_pass": self.second_pass_latency, "buffer_blocks": self.buffer_blocks,
-                "row_slots": self.row_slots}
-
     def elaborate(self, platform):
         m = Module()
         s = self.spec
         k = s.block_size
         # ---- admission: credits for the row buffer and the row-info FIFO ---------------------
-        credits = Signal(range(self.buffer_blocks + 1), init=self.buffer_blocks)
-        rows_free = Signal(range(self.row_slots + 1), init=self.row_slots)
-        first = Signal(init=1)                       # the next block starts a row
-        count = Signal(range(max(2, s.max_row_blocks)))
-        ready = Signal()
-        m.d.comb += ready.eq((credits != 0) & (~first | (rows_free != 0)))
-        m.d.comb += self.scores.ready.eq(ready)
-        take = Signal()
-        m.d.comb += take.eq(self.scores.valid & ready)
+        c = self._credits()
+        take = self._admit(m, c, self.scores)
         cut = Signal()
-        m.d.comb += cut.eq(self.scores.payload.last | (count == s.max_row_blocks - 1))
-        with m.If(take):
-            m.d.sync += [first.eq(cut), count.eq(Mux(cut, 0, count + 1))]
+        m.d.comb += cut.eq(self.scores.payload.last | (c.count == s.max_row_blocks - 1))
+        self._count_blocks(m, c, take, cut)
         payload = Signal.like(self.scores.payload)
         m.d.comb += [payload.eq(self.scores.payload), payload.last.eq(cut)]
 
-        buf, buf_valid, _, info, info_valid, _ = self._first_pass(m, payload, take, first)
+        buf, buf_valid, _, info, info_valid, _ = self._first_pass(m, payload, take, c.first)
         tw = s.term_bits
         buf_layout = StructLayout({"t": ArrayLayout(unsigned(tw), k),
                                    "tag": signed(s.max_bits), "last": 1})
         info_layout = StructLayout({"R": unsigned(s.recip_bits + 1), "lo": unsigned(8),
                                     "M": signed(s.max_bits)})
-        fifo = m.submodules.row_buffer = SyncFIFO(width=buf_layout.size,
-                                                   depth=max(2, self.buffer_blocks))
-        # a depth-1 SyncFIFO has a zero-width address; the credits bound the level anyway
-        infos = m.submodules.row_info = SyncFIFO(width=info_layout.size,
-                                                 depth=max(2, self.row_slots))
+        fifo, infos = self._row_fifos(m, buf_layout.size, info_layout.size)
         w_buf = Signal(buf_layout)
         m.d.comb += [w_buf.t[i].eq(buf["t"][i]) for i in range(k)]
         m.d.comb += [w_buf.tag.eq(buf["tag"]), w_buf.last.eq(buf["last"]),
@@ -344,13 +297,6 @@ class MXIntSoftmax(wiring.Component):
         out, out_valid, out_last, _ = self._second_pass(
             m, [r_buf.t[i] for i in range(k)], r_buf.tag, r_buf.last, r_info.R, r_info.lo,
             r_info.M, pop, advance)
-        field, mans = out.value
-        m.d.comb += [self.probs.valid.eq(out_valid), self.probs.payload.exponent.eq(field),
-                     self.probs.payload.last.eq(out_last)]
-        m.d.comb += [self.probs.payload.mantissas[i].eq(mans[i]) for i in range(k)]
-
-        m.d.sync += [
-            credits.eq(credits - take + pop),
-            rows_free.eq(rows_free - (take & first) + (pop & r_buf.last)),
-        ]
+        self._drive_blocks(m, self.probs, out, out_valid, out_last)
+        self._return_credits(m, c, take, pop, r_buf.last)
         return m

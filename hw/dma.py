@@ -82,19 +82,28 @@ def _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits):
 class _DmaEngine(wiring.Component):
     """What LOAD and STORE share: the arguments, ``command``/``busy``, and the two walks of the
     command's 2-D pattern (one over DRAM addresses, one over scratchpad addresses) that start
-    together when a command is taken."""
+    together when a command is taken.
+
+    ``own`` is the subclass's one further argument, ``(message name, attribute, value)``, a
+    positive integer checked after the common ones; ``_ports`` gives its other members."""
 
     def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
-                 dram_address_bits: int, word, ports: dict):
-        # the subclass has checked every argument (the common ones first, as _check_common)
+                 dram_address_bits: int, word, own: tuple):
+        _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
+        label, self._own, value = own
+        setattr(self, self._own, check_positive(label, value))
         self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
         self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits
         super().__init__({
             "command": In(stream.Signature(dma_command_layout(
                 sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits))),
             "busy": Out(1),
-            **ports,
+            **self._ports(dict(address_bits=sp_address_bits, banks=sp_banks, word=word)),
         })
+
+    def __repr__(self):
+        return parameter_repr(self, "port_words", "sp_banks", "sp_address_bits",
+                              "dram_address_bits", self._own)
 
     def _walks(self, m, *sides: str):
         """One run generator per side (``"dram"`` or ``"sp"``), as submodule ``<side>_runs``."""
@@ -141,22 +150,18 @@ class LoadEngine(_DmaEngine):
 
     def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
                  dram_address_bits: int, word, outstanding: int = 16):
-        _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
-        check_positive("Outstanding reads", outstanding)
-        self.outstanding = outstanding
         super().__init__(port_words=port_words, sp_banks=sp_banks,
                          sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits,
-                         word=word, ports={
-            "read_req": Out(stream.Signature(read_request_layout(dram_address_bits,
-                                                                 port_words))),
-            "read_resp": In(stream.Signature(memory_response_layout(port_words, word))),
-            "sp": Out(ScratchpadWritePort(address_bits=sp_address_bits, banks=sp_banks,
-                                          word=word)),
-        })
+                         word=word, own=("Outstanding reads", "outstanding", outstanding))
 
-    def __repr__(self):
-        return parameter_repr(self, "port_words", "sp_banks", "sp_address_bits",
-                              "dram_address_bits", "outstanding")
+    def _ports(self, sp_port: dict) -> dict:
+        return {
+            "read_req": Out(stream.Signature(read_request_layout(self.dram_address_bits,
+                                                                 self.port_words))),
+            "read_resp": In(stream.Signature(memory_response_layout(self.port_words,
+                                                                    self.word))),
+            "sp": Out(ScratchpadWritePort(**sp_port)),
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -190,21 +195,15 @@ class StoreEngine(_DmaEngine):
 
     def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
                  dram_address_bits: int, word, buffer_depth: int = 4):
-        _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
-        check_positive("Buffer depth", buffer_depth)
-        self.buffer_depth = buffer_depth
-        self.write_layout = write_request_layout(dram_address_bits, port_words, word)
         super().__init__(port_words=port_words, sp_banks=sp_banks,
                          sp_address_bits=sp_address_bits, dram_address_bits=dram_address_bits,
-                         word=word, ports={
-            "sp": Out(ScratchpadReadPort(address_bits=sp_address_bits, banks=sp_banks,
-                                         word=word)),
-            "write_req": Out(stream.Signature(self.write_layout)),
-        })
+                         word=word, own=("Buffer depth", "buffer_depth", buffer_depth))
 
-    def __repr__(self):
-        return parameter_repr(self, "port_words", "sp_banks", "sp_address_bits",
-                              "dram_address_bits", "buffer_depth")
+    def _ports(self, sp_port: dict) -> dict:
+        self.write_layout = write_request_layout(self.dram_address_bits, self.port_words,
+                                                 self.word)
+        return {"sp": Out(ScratchpadReadPort(**sp_port)),
+                "write_req": Out(stream.Signature(self.write_layout))}
 
     def elaborate(self, platform):
         m = Module()

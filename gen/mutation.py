@@ -192,10 +192,11 @@ CATALOGUE: tuple[Mutant, ...] = (
            "normal = top >= -126", "normal = top >= -125",
            "FP32 subnormal boundary off by one (-125)", ("tests/test_mxint_linear.py",)),
     # -- floating-point adder and ternary units -----------------------------------------------
-    Mutant("float_add_stall_ignored", "float_add", "hw/float_add.py",
-           "            with m.If(ctl.advance):\n                m.d.sync += reg.eq(value)",
-           "            with m.If(1):\n                m.d.sync += reg.eq(value)",
-           "the pipelined adder's inner stages load while the pipeline is stalled",
+    Mutant("float_add_stall_ignored", "float_add", "hw/primitives.py",
+           "return register(self._m, value, name=name, enable=self.advance)",
+           "return register(self._m, value, name=name, enable=None)",
+           "the pipelined adder's inner stages (GlobalEnable.register) load while the pipeline "
+           "is stalled",
            ("tests/test_float_add.py",)),
     Mutant("lut_negation_carry_dropped", "ternary_lut", "hw/ternary_lut.py",
            "            total = total + sum(negations)", "            total = total",

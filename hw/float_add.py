@@ -16,7 +16,8 @@ from amaranth.lib.data import StructLayout
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import increment
-from hw.primitives import GlobalEnable, check_choice, delay, parameter_repr
+from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_output,
+                           global_enable_ready, global_enable_timing, parameter_repr)
 from software_model.float16 import FORMATS, FloatFormat
 
 __all__ = ["float_add", "float_add_staged", "float_mul", "float_neg", "FloatAdderUnit", "float_format", "PIPELINE_POINTS"]
@@ -261,20 +262,16 @@ class FloatAdderUnit(wiring.Component):
                 "beat": "one addition a + b",
                 "fields": {"a": f"a, an IEEE {fmt} bit pattern ({width} bits)",
                            "b": f"b, an IEEE {fmt} bit pattern ({width} bits)"},
-                "ready": "combinational on sums.ready: ready = ~sums.valid | sums.ready "
-                         "(sums.valid is a register), so the whole pipeline stalls while a sum "
-                         "is held; not a function of operands.valid or its payload",
+                "ready": global_enable_ready("operands", "sums"),
             },
             "sums": {
                 "beat": "the sum of one operands beat",
                 "fields": {"payload": f"a + b, {fmt} bits, rounded to nearest even; subnormals "
                                       "exact, every NaN the canonical quiet NaN, x + (-x) = +0"},
-                "order": "one beat per operands beat, in order",
-                "backpressure": "holds the whole pipeline; nothing is dropped",
+                **global_enable_output("operands"),
             },
-            "buffers": f"none besides the {self.latency} pipeline registers",
-            "latency": f"{self.latency} cycles from an operand pair taken to its sum offered; "
-                       "one pair per cycle",
+            **global_enable_timing(self.latency, taken="an operand pair", offered="its sum",
+                                   unit="pair"),
             "arithmetic": "software_model.float16.add, bit for bit",
         }
 
@@ -282,15 +279,7 @@ class FloatAdderUnit(wiring.Component):
         m = Module()
         f = self.float_format
         ctl = GlobalEnable(m, source=self.operands, sink=self.sums, stages=self.latency)
-
-        def stage(value, name):
-            """A datapath register loading with the global enable; reset_less: its content only
-            matters while the valid bit travelling beside it is set."""
-            value = Value.cast(value)
-            reg = Signal(value.shape(), name=name, reset_less=True)
-            with m.If(ctl.advance):
-                m.d.sync += reg.eq(value)
-            return reg
+        stage = ctl.register
 
         points = PIPELINE_POINTS[:self.pipeline_stages]
         at = lambda point: stage if point in points else None     # noqa: E731

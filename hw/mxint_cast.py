@@ -25,8 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_fields, block_layout, check_format, clamp_exponent,
                              encode_exponent, global_enable_ready, round_magnitude)
-from hw.primitives import (GlobalEnable, check_choice, delay, leading_one, max_tree,
-                           parameter_repr)
+from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_output,
+                           global_enable_timing, leading_one, max_tree, parameter_repr)
 from software_model.mxint import INPUT_FORMATS, MXIntFormat
 
 __all__ = ["MXIntCast"]
@@ -76,12 +76,10 @@ class MXIntCast(wiring.Component):
             "blocks": {
                 "beat": "the MXInt block of one values beat",
                 "fields": block_fields(self.fmt, "element"),
-                "order": "one beat per values beat, in order",
-                "backpressure": "holds the whole pipeline; nothing is dropped",
+                **global_enable_output("values"),
             },
-            "buffers": f"none besides the {self.latency} pipeline registers",
-            "latency": f"{self.latency} cycles from a block taken to its result offered; one "
-                       "block per cycle",
+            **global_enable_timing(self.latency, taken="a block", offered="its result",
+                                   unit="block"),
             "arithmetic": f"shared exponent floor(log2 max|v|) clamped to the field, mantissas "
                           f"rounded {self.fmt.rounding} and saturated; NaN elements read as 0 "
                           "(software_model.mxint.mxint_cast)",
@@ -99,15 +97,7 @@ class MXIntCast(wiring.Component):
 
         ctl = GlobalEnable(m, source=self.values, sink=self.blocks, stages=self.latency)
         advance = ctl.advance
-
-        def stage(value, name):
-            """A datapath register loading with the global enable (reset_less: its content only
-            matters while the valid bit beside it is set)."""
-            value = Value.cast(value)
-            reg = Signal(value.shape(), name=name, reset_less=True)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
-            return reg
+        stage = ctl.register
         later = lambda value, cycles, name: delay(m, value, cycles, name=name,  # noqa: E731
                                                   enable=advance)
         # the three registers `pipelined` adds (after the decode, the max tree, the shift)

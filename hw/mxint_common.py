@@ -8,10 +8,12 @@ An MXInt block travels as ``{exponent, mantissas}``: ``exponent`` is the shared 
 from amaranth import *
 from amaranth.lib.data import ArrayLayout, StructLayout
 
+from hw.primitives import global_enable_ready      # re-exported for the MXInt blocks
 from software_model.mxint import MXIntFormat
 
 __all__ = ["block_layout", "exponent_shape", "decode_exponent", "encode_exponent",
            "check_format", "clamp_exponent", "round_magnitude", "carry_prefix", "increment",
+           "resolve_segments",
            "exponent_text", "block_fields", "global_enable_ready"]
 
 
@@ -77,6 +79,24 @@ def carry_prefix(cin, gen, prop):
         return left + [combine(left[-1], r) for r in right]
 
     return [g for g, _ in prefix(pairs)[:len(gen)]]
+
+
+def resolve_segments(m, sums, carries, segs, register, *, name: str, result: str):
+    """The value of a carry-save number kept in segments ``segs`` (``(lo, hi)`` bit ranges):
+    segment i holds ``sums[i]`` and a pending carry ``carries[i]`` (None: none). Two register
+    stages (``register(value, name)``): each segment takes its carry and gives
+    generate/propagate to a log-depth lookahead across the segments (registers
+    ``<name>_s/g/p<i>``), then one increment per segment (register ``result``)."""
+    low, gen, prop = [], [], []
+    for i, (lo, hi) in enumerate(segs):
+        inc = increment(m, sums[i], C(0, 1) if carries[i] is None else carries[i],
+                        name=f"{name}_inc{i}")
+        low.append(register(inc[:hi - lo], f"{name}_s{i}"))
+        gen.append(register(inc[-1], f"{name}_g{i}"))
+        prop.append(register(inc[:hi - lo].all(), f"{name}_p{i}"))
+    cins = carry_prefix(C(0, 1), gen, prop)
+    return register(Cat(*[increment(m, low[i], cins[i], name=f"{name}_v{i}")[:hi - lo]
+                          for i, (lo, hi) in enumerate(segs)]), result)
 
 
 def increment(m, value, up, *, name: str):
@@ -152,11 +172,3 @@ def block_fields(fmt: MXIntFormat, what: str) -> dict:
                      f"{fmt.element_width}-bit; value_i = mantissas[i] * "
                      f"2^(e - {fmt.fraction_bits})",
     }
-
-
-def global_enable_ready(source: str, sink: str) -> str:
-    """``ready`` text of an input stalled by a global enable (:class:`hw.primitives.
-    GlobalEnable`): ``source.ready = ~sink.valid | sink.ready``."""
-    return (f"combinational on {sink}.ready: ready = ~{sink}.valid | {sink}.ready ({sink}.valid "
-            f"is a register), so the whole pipeline stalls while a result is held; not a "
-            f"function of {source}.valid or of any payload")

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from hw.mxint_common import (block_fields, block_layout, check_format, decode_exponent,
                              global_enable_ready)
 from hw.mxint_fixed import Staged, piecewise_polynomial, scale_saturate
+from hw.primitives import global_enable_output, global_enable_timing
 from hw.mxint_unit import MXIntUnit
 from software_model.mxint_gelu import GeluSpec
 
@@ -61,12 +62,10 @@ class MXIntGELU(MXIntUnit):
             "results": {
                 "beat": "GELU(x) of one blocks beat, element by element",
                 "fields": block_fields(self.spec.out_fmt, "GELU of element"),
-                "order": "one beat per blocks beat, in order",
-                "backpressure": "holds the whole pipeline; nothing is dropped",
+                **global_enable_output("blocks"),
             },
-            "buffers": f"none besides the {self.latency} pipeline stages",
-            "latency": f"{self.latency} cycles from a block taken to its result offered; one "
-                       "block per cycle",
+            **global_enable_timing(self.latency, taken="a block", offered="its result",
+                                   unit="block"),
             "arithmetic": "erf GELU by a piecewise polynomial on a fixed grid, one rounding "
                           "(software_model.mxint_gelu.mxint_gelu)",
         }

@@ -40,9 +40,11 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_fields, block_layout, carry_prefix, check_format,
                              clamp_exponent, decode_exponent, encode_exponent, exponent_shape,
-                             exponent_text, global_enable_ready, increment, round_magnitude)
+                             exponent_text, global_enable_ready, increment, resolve_segments,
+                             round_magnitude)
 from hw.primitives import (GlobalEnable, adder_tree, check_choice, check_positive, delay,
-                           max_tree, parameter_repr, tree_depth)
+                           global_enable_output, global_enable_timing, max_tree, parameter_repr,
+                           tree_depth)
 from software_model.mxint import MXIntFormat
 
 __all__ = ["MXIntLinear", "OUTPUT_FORMATS"]
@@ -145,11 +147,10 @@ class MXIntLinear(wiring.Component):
                 "fields": result_fields,
                 "order": f"one beat per tile ({kb} operand beats), in order; the caller walks N "
                          f"in tiles of {t} and re-sends x for each",
-                "backpressure": "holds the whole pipeline; nothing is dropped",
+                "backpressure": global_enable_output("operands")["backpressure"],
             },
-            "buffers": f"none besides the {self.latency} pipeline stages",
-            "latency": f"{self.latency} cycles from a tile's last beat taken to its result "
-                       "offered; one beat per cycle",
+            **global_enable_timing(self.latency, taken="a tile's last beat",
+                                   offered="its result", unit="beat"),
             "arithmetic": "exact block dot products and accumulation, one rounding to the output "
                           "format (software_model.mxint.mxint_linear)",
         }
@@ -179,15 +180,7 @@ class MXIntLinear(wiring.Component):
         with m.If(take):
             m.d.sync += beat.eq(Mux(last, 0, beat + 1))
 
-        def stage(value, name):
-            """One datapath register of the global-enable pipeline (reset_less: its content
-            only matters while the valid bit travelling beside it is set)."""
-            value = Value.cast(value)
-            reg = Signal(value.shape(), name=name, reset_less=True)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
-            return reg
-        stage.advance = advance
+        stage = ctl.register
 
         # -- stage 1: the products (registered before the adder trees: a multiply and a
         # block-wide tree in one stage would be deeper than a MAC PE) -----------------------------
@@ -267,19 +260,11 @@ class MXIntLinear(wiring.Component):
         # -- stages 5-8: carry resolution and magnitude -------------------------------------------
         mags, signs = [], []
         for n, (fin_s, fin_c) in enumerate(finals):
-            # 5: each segment takes its pending carry; generate/propagate for the lookahead
-            low, gen, prop = [], [], []
-            for i, (lo, hi) in enumerate(segs):
-                inc = increment(m, fin_s[i], C(0, 1) if fin_c[i] is None else fin_c[i],
-                                name=f"res_{n}_inc{i}")
-                low.append(stage(inc[:hi - lo], f"res_{n}_s{i}"))
-                gen.append(stage(inc[-1], f"res_{n}_g{i}"))
-                prop.append(stage(inc[:hi - lo].all(), f"res_{n}_p{i}"))
+            # 5: each segment takes its pending carry; generate/propagate for the lookahead;
             # 6: log-depth carry lookahead across segments, then one increment per segment:
             # the accumulator's two's complement value
-            cins = carry_prefix(C(0, 1), gen, prop)
-            value = stage(Cat(*[increment(m, low[i], cins[i], name=f"res_{n}_v{i}")[:hi - lo]
-                                for i, (lo, hi) in enumerate(segs)]), f"sum_{n}").as_signed()
+            value = resolve_segments(m, fin_s, fin_c, segs, stage, name=f"res_{n}",
+                                     result=f"sum_{n}").as_signed()
             # 7: sign-magnitude |v| = (v xor sign) + sign: the ones' complement, and the carry
             # of the +1 into each segment (it passes a segment whose value bits are all zero)
             sign = value[-1]
@@ -301,23 +286,24 @@ class MXIntLinear(wiring.Component):
         mags = [delay(m, mag, 1, name=f"mag9_{n}", enable=advance) for n, mag in enumerate(mags)]
         signs = [delay(m, s, 1, name=f"sign9_{n}", enable=advance) for n, s in enumerate(signs)]
         if self.output_format == "fp32":
-            out = self._round_fp32(m, stage, mags, signs, msbs, nonzero, lsb)
+            out = self._round_fp32(m, ctl, mags, signs, msbs, nonzero, lsb)
         else:
-            out = self._round_mxint(m, stage, mags, signs, msbs, nonzero, lsb)
+            out = self._round_mxint(m, ctl, mags, signs, msbs, nonzero, lsb)
         result = Signal(self.result_layout, reset_less=True)
         with m.If(advance):
             m.d.sync += result.eq(out)
         m.d.comb += self.results.payload.eq(result)
         return m
 
-    def _round_fp32(self, m, stage, mags, signs, msbs, nonzero, lsb):
+    def _round_fp32(self, m, ctl, mags, signs, msbs, nonzero, lsb):
         """|y| = mag * 2^lsb -> FP32 bits, round half-even once, subnormals and Inf as IEEE.
         Four register stages: exponent, shift amount, shift with guard and sticky, round."""
         width = len(mags[0])
         headroom = 23                     # a result narrower than 24 bits shifts left
         cap = width + headroom + 1        # larger right shifts all round to zero
         later = lambda v, cycles, name: delay(m, v, cycles, name=name,    # noqa: E731
-                                              enable=stage.advance)
+                                              enable=ctl.advance)
+        stage = ctl.register
         words = []
         for n, (mag, msb) in enumerate(zip(mags, msbs)):
             # stage 10: floor(log2 |y|)
@@ -354,13 +340,14 @@ class MXIntLinear(wiring.Component):
             words.append(Cat(magnitude, later(signs[n], 3, f"sign12_{n}")))
         return Cat(*words)
 
-    def _round_mxint(self, m, stage, mags, signs, msbs, nonzero, lsb):
+    def _round_mxint(self, m, ctl, mags, signs, msbs, nonzero, lsb):
         """The n_tile magnitudes -> one MXInt block. Four register stages: the block's top bit,
         shared exponent and shifts, shift with guard and sticky, round and saturate."""
         of = self.out_fmt
         width = len(mags[0])
         later = lambda v, cycles, name: delay(m, v, cycles, name=name,    # noqa: E731
-                                              enable=stage.advance)
+                                              enable=ctl.advance)
+        stage = ctl.register
         tops = []
         for n, msb in enumerate(msbs):
             top = Signal(range(width + 1), name=f"top_{n}")        # msb + 1, 0 for zero

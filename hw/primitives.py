@@ -5,12 +5,16 @@
 * :class:`GlobalEnable`: the control of a fixed-depth pipeline that advances as a whole whenever its
   output register is free (``advance = ~valid | ready``): the valid bit of every stage, the input's
   ``ready``. Cheaper than a :class:`PipelineStage` per stage when the datapath is wide.
-* :func:`delay`: a line of registers (skew and deskew of systolic arrays, control that rides
-  beside a datapath).
+* :func:`register`, :func:`delay`: one register, a line of registers (skew and deskew of
+  systolic arrays, control that rides beside a datapath).
 * :class:`CreditBuffer`: an output FIFO whose free rows are handed out as credits, so a datapath
   that cannot stall (a systolic array) only admits work whose results are sure to fit.
+* :class:`JobAdmission`: a job's last beat held until its results have room and the previous
+  job's last beat is far enough behind (the arrays that cannot stall).
 * :func:`adder_tree`: pairwise sum in a fixed order, optionally one register per level.
 * :func:`max_tree`, :func:`leading_one`.
+* :func:`global_enable_ready`, :func:`global_enable_output`, :func:`global_enable_timing`: the
+  manifest's protocol text of a :class:`GlobalEnable` pipeline, worded once.
 
 The golden models define the order of additions; :func:`adder_tree`'s order is
 :func:`software_model.ternary.pairwise_sum_order` (adjacent pairs per level, an odd last term
@@ -26,8 +30,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "delay", "adder_tree", "max_tree",
-           "leading_one", "tree_depth", "check_positive", "check_choice", "parameter_repr"]
+__all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "register", "delay", "adder_tree",
+           "max_tree", "leading_one", "tree_depth", "check_positive", "check_choice",
+           "parameter_repr", "global_enable_ready", "global_enable_output",
+           "global_enable_timing", "JobAdmission"]
 
 
 def check_positive(name: str, value, *, minimum: int = 1) -> int:
@@ -81,11 +87,12 @@ class GlobalEnable:
     or being read, so it holds one beat per stage at full rate and stalls as a whole under
     backpressure. ``valid[0]`` is the input's valid, ``valid[n]`` the valid bit of stage n's
     registers (reset to 0); ``sink.valid`` is ``valid[stages]``. The datapath registers of stage n
-    load ``with m.If(ctl.advance)``.
+    load ``with m.If(ctl.advance)``, as :meth:`register` makes them.
     """
 
     def __init__(self, m: Module, *, source, sink, stages: int, name: str = "stage"):
         check_positive("Stages", stages)
+        self._m = m
         self.stages = stages
         self.advance = Signal(name=f"{name}_advance")
         m.d.comb += [self.advance.eq(~sink.valid | sink.ready), source.ready.eq(self.advance)]
@@ -97,10 +104,27 @@ class GlobalEnable:
             self.valid.append(reg)
         m.d.comb += sink.valid.eq(self.valid[-1])
 
+    def register(self, value, name: str) -> Signal:
+        """A datapath register of this pipeline: ``value`` loaded whenever the pipeline advances
+        (``reset_less``: its content only matters while the valid bit beside it is set)."""
+        return register(self._m, value, name=name, enable=self.advance)
+
     @property
     def take(self) -> Value:
         """High in a cycle the input beat is taken."""
         return self.valid[0] & self.advance
+
+
+def register(m: Module, value, *, name: str, enable: Value | None = None,
+             reset_less: bool = True) -> Signal:
+    """One register of ``value``'s shape named ``name``, loading every cycle or, if given, only
+    while ``enable``. Data registers are ``reset_less``; pass ``reset_less=False`` for control."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Register name must be a non-empty string, not {name!r}")
+    value = Value.cast(value)
+    reg = Signal(value.shape(), name=name, reset_less=reset_less)
+    _load(m, reg, value, enable)
+    return reg
 
 
 def delay(m: Module, value, cycles: int, *, name: str, reset_less: bool = True,
@@ -161,6 +185,40 @@ class CreditBuffer(wiring.Component):
         popped = self.read.valid & self.read.ready
         m.d.sync += self.credits.eq(self.credits - self.reserve + popped)
         return m
+
+
+class JobAdmission:
+    """Admission of jobs from a stream ``ops`` whose payload has ``last`` (1 on a job's final
+    beat): beats without ``last`` are always taken; a last beat only while ``last_ok``.
+
+    ``last_ok(spaced)`` gives the condition (room for the job's results, typically, and
+    ``spaced``: ``spacing`` cycles have passed since the previous job's last beat); with
+    ``last_ok=None`` the caller drives the signal :attr:`last_ok` itself (:attr:`spaced` is the
+    same condition). ``since_last`` counts the cycles since the previous job's last beat
+    (saturating at ``spacing``, its reset value). ``in_job`` is high between a job's first and
+    last beats. ``fire``/``fire_last``: a beat, a last beat taken this cycle.
+    """
+
+    def __init__(self, m: Module, ops, *, spacing: int, last_ok: Callable | None = None):
+        check_positive("Spacing", spacing)
+        since_last = Signal(range(spacing + 1), init=spacing)
+        in_job = Signal()
+        self.last_ok = Signal(name="last_ok")
+        self.since_last, self.in_job, self.spacing = since_last, in_job, spacing
+        ready = ops.ready.eq(~ops.payload.last | self.last_ok)
+        m.d.comb += [ready] if last_ok is None else [self.last_ok.eq(last_ok(self.spaced)), ready]
+        self.fire = fire = ops.valid & ops.ready
+        self.fire_last = fire_last = fire & ops.payload.last
+        with m.If(fire_last):
+            m.d.sync += since_last.eq(1)
+        with m.Elif(since_last < spacing):
+            m.d.sync += since_last.eq(since_last + 1)
+        with m.If(fire):
+            m.d.sync += in_job.eq(~ops.payload.last)
+
+    @property
+    def spaced(self) -> Value:
+        return self.since_last >= self.spacing
 
 
 def tree_depth(count: int) -> int:
@@ -224,3 +282,27 @@ def leading_one(m: Module, value, name: str):
         with m.If(value[i]):
             m.d.comb += pos.eq(i)
     return pos
+
+
+def global_enable_ready(source: str, sink: str) -> str:
+    """``ready`` text of an input stalled by a :class:`GlobalEnable`:
+    ``source.ready = ~sink.valid | sink.ready``."""
+    return (f"combinational on {sink}.ready: ready = ~{sink}.valid | {sink}.ready ({sink}.valid "
+            f"is a register), so the whole pipeline stalls while a result is held; not a "
+            f"function of {source}.valid or of any payload")
+
+
+def global_enable_output(source: str) -> dict:
+    """``order`` and ``backpressure`` of the output of a :class:`GlobalEnable` pipeline that
+    makes one beat per ``source`` beat."""
+    return {"order": f"one beat per {source} beat, in order",
+            "backpressure": "holds the whole pipeline; nothing is dropped"}
+
+
+def global_enable_timing(latency: int, *, taken: str, offered: str, unit: str) -> dict:
+    """``buffers`` and ``latency`` of a :class:`GlobalEnable` pipeline of ``latency`` register
+    stages that takes one ``unit`` per cycle (``taken``: what the input beat is, ``offered``:
+    what the output beat is)."""
+    return {"buffers": f"none besides the {latency} pipeline registers",
+            "latency": f"{latency} cycles from {taken} taken to {offered} offered; one {unit} "
+                       "per cycle"}

@@ -16,8 +16,8 @@ from amaranth.lib.data import StructLayout
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import increment
-from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_output,
-                           global_enable_ready, global_enable_timing, parameter_repr)
+from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_protocol,
+                           parameter_repr)
 from software_model.float16 import FORMATS, FloatFormat
 
 __all__ = ["float_add", "float_add_staged", "float_mul", "float_neg", "FloatAdderUnit", "float_format", "PIPELINE_POINTS"]
@@ -257,23 +257,15 @@ class FloatAdderUnit(wiring.Component):
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
         fmt, width = self.format, self.float_format.width
-        return {
-            "operands": {
-                "beat": "one addition a + b",
-                "fields": {"a": f"a, an IEEE {fmt} bit pattern ({width} bits)",
+        return global_enable_protocol(
+            source="operands", sink="sums", source_beat="one addition a + b",
+            source_fields={"a": f"a, an IEEE {fmt} bit pattern ({width} bits)",
                            "b": f"b, an IEEE {fmt} bit pattern ({width} bits)"},
-                "ready": global_enable_ready("operands", "sums"),
-            },
-            "sums": {
-                "beat": "the sum of one operands beat",
-                "fields": {"payload": f"a + b, {fmt} bits, rounded to nearest even; subnormals "
-                                      "exact, every NaN the canonical quiet NaN, x + (-x) = +0"},
-                **global_enable_output("operands"),
-            },
-            **global_enable_timing(self.latency, taken="an operand pair", offered="its sum",
-                                   unit="pair"),
-            "arithmetic": "software_model.float16.add, bit for bit",
-        }
+            sink_beat="the sum of one operands beat",
+            sink_fields={"payload": f"a + b, {fmt} bits, rounded to nearest even; subnormals "
+                                    "exact, every NaN the canonical quiet NaN, x + (-x) = +0"},
+            latency=self.latency, taken="an operand pair", offered="its sum", unit="pair",
+            arithmetic="software_model.float16.add, bit for bit")
 
     def elaborate(self, platform):
         m = Module()

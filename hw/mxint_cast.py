@@ -24,9 +24,9 @@ from amaranth.lib.data import ArrayLayout
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_fields, block_layout, check_format, clamp_exponent,
-                             encode_exponent, global_enable_ready, round_magnitude)
-from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_output,
-                           global_enable_timing, leading_one, max_tree, parameter_repr)
+                             encode_exponent, round_magnitude)
+from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_protocol,
+                           leading_one, max_tree, parameter_repr)
 from software_model.mxint import INPUT_FORMATS, MXIntFormat
 
 __all__ = ["MXIntCast"]
@@ -66,24 +66,17 @@ class MXIntCast(wiring.Component):
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
         k = self.fmt.block_size
-        return {
-            "values": {
-                "beat": f"one block of {k} {self.input_format} values",
-                "fields": {"payload": f"payload[i], i = 0..{k - 1}: element i, its IEEE "
+        return global_enable_protocol(
+            source="values", sink="blocks",
+            source_beat=f"one block of {k} {self.input_format} values",
+            source_fields={"payload": f"payload[i], i = 0..{k - 1}: element i, its IEEE "
                                       f"{self.input_format} bit pattern ({self.in_width} bits)"},
-                "ready": global_enable_ready("values", "blocks"),
-            },
-            "blocks": {
-                "beat": "the MXInt block of one values beat",
-                "fields": block_fields(self.fmt, "element"),
-                **global_enable_output("values"),
-            },
-            **global_enable_timing(self.latency, taken="a block", offered="its result",
-                                   unit="block"),
-            "arithmetic": f"shared exponent floor(log2 max|v|) clamped to the field, mantissas "
-                          f"rounded {self.fmt.rounding} and saturated; NaN elements read as 0 "
-                          "(software_model.mxint.mxint_cast)",
-        }
+            sink_beat="the MXInt block of one values beat",
+            sink_fields=block_fields(self.fmt, "element"),
+            latency=self.latency, taken="a block", offered="its result", unit="block",
+            arithmetic=f"shared exponent floor(log2 max|v|) clamped to the field, mantissas "
+                       f"rounded {self.fmt.rounding} and saturated; NaN elements read as 0 "
+                       "(software_model.mxint.mxint_cast)")
 
     def elaborate(self, platform):
         m = Module()

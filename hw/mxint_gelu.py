@@ -18,10 +18,9 @@ from amaranth import *
 from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import (block_fields, block_layout, check_format, decode_exponent,
-                             global_enable_ready)
+from hw.mxint_common import block_fields, block_layout, check_format, decode_exponent
 from hw.mxint_fixed import Staged, piecewise_polynomial, scale_saturate
-from hw.primitives import global_enable_output, global_enable_timing
+from hw.primitives import global_enable_protocol
 from hw.mxint_unit import MXIntUnit
 from software_model.mxint_gelu import GeluSpec
 
@@ -53,22 +52,14 @@ class MXIntGELU(MXIntUnit):
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
-        return {
-            "blocks": {
-                "beat": "one MXInt block of x",
-                "fields": block_fields(self.spec.in_fmt, "element"),
-                "ready": global_enable_ready("blocks", "results"),
-            },
-            "results": {
-                "beat": "GELU(x) of one blocks beat, element by element",
-                "fields": block_fields(self.spec.out_fmt, "GELU of element"),
-                **global_enable_output("blocks"),
-            },
-            **global_enable_timing(self.latency, taken="a block", offered="its result",
-                                   unit="block"),
-            "arithmetic": "erf GELU by a piecewise polynomial on a fixed grid, one rounding "
-                          "(software_model.mxint_gelu.mxint_gelu)",
-        }
+        return global_enable_protocol(
+            source="blocks", sink="results", source_beat="one MXInt block of x",
+            source_fields=block_fields(self.spec.in_fmt, "element"),
+            sink_beat="GELU(x) of one blocks beat, element by element",
+            sink_fields=block_fields(self.spec.out_fmt, "GELU of element"),
+            latency=self.latency, taken="a block", offered="its result", unit="block",
+            arithmetic="erf GELU by a piecewise polynomial on a fixed grid, one rounding "
+                       "(software_model.mxint_gelu.mxint_gelu)")
 
     def _build_latency(self) -> int:
         m = Module()

@@ -40,11 +40,9 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_fields, block_layout, carry_prefix, check_format,
                              clamp_exponent, decode_exponent, encode_exponent, exponent_shape,
-                             exponent_text, global_enable_ready, increment, resolve_segments,
-                             round_magnitude)
+                             exponent_text, increment, resolve_segments, round_magnitude)
 from hw.primitives import (GlobalEnable, adder_tree, check_choice, check_positive, delay,
-                           global_enable_output, global_enable_timing, max_tree, parameter_repr,
-                           tree_depth)
+                           global_enable_protocol, max_tree, parameter_repr, tree_depth)
 from software_model.mxint import MXIntFormat
 
 __all__ = ["MXIntLinear", "OUTPUT_FORMATS"]
@@ -126,34 +124,27 @@ class MXIntLinear(wiring.Component):
                                         "subnormals, overflow to Inf)"}
         else:
             result_fields = block_fields(self.out_fmt, "y[n0 + i] is element")
-        return {
-            "operands": {
-                "beat": f"block b of one tile: x[b*{k} .. b*{k}+{k - 1}] with the same K range "
+        return global_enable_protocol(
+            source="operands", sink="results",
+            source_beat=f"block b of one tile: x[b*{k} .. b*{k}+{k - 1}] with the same K range "
                         f"of W rows n0 .. n0+{t - 1}; a tile is exactly {kb} beats "
                         f"(in_features / block_size = {self.in_features} / {k}), counted from "
                         "reset (there is no last field)",
-                "fields": {
-                    "x": f"one block of x along K: {x['exponent']}; {x['mantissas']}",
-                    "w": f"w[j], j = 0..{t - 1}: the same K block of W row n0 + j (MXInt "
-                         "block, same format)",
-                    "bias": f"bias[j], j = 0..{t - 1}: b[n0 + j] = mantissa * "
-                            f"2^(e - {f.fraction_bits}) ({exponent_text(f)}; mantissa signed "
-                            f"{f.element_width} bits); read on the tile's first beat only",
-                },
-                "ready": global_enable_ready("operands", "results"),
+            source_fields={
+                "x": f"one block of x along K: {x['exponent']}; {x['mantissas']}",
+                "w": f"w[j], j = 0..{t - 1}: the same K block of W row n0 + j (MXInt "
+                     "block, same format)",
+                "bias": f"bias[j], j = 0..{t - 1}: b[n0 + j] = mantissa * "
+                        f"2^(e - {f.fraction_bits}) ({exponent_text(f)}; mantissa signed "
+                        f"{f.element_width} bits); read on the tile's first beat only",
             },
-            "results": {
-                "beat": f"the {t} outputs y[n0 .. n0+{t - 1}] of one tile",
-                "fields": result_fields,
-                "order": f"one beat per tile ({kb} operand beats), in order; the caller walks N "
-                         f"in tiles of {t} and re-sends x for each",
-                "backpressure": global_enable_output("operands")["backpressure"],
-            },
-            **global_enable_timing(self.latency, taken="a tile's last beat",
-                                   offered="its result", unit="beat"),
-            "arithmetic": "exact block dot products and accumulation, one rounding to the output "
-                          "format (software_model.mxint.mxint_linear)",
-        }
+            sink_beat=f"the {t} outputs y[n0 .. n0+{t - 1}] of one tile",
+            sink_fields=result_fields,
+            order=f"one beat per tile ({kb} operand beats), in order; the caller walks N in "
+                  f"tiles of {t} and re-sends x for each",
+            latency=self.latency, taken="a tile's last beat", offered="its result", unit="beat",
+            arithmetic="exact block dot products and accumulation, one rounding to the output "
+                       "format (software_model.mxint.mxint_linear)")
 
     def elaborate(self, platform):
         m = Module()

@@ -13,8 +13,9 @@
   job's last beat is far enough behind (the arrays that cannot stall).
 * :func:`adder_tree`: pairwise sum in a fixed order, optionally one register per level.
 * :func:`max_tree`, :func:`leading_one`.
-* :func:`global_enable_ready`, :func:`global_enable_output`, :func:`global_enable_timing`: the
-  manifest's protocol text of a :class:`GlobalEnable` pipeline, worded once.
+* :func:`global_enable_protocol` (from :func:`global_enable_ready`, :func:`global_enable_output`,
+  :func:`global_enable_timing`): the manifest's protocol of a :class:`GlobalEnable` pipeline,
+  worded once.
 
 The golden models define the order of additions; :func:`adder_tree`'s order is
 :func:`software_model.ternary.pairwise_sum_order` (adjacent pairs per level, an odd last term
@@ -33,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "register", "delay", "adder_tree",
            "max_tree", "leading_one", "tree_depth", "check_positive", "check_choice",
            "parameter_repr", "global_enable_ready", "global_enable_output",
-           "global_enable_timing", "JobAdmission"]
+           "global_enable_timing", "global_enable_protocol", "JobAdmission"]
 
 
 def check_positive(name: str, value, *, minimum: int = 1) -> int:
@@ -292,10 +293,10 @@ def global_enable_ready(source: str, sink: str) -> str:
             f"function of {source}.valid or of any payload")
 
 
-def global_enable_output(source: str) -> dict:
-    """``order`` and ``backpressure`` of the output of a :class:`GlobalEnable` pipeline that
-    makes one beat per ``source`` beat."""
-    return {"order": f"one beat per {source} beat, in order",
+def global_enable_output(source: str, *, order: str | None = None) -> dict:
+    """``order`` (default: one beat per ``source`` beat) and ``backpressure`` of the output of a
+    :class:`GlobalEnable` pipeline."""
+    return {"order": f"one beat per {source} beat, in order" if order is None else order,
             "backpressure": "holds the whole pipeline; nothing is dropped"}
 
 
@@ -306,3 +307,20 @@ def global_enable_timing(latency: int, *, taken: str, offered: str, unit: str) -
     return {"buffers": f"none besides the {latency} pipeline registers",
             "latency": f"{latency} cycles from {taken} taken to {offered} offered; one {unit} "
                        "per cycle"}
+
+
+def global_enable_protocol(*, source: str, sink: str, source_beat: str, source_fields,
+                           sink_beat: str, sink_fields, latency: int, taken: str, offered: str,
+                           unit: str, arithmetic: str, order: str | None = None) -> dict:
+    """The ``protocol()`` of a block that is one :class:`GlobalEnable` pipeline from the stream
+    ``source`` to the stream ``sink``: each stream's beat and fields as given, the stall
+    behaviour, ``order`` (:func:`global_enable_output`), buffers and latency
+    (:func:`global_enable_timing`) and the ``arithmetic`` reference."""
+    return {
+        source: {"beat": source_beat, "fields": source_fields,
+                 "ready": global_enable_ready(source, sink)},
+        sink: {"beat": sink_beat, "fields": sink_fields,
+               **global_enable_output(source, order=order)},
+        **global_enable_timing(latency, taken=taken, offered=offered, unit=unit),
+        "arithmetic": arithmetic,
+    }

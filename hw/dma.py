@@ -89,8 +89,8 @@ class _DmaEngine(wiring.Component):
 
     def __init__(self, *, port_words: int, sp_banks: int, sp_address_bits: int,
                  dram_address_bits: int, word, own: tuple):
+        label, self._own, value = own           # first: repr works on a rejected engine too
         _check_common(port_words, sp_banks, sp_address_bits, dram_address_bits)
-        label, self._own, value = own
         setattr(self, self._own, check_positive(label, value))
         self.port_words, self.sp_banks, self.word = port_words, sp_banks, word
         self.sp_address_bits, self.dram_address_bits = sp_address_bits, dram_address_bits

@@ -117,6 +117,18 @@ def test_engines_reject_bad_arguments(cls, kw, message):
         cls(**params)
 
 
+@pytest.mark.parametrize("cls,own", [(LoadEngine, "outstanding"), (StoreEngine, "buffer_depth")])
+def test_engine_repr_survives_a_rejected_constructor(cls, own):
+    """amaranth reprs an unused elaboratable when it is collected, also one whose constructor
+    raised: the repr must not fail on the missing attributes."""
+    engine = cls.__new__(cls)
+    with pytest.raises(ValueError):
+        engine.__init__(port_words=0, sp_banks=4, sp_address_bits=6, dram_address_bits=9,
+                        word=WORD)
+    assert repr(engine) == (f"{cls.__name__}(port_words='?', sp_banks='?', "
+                            f"sp_address_bits='?', dram_address_bits='?', {own}='?')")
+
+
 def test_engine_specific_rejections():
     kw = dict(port_words=2, sp_banks=4, sp_address_bits=6, dram_address_bits=9, word=WORD)
     with pytest.raises(ValueError, match="Outstanding reads must be a positive integer, not 0"):

@@ -171,13 +171,19 @@ def _add_normalize(m, parts, f, name, register=None):
              "zero": parts["total"] == 0, "zero_sign": parts["zero_sign"]}
     if register is not None:
         flags = {k: register(v, f"{name}_{k}_n") for k, v in flags.items()}
+    return _select_special(m, f, rounded, name=name, **flags)
+
+
+def _select_special(m, f, rounded, *, nan, inf, inf_sign, zero, zero_sign, name):
+    """The result of an IEEE operation: the canonical NaN, an infinity of ``inf_sign``, a zero
+    of ``zero_sign`` (in that priority), else the ``rounded`` value."""
     result = Signal(f.width, name=name)
-    with m.If(flags["nan"]):
+    with m.If(nan):
         m.d.comb += result.eq(f.canonical_nan)
-    with m.Elif(flags["inf"]):
-        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), flags["inf_sign"]))
-    with m.Elif(flags["zero"]):
-        m.d.comb += result.eq(Cat(C(0, f.width - 1), flags["zero_sign"]))
+    with m.Elif(inf):
+        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), inf_sign))
+    with m.Elif(zero):
+        m.d.comb += result.eq(Cat(C(0, f.width - 1), zero_sign))
     with m.Else():
         m.d.comb += result.eq(rounded)
     return result
@@ -198,8 +204,10 @@ def float_add_staged(m, a, b, fmt, register, name="fadd"):
     return _add_normalize(m, parts, f, name)
 
 
-def float_mul(m, a, b, fmt, name="fmul"):
-    """Combinational correctly rounded a * b (full (m+1) x (m+1)-bit significand product)."""
+def float_mul(m, a, b, fmt, name="fmul", register=None):
+    """Correctly rounded a * b (full (m+1) x (m+1)-bit significand product); combinational,
+    or with ``register(value, name)`` a pipeline register after the significand product and
+    one after the normalisation plan (three stages, the caller's register after the last)."""
     f = float_format(fmt)
     ua, ub = _Unpacked(a, f), _Unpacked(b, f)
     sign = ua.sign ^ ub.sign
@@ -208,17 +216,17 @@ def float_mul(m, a, b, fmt, name="fmul"):
     exponent = Signal(signed(f.exponent_bits + 3), name=f"{name}_topexp")
     # Top product bit is worth 2^1 relative to the hidden-bit product.
     m.d.comb += exponent.eq(ua.effective_exponent + ub.effective_exponent - f.bias + 1)
-    rounded = _round_pack(m, f, sign, exponent, product, name)
-    result = Signal(f.width, name=name)
-    with m.If(ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ub.is_inf & ua.is_zero)):
-        m.d.comb += result.eq(f.canonical_nan)
-    with m.Elif(ua.is_inf | ub.is_inf):
-        m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), sign))
-    with m.Elif(product == 0):
-        m.d.comb += result.eq(Cat(C(0, f.width - 1), sign))
-    with m.Else():
-        m.d.comb += result.eq(rounded)
-    return result
+    nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ub.is_inf & ua.is_zero)
+    inf = ua.is_inf | ub.is_inf
+    if register is not None:
+        sign, product, exponent, nan, inf = (register(v, f"{name}_{k}_p") for k, v in (
+            ("sign", sign), ("prod", product), ("exp", exponent), ("nan", nan), ("inf", inf)))
+    rounded = _round_pack(m, f, sign, exponent, product, name, register=register)
+    flags = {"nan": nan, "inf": inf, "zero": product == 0, "sign": sign}
+    if register is not None:
+        flags = {k: register(v, f"{name}_{k}_n") for k, v in flags.items()}
+    return _select_special(m, f, rounded, name=name, nan=flags["nan"], inf=flags["inf"],
+                           inf_sign=flags["sign"], zero=flags["zero"], zero_sign=flags["sign"])
 
 
 #: where each register of ``FloatAdderUnit(pipeline_stages=n)`` sits: the first ``n`` of these

@@ -32,8 +32,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_fixed import scale_saturate
-from hw.primitives import (CreditBuffer, adder_tree, check_positive, delay, parameter_repr,
-                           tree_depth)
+from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, check_positive, delay,
+                           parameter_repr, tree_depth)
 from hw.systolic import OutputStationaryGrid, skew_control
 
 __all__ = ["MatrixUnit", "SHIFT_WIDTH", "block_sum_width", "alignment_shift_shape"]
@@ -167,21 +167,9 @@ class MatrixUnit(wiring.Component):
                                                   depth=(self.latency + rows) // rows + 2)
 
         # -- admission (as the foundation array): a job's last beat waits for room and drain ----
-        since_last = Signal(range(rows + 1), init=rows)
-        in_job = Signal()
-        last_ok = Signal()
-        m.d.comb += [
-            last_ok.eq((buffer.credits >= rows) & (since_last >= rows) & tags.w_rdy),
-            ops.ready.eq(~ops.payload.last | last_ok),
-        ]
-        fire = ops.valid & ops.ready
-        fire_last = fire & ops.payload.last
-        with m.If(fire_last):
-            m.d.sync += since_last.eq(1)
-        with m.Elif(since_last < rows):
-            m.d.sync += since_last.eq(since_last + 1)
-        with m.If(fire):
-            m.d.sync += in_job.eq(~ops.payload.last)
+        jobs = JobAdmission(m, ops, spacing=rows,
+                            last_ok=lambda spaced: (buffer.credits >= rows) & spaced & tags.w_rdy)
+        fire, fire_last, in_job = jobs.fire, jobs.fire_last, jobs.in_job
         m.d.comb += [
             buffer.reserve.eq(Mux(fire_last, rows, 0)),
             tags.w_en.eq(fire_last),

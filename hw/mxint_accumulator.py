@@ -24,7 +24,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import carry_prefix, increment
+from hw.mxint_common import carry_prefix, increment, resolve_segments
 from hw.primitives import (GlobalEnable, check_choice, check_positive, delay, parameter_repr,
                            tree_depth)
 
@@ -200,14 +200,7 @@ class MXIntAccumulator(wiring.Component):
         advance = ctl.advance
         take = self.terms.valid & advance
 
-        def stage(value, name):
-            """A datapath register loading with the global enable (reset_less: its content only
-            matters while the valid bit beside it is set)."""
-            value = Value.cast(value)
-            reg = Signal(value.shape(), name=name, reset_less=True)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
-            return reg
+        stage = ctl.register
 
         first = Signal(init=1)          # control: the next term opens a new sum
         with m.If(take):
@@ -253,16 +246,8 @@ class MXIntAccumulator(wiring.Component):
 
         # -- stages 3 and 4: carry resolution -----------------------------------------------------
         for n, (fin_s, fin_c) in enumerate(finals):
-            low, gen, prop = [], [], []
-            for i, (lo, hi) in enumerate(segs):
-                inc = increment(m, fin_s[i], C(0, 1) if fin_c[i] is None else fin_c[i],
-                                name=f"res_{n}_inc{i}")
-                low.append(stage(inc[:hi - lo], f"res_{n}_s{i}"))
-                gen.append(stage(inc[-1], f"res_{n}_g{i}"))
-                prop.append(stage(inc[:hi - lo].all(), f"res_{n}_p{i}"))
-            cins = carry_prefix(C(0, 1), gen, prop)
-            value = stage(Cat(*[increment(m, low[i], cins[i], name=f"res_{n}_v{i}")[:hi - lo]
-                                for i, (lo, hi) in enumerate(segs)]), f"sum_{n}")
+            value = resolve_segments(m, fin_s, fin_c, segs, stage, name=f"res_{n}",
+                                     result=f"sum_{n}")
             m.d.comb += self.sums.payload.values[n].eq(value)
         m.d.comb += self.sums.payload.exponent.eq(self.exponent_min)
         return m

@@ -18,9 +18,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-from hw.mxint_common import (block_fields, block_layout, check_format, decode_exponent,
-                             global_enable_ready)
-from hw.primitives import GlobalEnable, parameter_repr, tree_depth
+from hw.mxint_common import block_fields, block_layout, check_format, decode_exponent
+from hw.primitives import GlobalEnable, global_enable_protocol, parameter_repr, tree_depth
 from software_model.mxint import MXIntFormat
 
 __all__ = ["MXIntDotProduct"]
@@ -67,30 +66,21 @@ class MXIntDotProduct(wiring.Component):
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
         f = self.fmt
         a, b = block_fields(f, "a element"), block_fields(f, "b element")
-        return {
-            "operands": {
-                "beat": "one pair of MXInt blocks {a, b}: one dot product",
-                "fields": {"a": f"block a: {a['exponent']}; {a['mantissas']}",
+        return global_enable_protocol(
+            source="operands", sink="results",
+            source_beat="one pair of MXInt blocks {a, b}: one dot product",
+            source_fields={"a": f"block a: {a['exponent']}; {a['mantissas']}",
                            "b": f"block b: {b['exponent']}; {b['mantissas']}"},
-                "ready": global_enable_ready("operands", "results"),
+            sink_beat="the dot product of one operands beat",
+            sink_fields={
+                "exponent": f"decoded e_a + e_b, signed {self.result_exponent_width} bits "
+                            "(not a field code)",
+                "total": f"sum_i a.mantissas[i] * b.mantissas[i], exact, signed "
+                         f"{self.total_width} bits; a . b = total * 2^(exponent - "
+                         f"{2 * f.fraction_bits})",
             },
-            "results": {
-                "beat": "the dot product of one operands beat",
-                "fields": {
-                    "exponent": f"decoded e_a + e_b, signed {self.result_exponent_width} bits "
-                                "(not a field code)",
-                    "total": f"sum_i a.mantissas[i] * b.mantissas[i], exact, signed "
-                             f"{self.total_width} bits; a . b = total * 2^(exponent - "
-                             f"{2 * f.fraction_bits})",
-                },
-                "order": "one beat per operands beat, in order",
-                "backpressure": "holds the whole pipeline; nothing is dropped",
-            },
-            "buffers": f"none besides the {self.latency} pipeline stages",
-            "latency": f"{self.latency} cycles from an operand pair taken to its result "
-                       "offered; one pair per cycle",
-            "arithmetic": "exact, nothing rounded (software_model.mxint.mxint_dot)",
-        }
+            latency=self.latency, taken="an operand pair", offered="its result", unit="pair",
+            arithmetic="exact, nothing rounded (software_model.mxint.mxint_dot)")
 
     def elaborate(self, platform):
         m = Module()

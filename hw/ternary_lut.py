@@ -21,8 +21,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout, View
 from amaranth.lib.wiring import In, Out
 
-from hw.float_add import (PIPELINE_POINTS, _add_align, _add_normalize, _round_pack, _Unpacked,
-                          float_add, float_format, float_mul, float_neg)
+from hw.float_add import (PIPELINE_POINTS, _add_align, _add_normalize, float_add, float_format,
+                          float_mul, float_neg)
 from hw.primitives import (GlobalEnable, adder_tree, check_positive, delay, parameter_repr,
                            tree_depth)
 from software_model.ternary import (WEIGHT_CODES, half_entries, lut_index,
@@ -384,31 +384,8 @@ class TernaryUnitBase(wiring.Component):
         stages, the caller's register after it); else the combinational multiply."""
         if not (self.float_pipelined and self.float_add_stages >= 3):
             return float_mul(m, a, b, self.activation, name=name)
-        f = float_format(self.activation)
-        reg = lambda v, n: self.stage(m, advance, v, n)      # noqa: E731
-        ua, ub = _Unpacked(a, f), _Unpacked(b, f)
-        sign = ua.sign ^ ub.sign
-        product = Signal(2 * (f.mantissa_bits + 1), name=f"{name}_prod")
-        m.d.comb += product.eq(ua.significand * ub.significand)
-        exponent = Signal(signed(f.exponent_bits + 3), name=f"{name}_topexp")
-        m.d.comb += exponent.eq(ua.effective_exponent + ub.effective_exponent - f.bias + 1)
-        nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ub.is_inf & ua.is_zero)
-        inf = ua.is_inf | ub.is_inf
-        sign, product, exponent, nan, inf = (reg(v, f"{name}_{k}_p") for k, v in (
-            ("sign", sign), ("prod", product), ("exp", exponent), ("nan", nan), ("inf", inf)))
-        rounded = _round_pack(m, f, sign, exponent, product, name, register=reg)
-        flags = {k: reg(v, f"{name}_{k}_n") for k, v in (
-            ("nan", nan), ("inf", inf), ("zero", product == 0), ("sign", sign))}
-        result = Signal(f.width, name=name)
-        with m.If(flags["nan"]):
-            m.d.comb += result.eq(f.canonical_nan)
-        with m.Elif(flags["inf"]):
-            m.d.comb += result.eq(Cat(C(f.positive_infinity, f.width - 1), flags["sign"]))
-        with m.Elif(flags["zero"]):
-            m.d.comb += result.eq(Cat(C(0, f.width - 1), flags["sign"]))
-        with m.Else():
-            m.d.comb += result.eq(rounded)
-        return result
+        return float_mul(m, a, b, self.activation, name=name,
+                         register=lambda v, n: self.stage(m, advance, v, n))
 
     @staticmethod
     def stage(m, advance, value, name, shape=None):

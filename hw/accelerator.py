@@ -22,10 +22,10 @@ from amaranth.lib.wiring import In, Out
 from hw.dma import (LoadEngine, MemoryPortArbiter, StoreEngine, dma_command_layout,
                     memory_request_layout, memory_response_layout)
 from hw.instruction import INSTRUCTION, QUEUE_OF, Opcode, used_field_mask
-from hw.matmul_engine import MatmulEngine, accumulator_row, matmul_command_layout
+from hw.matmul_engine import (MatmulEngine, accumulator_row, engine_ports,
+                               matmul_command_layout)
 from hw.primitives import check_positive, parameter_repr
-from hw.scratchpad import (Scratchpad, ScratchpadReadPort, ScratchpadWritePort,
-                           check_power_of_two, word_layout)
+from hw.scratchpad import Scratchpad, check_power_of_two, word_layout
 from hw.vector_engine import VectorEngine
 from software_model.isa import OPERANDS, Queue
 
@@ -75,16 +75,10 @@ class ExecuteUnit(wiring.Component):
         self.acc_row = accumulator_row(cols=cols, acc_width=acc_width)
         self.word = word_layout(block_size=block_size, element_width=self.element_width,
                                 exponent_width=exponent_width)
-        port = dict(address_bits=sp_address_bits, banks=sp_banks, word=self.word)
         #: the accumulator memory (a test can read it in simulation)
         self.acc = memory.Memory(shape=self.acc_row, depth=acc_words, init=acc_init or [])
-        super().__init__({
-            "command": In(stream.Signature(INSTRUCTION)),
-            "busy": Out(1),
-            "sp_a": Out(ScratchpadReadPort(**port)),
-            "sp_b": Out(ScratchpadReadPort(**port)),
-            "sp_d": Out(ScratchpadWritePort(**port)),
-        })
+        super().__init__(engine_ports(command=INSTRUCTION, sp_address_bits=sp_address_bits,
+                                      sp_banks=sp_banks, word=self.word, sp_write=True))
 
     def elaborate(self, platform):
         m = Module()

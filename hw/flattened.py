@@ -29,8 +29,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import (CreditBuffer, adder_tree, check_positive, delay, parameter_repr,
-                           tree_depth)
+from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, check_positive, delay,
+                           parameter_repr, tree_depth)
 from hw.systolic import (OutputStationaryGrid, accumulate, check_arithmetic, check_flag,
                          skew_control)
 
@@ -267,23 +267,13 @@ class FlattenedArray(wiring.Component):
         tags = m.submodules.job_tags = SyncFIFO(width=tag_layout.size, depth=tag_depth)
 
         # -- admission --------------------------------------------------------------------------
-        since_last = Signal(range(blen + 1), init=blen)
-        in_job = Signal()
-        last_ok = Signal()
-        m.d.comb += ops.ready.eq(~ops.payload.last | last_ok)
-        fire = ops.valid & ops.ready
-        fire_last = fire & ops.payload.last
-        with m.If(fire_last):
-            m.d.sync += since_last.eq(1)
-        with m.Elif(since_last < blen):
-            m.d.sync += since_last.eq(since_last + 1)
-        with m.If(fire):
-            m.d.sync += in_job.eq(~ops.payload.last)
+        jobs = JobAdmission(m, ops, spacing=blen)       # last_ok is driven below
+        fire, fire_last, in_job = jobs.fire, jobs.fire_last, jobs.in_job
         # An MXInt block that is not the tile's final one emits nothing and reserves nothing.
         emits = ops.payload.final if self.mxint else 1
         reserve = Mux(emits, ops.payload.rows, 0)
         m.d.comb += [
-            last_ok.eq((buffer.credits >= reserve) & (since_last >= blen) & tags.w_rdy),
+            jobs.last_ok.eq((buffer.credits >= reserve) & jobs.spaced & tags.w_rdy),
             buffer.reserve.eq(Mux(fire_last, reserve, 0)),
         ]
         tag_in = Signal(tag_layout)

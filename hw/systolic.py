@@ -24,7 +24,8 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import CreditBuffer, check_choice, check_positive, delay, parameter_repr
+from hw.primitives import (CreditBuffer, JobAdmission, check_choice, check_positive, delay,
+                           parameter_repr)
 
 __all__ = ["OVERFLOW_MODES", "OutputStationaryPE", "OutputStationaryGrid", "OutputStationaryArray",
            "WeightStationaryPE", "WeightStationaryArray", "RowOperandLink", "ColumnOperandLink",
@@ -285,7 +286,29 @@ class OutputStationaryGrid(wiring.Component):
         return m
 
 
-class OutputStationaryArray(wiring.Component):
+class _SystolicArray(wiring.Component):
+    """What the output- and weight-stationary arrays share: the array and arithmetic arguments
+    (checked, then kept), the result row layout ``{c[cols], last}`` and the repr."""
+
+    def _arguments(self, *, rows, cols, a_width, b_width, acc_width, overflow,
+                   product_register):
+        check_positive("Rows", rows)
+        check_positive("Columns", cols)
+        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+        check_flag("Product register", product_register)
+        self.product_register = product_register
+        self.rows, self.cols = rows, cols
+        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
+                                                                     overflow)
+        self.result_layout = data.StructLayout({"c": data.ArrayLayout(signed(acc_width), cols),
+                                                "last": 1})
+
+    def __repr__(self):
+        return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
+                              "overflow", "result_depth", "product_register")
+
+
+class OutputStationaryArray(_SystolicArray):
     """Output-stationary systolic array.
 
     ``operands``: one beat per k: column k of A (``a[i]`` = A[i, k]) and row k of B (``b[j]`` =
@@ -304,35 +327,22 @@ class OutputStationaryArray(wiring.Component):
     def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
                  overflow: str = "wrap", result_depth: int | None = None,
                  product_register: bool = False):
-        check_positive("Rows", rows)
-        check_positive("Columns", cols)
-        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
-        check_flag("Product register", product_register)
-        self.product_register = product_register
+        self._arguments(rows=rows, cols=cols, a_width=a_width, b_width=b_width,
+                        acc_width=acc_width, overflow=overflow, product_register=product_register)
         result_depth = 2 * rows if result_depth is None else result_depth
         if not isinstance(result_depth, int) or result_depth < rows:
             raise ValueError(f"Result depth must be an integer >= rows = {rows} (one job's "
                              f"results), not {result_depth!r}")
-        self.rows, self.cols, self.result_depth = rows, cols, result_depth
-        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
-                                                                     overflow)
+        self.result_depth = result_depth
         self.operand_layout = data.StructLayout({
             "a": data.ArrayLayout(signed(a_width), rows),
             "b": data.ArrayLayout(signed(b_width), cols),
-            "last": 1,
-        })
-        self.result_layout = data.StructLayout({
-            "c": data.ArrayLayout(signed(acc_width), cols),
             "last": 1,
         })
         super().__init__({
             "operands": In(stream.Signature(self.operand_layout)),
             "results": Out(stream.Signature(self.result_layout)),
         })
-
-    def __repr__(self):
-        return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
-                              "overflow", "result_depth", "product_register")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -373,21 +383,9 @@ class OutputStationaryArray(wiring.Component):
         wiring.connect(m, buffer.read, wiring.flipped(self.results))
 
         # -- admission: hold a job's last beat until its results have room -----------------------
-        since_last = Signal(range(rows + 1), init=rows)
-        in_job = Signal()
-        last_ok = Signal()
-        m.d.comb += [
-            last_ok.eq((buffer.credits >= rows) & (since_last >= rows)),
-            ops.ready.eq(~ops.payload.last | last_ok),
-        ]
-        fire = ops.valid & ops.ready
-        fire_last = fire & ops.payload.last
-        with m.If(fire_last):
-            m.d.sync += since_last.eq(1)
-        with m.Elif(since_last < rows):
-            m.d.sync += since_last.eq(since_last + 1)
-        with m.If(fire):
-            m.d.sync += in_job.eq(~ops.payload.last)
+        jobs = JobAdmission(m, ops, spacing=rows,
+                            last_ok=lambda spaced: (buffer.credits >= rows) & spaced)
+        fire, fire_last, in_job = jobs.fire, jobs.fire_last, jobs.in_job
         m.d.comb += buffer.reserve.eq(Mux(fire_last, rows, 0))
 
         # -- input register, then the grid ---------------------------------------------------------
@@ -484,7 +482,7 @@ class WeightStationaryPE(wiring.Component):
         return m
 
 
-class WeightStationaryArray(wiring.Component):
+class WeightStationaryArray(_SystolicArray):
     """Weight-stationary systolic array.
 
     ``weights``: rows 0..K-1 of B (``b[j]`` = B[k, j]), ``last`` on row K-1 (K <= rows).
@@ -504,31 +502,20 @@ class WeightStationaryArray(wiring.Component):
     def __init__(self, *, rows: int, cols: int, a_width: int, b_width: int, acc_width: int,
                  overflow: str = "wrap", result_depth: int | None = None,
                  product_register: bool = False):
-        check_positive("Rows", rows)
-        check_positive("Columns", cols)
-        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
-        check_flag("Product register", product_register)
-        self.product_register = product_register
+        self._arguments(rows=rows, cols=cols, a_width=a_width, b_width=b_width,
+                        acc_width=acc_width, overflow=overflow, product_register=product_register)
         result_depth = rows + cols + 4 if result_depth is None else result_depth
         check_positive("Result depth", result_depth)
-        self.rows, self.cols, self.result_depth = rows, cols, result_depth
-        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
-                                                                     overflow)
+        self.result_depth = result_depth
         self.weight_layout = data.StructLayout({"b": data.ArrayLayout(signed(b_width), cols),
                                                 "last": 1})
         self.activation_layout = data.StructLayout({"a": data.ArrayLayout(signed(a_width), rows),
                                                     "last": 1})
-        self.result_layout = data.StructLayout({"c": data.ArrayLayout(signed(acc_width), cols),
-                                                "last": 1})
         super().__init__({
             "weights": In(stream.Signature(self.weight_layout)),
             "activations": In(stream.Signature(self.activation_layout)),
             "results": Out(stream.Signature(self.result_layout)),
         })
-
-    def __repr__(self):
-        return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
-                              "overflow", "result_depth", "product_register")
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""

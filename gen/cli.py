@@ -529,8 +529,15 @@ def cmd_bench(args) -> int:
         start = time.monotonic()
         from gen.registry import BENCHES, load
         module = load(BENCHES[name].module)
+        kwargs = {"quick": args.quick}
+        if args.cached:
+            import inspect
+            if "cached" not in inspect.signature(module.run).parameters:
+                raise _Usage(f"--cached: benchmark {name} has no cached-only mode; allowed: "
+                             "fpga")
+            kwargs["cached"] = True
         try:
-            module.run(out, quick=args.quick)
+            module.run(out, **kwargs)
         except Exception as exc:  # a broken benchmark must not hide the others' results
             if os.environ.get("ACCELGEN_DEBUG"):
                 raise
@@ -856,6 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmark names (default: all)")
     p.add_argument("--out", default="build/bench", help="results folder (default: build/bench)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--cached", action="store_true",
+                   help="fpga only: build the table from the results already in the cache "
+                        "(build/fpga/) and list every other preset as not run; runs no tool")
 
     p = add_command(sub, "dse", cmd_dse,
                     "design-space exploration sweep (see 'accelgen dse --help')")

@@ -344,8 +344,22 @@ def place_and_route(workdir: Path, top: str, target: FpgaTarget, *, use_cache: b
     return result
 
 
+class NotCached(Exception):
+    """``cached_only``: this design has no cached synth_ecp5 netlist or place-and-route result."""
+
+
 def run_fpga_verilog(verilog_text: str, top: str, target: FpgaTarget = FpgaTarget(), *,
-                     use_cache: bool = True, timeout: float = 3600) -> FpgaReport:
+                     use_cache: bool = True, timeout: float = 3600,
+                     cached_only: bool = False) -> FpgaReport:
+    """``cached_only``: report only from the cache (raise :class:`NotCached` rather than run a
+    tool), for tables of what has been measured so far."""
+    if cached_only:
+        digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{target.dsp}\n"
+                                f"{_logic_of(verilog_text)}".encode()).hexdigest()
+        workdir = fpga_cache_root() / f"{top}-{digest[:16]}"
+        if not ((workdir / "synth.json").exists()
+                and (workdir / f"pnr-{target.tag}" / "result.json").exists()):
+            raise NotCached(f"{top}: not placed and routed yet for {target.tag}")
     workdir, cells, synth_seconds, mapper = synth_ecp5(verilog_text, top, dsp=target.dsp,
                                                        use_cache=use_cache, timeout=timeout)
     pnr = place_and_route(workdir, top, target, use_cache=use_cache, timeout=timeout)
@@ -367,9 +381,10 @@ def run_fpga_verilog(verilog_text: str, top: str, target: FpgaTarget = FpgaTarge
 
 
 def run_fpga(config: ConfigBase, target: FpgaTarget = FpgaTarget(), *, use_cache: bool = True,
-             timeout: float = 3600) -> FpgaReport:
+             timeout: float = 3600, cached_only: bool = False) -> FpgaReport:
     """Elaborate ``config`` and place and route it on ``target`` (cached by Verilog hash)."""
     from gen.export import generate_verilog
 
     text, _component = generate_verilog(config)
-    return run_fpga_verilog(text, config.top_name, target, use_cache=use_cache, timeout=timeout)
+    return run_fpga_verilog(text, config.top_name, target, use_cache=use_cache, timeout=timeout,
+                            cached_only=cached_only)

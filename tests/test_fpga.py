@@ -126,3 +126,20 @@ def test_fpga_flow_reports_a_design_that_does_not_fit(capsys):
     assert report["status"] == "does_not_fit" and report["fits"] is False
     assert "MULT18X18D 32/28" in report["message"]
     assert report["fmax_mhz"] is None and report["dsps"] > report["dsps_available"]
+
+
+@pytest.mark.synth
+def test_cached_only_reports_from_the_cache_and_never_runs_a_tool(capsys, tmp_path):
+    from gen.fpga import NotCached
+    cfg = load_config(preset_paths(prefix="mxint_dot_w4_k8")[0])
+    measured = run_fpga(cfg, FpgaTarget())              # fills the cache (or reads it)
+    assert run_fpga(cfg, FpgaTarget(), cached_only=True).to_dict() == measured.to_dict()
+    # another clock target has no place-and-route result yet: no tool runs, NotCached instead
+    with pytest.raises(NotCached, match="not placed and routed yet"):
+        run_fpga(cfg, FpgaTarget(freq_mhz=123), cached_only=True)
+
+
+def test_bench_cached_flag_is_rejected_for_benches_without_it(capsys):
+    assert main(["bench", "estimate", "--cached", "--out", "build/bench-cached-test"]) == 2
+    assert "--cached: benchmark estimate has no cached-only mode; allowed: fpga" in \
+        capsys.readouterr().err

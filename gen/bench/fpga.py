@@ -10,7 +10,9 @@ each tool took on the first run are recorded.
     accelgen bench fpga            # -> build/bench/fpga.json, fpga.md, fpga.png
 
 ``quick`` keeps the presets under 5000 mapped cells in gen.synth (so a cold cache takes a few
-minutes, not hours).
+minutes, not hours). ``cached`` (``accelgen bench fpga --cached``) runs no tool: each preset whose
+current Verilog has a cached place-and-route result gets its row, every other preset a row saying
+it was not run, so a table of what has been measured so far says exactly what is missing.
 """
 from __future__ import annotations
 
@@ -61,9 +63,16 @@ def _failed_row(cfg, macs, exc, wall) -> dict:
             "synth_seconds": 0.0, "pnr_seconds": None, "extra": {}}
 
 
-def run(out_dir: Path, quick: bool = False) -> dict:
+def _not_run_row(cfg, macs) -> dict:
+    row = _failed_row(cfg, macs, "no cached place-and-route result for this Verilog "
+                      "(`accelgen bench fpga` without --cached, or `accelgen fpga CONFIG`)", 0.0)
+    row["status"] = "not_run"
+    return row
+
+
+def run(out_dir: Path, quick: bool = False, cached: bool = False) -> dict:
     from gen.config import PRESET_DIR, load_config
-    from gen.fpga import FpgaError, FpgaTarget, run_fpga
+    from gen.fpga import FpgaError, FpgaTarget, NotCached, run_fpga
     from gen.estimate import estimate
     from gen.export import synthesize
 
@@ -81,7 +90,11 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         macs = macs_per_cycle(cfg)
         start = time.monotonic()
         try:
-            rep = run_fpga(cfg, target, timeout=TIMEOUT_S)
+            rep = run_fpga(cfg, target, timeout=TIMEOUT_S, cached_only=cached)
+        except NotCached:
+            rows.append(_not_run_row(cfg, macs))
+            print(_line(rows[-1]), flush=True)
+            continue
         except FpgaError as exc:        # one preset's tool failure must not hide the others
             rows.append(_failed_row(cfg, macs, exc, round(time.monotonic() - start, 1)))
             print(_line(rows[-1]), flush=True)
@@ -90,14 +103,16 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         if rep.status == "does_not_fit" and "MULT18X18D" in rep.message:
             start = time.monotonic()
             try:
-                alt = run_fpga(cfg, FpgaTarget(dsp=False), timeout=TIMEOUT_S)
+                alt = run_fpga(cfg, FpgaTarget(dsp=False), timeout=TIMEOUT_S, cached_only=cached)
                 row["without_dsp"] = _row(cfg, alt, macs, round(time.monotonic() - start, 1))
+            except NotCached:
+                row["without_dsp"] = _not_run_row(cfg, macs)
             except FpgaError as exc:
                 row["without_dsp"] = _failed_row(cfg, macs, exc,
                                                  round(time.monotonic() - start, 1))
         rows.append(row)
         print(_line(row), flush=True)
-    result = {"benchmark": "fpga", "quick": quick,
+    result = {"benchmark": "fpga", "quick": quick, "cached_only": cached,
               "target": {"device": target.device, "package": target.package,
                          "speed": target.speed, "freq_mhz": target.freq_mhz,
                          "seed": target.seed},
@@ -126,8 +141,8 @@ def _line(r) -> str:
 
 def _cells(r) -> str:
     if r["status"] != "ok":
-        what = {"does_not_fit": "does not fit", "failed": "tool failed"}.get(r["status"],
-                                                                          r["status"])
+        what = {"does_not_fit": "does not fit", "failed": "tool failed",
+                "not_run": "not measured"}.get(r["status"], r["status"])
         return f"{what}: {r['message']}".replace("|", "\\|")
     cp = r["critical_path"] or {}
     path = (f"{cp.get('delay_ns', 0):.1f} ns, {cp.get('logic_levels', 0)} cells: "

@@ -73,6 +73,16 @@ def check_arithmetic(*, a_width, b_width, acc_width, overflow) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+
+def _keep_arithmetic(component, *, a_width, b_width, acc_width, overflow, product_register):
+    """Check a PE's or an array's arithmetic arguments (operand and accumulator widths,
+    overflow mode, product register) and keep them on ``component``."""
+    check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
+    check_flag("Product register", product_register)
+    component.a_width, component.b_width = a_width, b_width
+    component.acc_width, component.overflow = acc_width, overflow
+    component.product_register = product_register
+
 class RowOperandLink(wiring.Signature):
     """Output-stationary: what moves one PE to the right each cycle (A and the job control)."""
 
@@ -157,11 +167,8 @@ class OutputStationaryPE(wiring.Component):
 
     def __init__(self, *, a_width: int, b_width: int, acc_width: int, overflow: str = "wrap",
                  product_register: bool = False):
-        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
-        check_flag("Product register", product_register)
-        self.a_width, self.b_width = a_width, b_width
-        self.acc_width, self.overflow = acc_width, overflow
-        self.product_register = product_register
+        _keep_arithmetic(self, a_width=a_width, b_width=b_width, acc_width=acc_width,
+                         overflow=overflow, product_register=product_register)
         super().__init__({
             "west": In(RowOperandLink(a_width)), "east": Out(RowOperandLink(a_width)),
             "north": In(ColumnOperandLink(b_width)), "south": Out(ColumnOperandLink(b_width)),
@@ -236,12 +243,9 @@ class OutputStationaryGrid(wiring.Component):
                  overflow: str = "wrap", product_register: bool = False):
         check_positive("Rows", rows)
         check_positive("Columns", cols)
-        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
-        check_flag("Product register", product_register)
+        _keep_arithmetic(self, a_width=a_width, b_width=b_width, acc_width=acc_width,
+                         overflow=overflow, product_register=product_register)
         self.rows, self.cols = rows, cols
-        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
-                                                                     overflow)
-        self.product_register = product_register
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), rows)),
             "b": In(data.ArrayLayout(signed(b_width), cols)),
@@ -253,13 +257,9 @@ class OutputStationaryGrid(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        pes = [[OutputStationaryPE(a_width=self.a_width, b_width=self.b_width,
-                                   acc_width=self.acc_width, overflow=self.overflow,
-                                   product_register=self.product_register)
-                for _ in range(cols)] for _ in range(rows)]
-        for i in range(rows):
-            for j in range(cols):
-                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+        pes = _pe_grid(m, rows, cols, lambda i, j: OutputStationaryPE(
+            a_width=self.a_width, b_width=self.b_width, acc_width=self.acc_width,
+            overflow=self.overflow, product_register=self.product_register))
         for i in range(rows):
             left = pes[i][0].west
             m.d.comb += [
@@ -286,6 +286,16 @@ class OutputStationaryGrid(wiring.Component):
         return m
 
 
+def _pe_grid(m, rows, cols, make):
+    """``rows`` x ``cols`` PEs, ``make(i, j)`` each, added to ``m`` as ``pe_<i>_<j>`` in row-major
+    order (the order fixes the Verilog's module order); returned as a list of rows."""
+    pes = [[make(i, j) for j in range(cols)] for i in range(rows)]
+    for i in range(rows):
+        for j in range(cols):
+            m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+    return pes
+
+
 class _SystolicArray(wiring.Component):
     """What the output- and weight-stationary arrays share: the array and arithmetic arguments
     (checked, then kept), the result row layout ``{c[cols], last}`` and the repr."""
@@ -294,14 +304,16 @@ class _SystolicArray(wiring.Component):
                    product_register):
         check_positive("Rows", rows)
         check_positive("Columns", cols)
-        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
-        check_flag("Product register", product_register)
-        self.product_register = product_register
+        _keep_arithmetic(self, a_width=a_width, b_width=b_width, acc_width=acc_width,
+                         overflow=overflow, product_register=product_register)
         self.rows, self.cols = rows, cols
-        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
-                                                                     overflow)
         self.result_layout = data.StructLayout({"c": data.ArrayLayout(signed(acc_width), cols),
                                                 "last": 1})
+
+    def _streams(self, **inputs):
+        """The component's ports: the input streams in order, then ``results``."""
+        super().__init__({**{name: In(stream.Signature(layout)) for name, layout in inputs.items()},
+                          "results": Out(stream.Signature(self.result_layout))})
 
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "a_width", "b_width", "acc_width",
@@ -339,10 +351,7 @@ class OutputStationaryArray(_SystolicArray):
             "b": data.ArrayLayout(signed(b_width), cols),
             "last": 1,
         })
-        super().__init__({
-            "operands": In(stream.Signature(self.operand_layout)),
-            "results": Out(stream.Signature(self.result_layout)),
-        })
+        self._streams(operands=self.operand_layout)
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -434,12 +443,9 @@ class WeightStationaryPE(wiring.Component):
         check_positive("Rows", rows)
         if not isinstance(row, int) or not 0 <= row < rows:
             raise ValueError(f"Row must be an integer in 0 .. {rows - 1}, not {row!r}")
-        check_arithmetic(a_width=a_width, b_width=b_width, acc_width=acc_width, overflow=overflow)
-        check_flag("Product register", product_register)
-        self.product_register = product_register
+        _keep_arithmetic(self, a_width=a_width, b_width=b_width, acc_width=acc_width,
+                         overflow=overflow, product_register=product_register)
         self.row, self.rows = row, rows
-        self.a_width, self.b_width, self.acc_width, self.overflow = (a_width, b_width, acc_width,
-                                                                     overflow)
         super().__init__({
             "west": In(ActivationLink(a_width)), "east": Out(ActivationLink(a_width)),
             "north": In(WeightLoadLink(b_width, rows)), "south": Out(WeightLoadLink(b_width, rows)),
@@ -511,11 +517,7 @@ class WeightStationaryArray(_SystolicArray):
                                                 "last": 1})
         self.activation_layout = data.StructLayout({"a": data.ArrayLayout(signed(a_width), rows),
                                                     "last": 1})
-        super().__init__({
-            "weights": In(stream.Signature(self.weight_layout)),
-            "activations": In(stream.Signature(self.activation_layout)),
-            "results": Out(stream.Signature(self.result_layout)),
-        })
+        self._streams(weights=self.weight_layout, activations=self.activation_layout)
 
     def protocol(self) -> dict:
         """How to drive the streams, for manifest.json (an integrator needs nothing else)."""
@@ -593,13 +595,10 @@ class WeightStationaryArray(_SystolicArray):
             abeat.eq(self.activations.payload), abeat_valid.eq(a_fire), abeat_buf.eq(a_buf),
         ]
 
-        pes = [[WeightStationaryPE(row=i, rows=rows, a_width=self.a_width, b_width=self.b_width,
-                                   acc_width=self.acc_width, overflow=self.overflow,
-                                   product_register=self.product_register)
-                for _ in range(cols)] for i in range(rows)]
-        for i in range(rows):
-            for j in range(cols):
-                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+        pes = _pe_grid(m, rows, cols, lambda i, j: WeightStationaryPE(
+            row=i, rows=rows, a_width=self.a_width, b_width=self.b_width,
+            acc_width=self.acc_width, overflow=self.overflow,
+            product_register=self.product_register))
         # Row i's activations enter i cycles late, column j's load bus j cycles late.
         for i in range(rows):
             left = pes[i][0].west

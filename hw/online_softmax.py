@@ -80,7 +80,11 @@ class OnlineSoftmaxStep(wiring.Component):
         # thrown away
         dry = Module()
         self.pass1_latency, self.pass2_latency = self._build(dry)
-        dry._MustUse__silence = True
+        # neither the thrown-away module nor the FIFOs it made are elaborated: silence their
+        # "created but never used" warnings
+        made = [*dry._named_submodules.values(), *dry._anon_submodules]
+        for unused in (dry, *(entry[0] if isinstance(entry, tuple) else entry for entry in made)):
+            unused._MustUse__silence = True
 
     def __repr__(self):
         return parameter_repr(self, "rows", "tile_blocks")

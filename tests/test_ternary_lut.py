@@ -163,22 +163,16 @@ def test_latency_follows_the_pipelining():
                 assert c.elaborate().latency == c.latency
 
 
-@pytest.mark.parametrize("value", [0, 5, True])
-def test_config_rejects_bad_accumulator_stages(value):
+@pytest.mark.parametrize("key,activation,value", [
+    (key, activation, value) for key, activation in (("accumulator_stages", "fp16"),
+                                                     ("float_add_stages", "bf16"))
+    for value in (0, 5, True, False)])
+def test_config_rejects_bad_float_stage_counts(key, activation, value):
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)   # YAML spelling
     with pytest.raises(ConfigError, match=re.escape(
-            f"t.yaml: accumulator_stages: got {value!r}; allowed: integer 1 .. 4".replace(
-                "True", "true"))):
-        config_from_dict({"kind": "ternary_lut", "activation": "fp16",
-                          "accumulator_stages": value}, source="t.yaml")
-
-
-@pytest.mark.parametrize("value", [0, 5, False])
-def test_config_rejects_bad_float_add_stages(value):
-    with pytest.raises(ConfigError, match=re.escape(
-            f"t.yaml: float_add_stages: got {value!r}; allowed: integer 1 .. 4".replace(
-                "False", "false"))):
-        config_from_dict({"kind": "ternary_lut", "activation": "bf16",
-                          "float_add_stages": value}, source="t.yaml")
+            f"t.yaml: {key}: got {shown}; allowed: integer 1 .. 4")):
+        config_from_dict({"kind": "ternary_lut", "activation": activation, key: value},
+                         source="t.yaml")
 
 
 def test_config_rejects_float_add_stages_for_integers():

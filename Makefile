@@ -35,7 +35,7 @@ lint: $(STAMP) ## generate every config and lint it with verilator -Wall
 test: $(STAMP) ## the whole suite: unit tests, cocotb+Verilator regressions, synthesis checks
 	$(PY) -m pytest -n $(JOBS) --durations=15
 
-test-quick: $(STAMP) ## edit loop: everything except Verilator builds and synthesis (under two minutes on 2 cores)
+test-quick: $(STAMP) ## edit loop: everything except Verilator builds and synthesis (under three minutes on 2 cores)
 	$(PY) -m pytest -n $(JOBS) -m "not cosim and not synth"
 
 FUZZ_CASES ?= 5000

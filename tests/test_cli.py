@@ -372,9 +372,9 @@ def test_readme_commands_name_files_that_exist():
 
 
 def test_makefile_and_readme_agree_on_test_quick():
-    """`make help` says "under two minutes"; the README's measured figure must say the same."""
+    """`make help` says "under three minutes"; the README's measured figure must say the same."""
     makefile = (REPO_ROOT / "Makefile").read_text()
     help_line = next(line for line in makefile.splitlines() if line.startswith("test-quick:"))
-    assert "under two minutes" in help_line, help_line
+    assert "under three minutes" in help_line, help_line
     measured = re.search(r"`make test-quick` (\d+) s", (REPO_ROOT / "README.md").read_text())
-    assert measured and int(measured.group(1)) < 120
+    assert measured and int(measured.group(1)) < 180

@@ -145,6 +145,14 @@ def _abc9_failure(output: str) -> str:
     return _tail(output, 1)
 
 
+def _netlist_dir(verilog_text: str, top: str, dsp: bool) -> Path:
+    """The cache folder of a design's synth_ecp5 netlist: keyed by the Verilog's logic (not its
+    comment header) and the DSP choice."""
+    digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{dsp}\n{_logic_of(verilog_text)}"
+                            .encode()).hexdigest()
+    return fpga_cache_root() / f"{top}-{digest[:16]}"
+
+
 def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool = True,
                timeout: float = 3600) -> tuple[Path, dict, float, str]:
     """Run ``synth_ecp5``; return (work folder, cell counts by type, seconds, LUT mapper).
@@ -155,9 +163,7 @@ def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool
     (mxint_linear_w2_k8_e7_fp32's 263-bit ripple negation). Cached by the Verilog's logic (not
     its comment header) and the DSP choice.
     """
-    digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{dsp}\n{_logic_of(verilog_text)}"
-                            .encode()).hexdigest()
-    workdir = fpga_cache_root() / f"{top}-{digest[:16]}"
+    workdir = _netlist_dir(verilog_text, top, dsp)
     done = workdir / "synth.json"
     if use_cache and done.exists() and (workdir / "design.json").exists():
         meta = json.loads(done.read_text())
@@ -354,9 +360,7 @@ def run_fpga_verilog(verilog_text: str, top: str, target: FpgaTarget = FpgaTarge
     """``cached_only``: report only from the cache (raise :class:`NotCached` rather than run a
     tool), for tables of what has been measured so far."""
     if cached_only:
-        digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{target.dsp}\n"
-                                f"{_logic_of(verilog_text)}".encode()).hexdigest()
-        workdir = fpga_cache_root() / f"{top}-{digest[:16]}"
+        workdir = _netlist_dir(verilog_text, top, target.dsp)
         if not ((workdir / "synth.json").exists()
                 and (workdir / f"pnr-{target.tag}" / "result.json").exists()):
             raise NotCached(f"{top}: not placed and routed yet for {target.tag}")

@@ -70,7 +70,10 @@ class ExecuteUnit(wiring.Component):
             element_width=self.element_width, exponent_width=exponent_width,
             acc_width=acc_width, acc_lsb=acc_lsb, acc_words=acc_words,
             sp_address_bits=sp_address_bits, sp_banks=sp_banks,
-            fraction_bits=tuple(w - 2 for w in class_widths))
+            fraction_bits=tuple(w - 2 for w in class_widths),
+            # pipelined: the PE's multiply and accumulate in two stages (45 gate levels in one
+            # in accelerator_small's matrix unit, its deepest stage once the units were cut)
+            pe_product_register=pipelined)
         self.acc_words, self.acc_address_bits = acc_words, self._matmul.acc_address_bits
         self.acc_row = accumulator_row(cols=cols, acc_width=acc_width)
         self.word = word_layout(block_size=block_size, element_width=self.element_width,
@@ -257,10 +260,22 @@ class Accelerator(wiring.Component):
             vsmax_second_pass=vec._softmax.second_pass_latency,
             vlnorm_row_latency=vec._layernorm.row_info_latency,
             vlnorm_second_pass=vec._layernorm.second_pass_latency,
-            # the reader's hand-off, the row FIFO and the writer around the two passes
-            vsmaxo_latency=vec._online.pass1_latency + vec._online.pass2_latency + 7,
+            # the reader's hand-off, the row FIFO and the writer around the two passes; the
+            # last row's reciprocal goes into the state without crossing the writer (2 cycles
+            # less after its stage), but with 8-bit multiplier chunks its Newton steps outlast
+            # P's rounding, so it can end the instruction
+            vsmaxo_latency=vec._online.pass1_latency
+            + max(vec._online.pass2_latency, vec._online.recip_latency - 2) + 7
+            + vec.reader_stages,
             # the gather, ACCNORM's product stages, the requantizer and the writer
             accnorm_latency=11 + vec.norm_stages,
+            # the readers, VADD's stages, the requantizer and the writer
+            vadd_latency=12 + vec.vadd_stages + vec.reader_stages,
+            vcast_latency=11 + vec.reader_stages,
+            unit_overhead=6 + vec.reader_stages,
+            vlnorm_params_latency=3 + vec.reader_stages,
+            # the matrix unit's PEs' product register
+            matmul_pe_stages=int(self._execute._matmul.pe_product_register),
         )
 
     @property

@@ -149,12 +149,13 @@ class MatmulEngine(wiring.Component):
     the instruction's last ACC row is written.
 
     ``fraction_bits``: per class (activation, weight, kv), ``element width - 2``; the job's
-    shift is the instruction's scale minus both operands' fraction bits."""
+    shift is the instruction's scale minus both operands' fraction bits.
+    ``pe_product_register``: the matrix unit's PEs register their products (one cycle more)."""
 
     def __init__(self, *, rows: int, cols: int, sub_arrays: int, block_size: int,
                  element_width: int, exponent_width: int, acc_width: int, acc_lsb: int,
                  acc_words: int, sp_address_bits: int, sp_banks: int,
-                 fraction_bits: tuple):
+                 fraction_bits: tuple, pe_product_register: bool = False):
         check_positive("Accumulator words", acc_words)
         check_positive("Scratchpad address bits", sp_address_bits)
         check_power_of_two("Scratchpad banks", sp_banks)
@@ -179,7 +180,9 @@ class MatmulEngine(wiring.Component):
         self._unit = MatrixUnit(rows=rows, cols=cols, sub_arrays=sub_arrays,
                                 element_width=element_width, exponent_width=exponent_width,
                                 block_size=block_size, acc_width=acc_width, acc_lsb=acc_lsb,
-                                tag_width=self.tag_layout.size)
+                                tag_width=self.tag_layout.size,
+                                pe_product_register=pe_product_register)
+        self.pe_product_register = pe_product_register
         if max(block_size, rows) < 3:
             raise ValueError(f"Jobs must be at least 3 cycles apart (max(block size, rows) = "
                              f"{max(block_size, rows)}): the ACC read-modify-write takes 2")
@@ -192,7 +195,8 @@ class MatmulEngine(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "sub_arrays", "block_size",
                               "element_width", "exponent_width", "acc_width", "acc_lsb",
-                              "acc_words", "sp_address_bits", "sp_banks", "fraction_bits")
+                              "acc_words", "sp_address_bits", "sp_banks", "fraction_bits",
+                              "pe_product_register")
 
     def _as_class(self, element, code):
         """``element`` (``element_width`` bits) read in class ``code``."""

@@ -150,6 +150,18 @@ class Pipeline:
             level = nxt
         return Staged(level[0], st)
 
+    def scaled(self, x: Staged, factor: int, name: str) -> Staged:
+        """Each lane of ``x`` times the constant ``factor``, registered: the whole product in one
+        stage, or with ``chunk_bits`` as :meth:`multiply`'s registered chunk products and their
+        sum (a constant wider than a chunk was the deepest first stage of a softmax fed from a
+        scratchpad read)."""
+        if self.chunk_bits is None:
+            return self.reg(Staged([v * factor for v in x.value], x.stage), name)
+        outs = [self.multiply(Staged(v, x.stage), Staged(Const(factor), x.stage), f"{name}{i}")
+                for i, v in enumerate(x.value)]
+        out = Staged([o.value for o in outs], max(o.stage for o in outs))
+        return out if out.stage > x.stage else self.reg(out, name)
+
     def multiply(self, a: Staged, b: Staged, name: str = "mul") -> Staged:
         """``a * b``.  Without ``chunk_bits``: combinational at the operands' stage.  With it,
         both operands are cut into chunks of at most ``chunk_bits`` bits (the top chunk of a

@@ -129,9 +129,10 @@ class MXIntSoftmax(TwoPassUnit):
         mask0 = Staged([payload.mask[i] for i in range(k)], 0)
         # z = sat(floor(m C 2^(e + offset))): the constant product is registered first
         c = s.scale_constant
-        mc = p.reg(Staged([blk.mantissas[i] * c for i in range(k)], 0), "mc")
-        sh = p.reg(Staged(e + s.z_shift_offset, 0), "zsh", shape=signed(len(e) + 6))
-        z = p.reg(Staged([scale_saturate(m, v, sh.value, s.z_bits, p._name(f"z{i}"))
+        mc = p.scaled(Staged([blk.mantissas[i] for i in range(k)], 0), c, "mc")
+        sh = p.at(p.reg(Staged(e + s.z_shift_offset, 0), "zsh", shape=signed(len(e) + 6)),
+                  mc.stage)
+        z = p.reg(Staged([scale_saturate(m, v, sh, s.z_bits, p._name(f"z{i}"))
                           for i, v in enumerate(mc.value)], mc.stage), "z",
                   shape=signed(s.z_bits))
         zmin = s.z_min

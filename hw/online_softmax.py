@@ -36,8 +36,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import block_layout, check_format, decode_exponent
-from hw.mxint_fixed import (Pipeline, Staged, fixed_to_mxint, normalise, piecewise_polynomial,
-                            reciprocal_newton, scale_saturate)
+from hw.mxint_fixed import (Pipeline, Staged, check_chunk_bits, fixed_to_mxint, normalise,
+                            piecewise_polynomial, reciprocal_newton, scale_saturate)
 from hw.primitives import check_positive, parameter_repr
 from software_model.mxint_fixed import reciprocal_seed_table
 from software_model.mxint_softmax import SoftmaxSpec
@@ -52,14 +52,18 @@ class OnlineSoftmaxStep(wiring.Component):
     rows (no previous max or sum). ``busy``: blocks or state updates still in flight.
 
     Keyword arguments: ``spec`` (a :class:`software_model.mxint_softmax.SoftmaxSpec`), ``rows``
-    (rows of state), ``tile_blocks`` (longest tile a row may have: the tile buffer's depth)."""
+    (rows of state), ``tile_blocks`` (longest tile a row may have: the tile buffer's depth),
+    ``multiplier_chunk_bits`` (split the exp2 and reciprocal multipliers into registered
+    partial products of this many bits, as in the softmax unit; None: never)."""
 
-    def __init__(self, *, spec: SoftmaxSpec, rows: int, tile_blocks: int):
+    def __init__(self, *, spec: SoftmaxSpec, rows: int, tile_blocks: int,
+                 multiplier_chunk_bits=None):
         if not isinstance(spec, SoftmaxSpec):
             raise TypeError(f"Spec must be a SoftmaxSpec, not {spec!r}")
         check_format(spec.in_fmt)
         check_positive("Rows", rows)
         check_positive("Tile blocks", tile_blocks)
+        self.multiplier_chunk_bits = check_chunk_bits(multiplier_chunk_bits)
         self.spec, self.rows, self.tile_blocks = spec, rows, tile_blocks
         k = spec.block_size
         self.row_bits = max(1, (rows - 1).bit_length())
@@ -76,10 +80,10 @@ class OnlineSoftmaxStep(wiring.Component):
             "recip": Out(unsigned(spec.recip_bits + 1)),
             "recip_lo": Out(unsigned(8)),
         })
-        # the pipeline depths (pass 1 to the tile buffer, pass 2 to P), from a build that is
-        # thrown away
+        # the pipeline depths (pass 1 to the tile buffer, pass 2 to P, pass 2 to the row's
+        # reciprocal in the state), from a build that is thrown away
         dry = Module()
-        self.pass1_latency, self.pass2_latency = self._build(dry)
+        self.pass1_latency, self.pass2_latency, self.recip_latency = self._build(dry)
         # neither the thrown-away module nor the FIFOs it made are elaborated: silence their
         # "created but never used" warnings
         made = [*dry._named_submodules.values(), *dry._anon_submodules]
@@ -87,7 +91,7 @@ class OnlineSoftmaxStep(wiring.Component):
             unused._MustUse__silence = True
 
     def __repr__(self):
-        return parameter_repr(self, "rows", "tile_blocks")
+        return parameter_repr(self, "rows", "tile_blocks", "multiplier_chunk_bits")
 
     def elaborate(self, platform):
         m = Module()
@@ -133,16 +137,18 @@ class OnlineSoftmaxStep(wiring.Component):
         maxes = m.submodules.row_max = SyncFIFO(width=s.max_bits, depth=4)
         out1_valid = Signal()
         adv1 = Signal()
-        p1 = Pipeline(m, "p1", enable=adv1)
+        c = self.multiplier_chunk_bits
+        p1 = Pipeline(m, "p1", enable=adv1, chunk_bits=c)
         inp = self.scores
         take = inp.valid & adv1
         m.d.comb += inp.ready.eq(adv1)
         blk = inp.payload.block
         e = decode_exponent(blk.exponent, s.in_fmt)
         valid0 = Staged(take, 0)
-        mc = p1.reg(Staged([blk.mantissas[i] * s.scale_constant for i in range(k)], 0), "mc")
-        sh = p1.reg(Staged(e + s.z_shift_offset, 0), "zsh", shape=signed(len(e) + 6))
-        z = p1.reg(Staged([scale_saturate(m, v, sh.value, s.z_bits, p1._name(f"z{i}"))
+        mc = p1.scaled(Staged([blk.mantissas[i] for i in range(k)], 0), s.scale_constant, "mc")
+        sh = p1.at(p1.reg(Staged(e + s.z_shift_offset, 0), "zsh", shape=signed(len(e) + 6)),
+                   mc.stage)
+        z = p1.reg(Staged([scale_saturate(m, v, sh, s.z_bits, p1._name(f"z{i}"))
                            for i, v in enumerate(mc.value)], mc.stage), "z",
                    shape=signed(s.z_bits))
         mask0 = Staged([inp.payload.mask[i] for i in range(k)], 0)
@@ -180,7 +186,7 @@ class OnlineSoftmaxStep(wiring.Component):
 
         # -- pass 2: terms against the row's new max, the tile sum, the state -----------------------
         adv2 = Signal()
-        p2 = Pipeline(m, "p2", enable=adv2)
+        p2 = Pipeline(m, "p2", enable=adv2, chunk_bits=c)
         head = z_layout(tile.r_data)
         pop = Signal()
         m.d.comb += [pop.eq(tile.r_rdy & maxes.r_rdy & adv2), tile.r_en.eq(pop),
@@ -260,7 +266,7 @@ class OnlineSoftmaxStep(wiring.Component):
         m.d.comb += [probs.payload.mantissas[i].eq(mans[i]) for i in range(k)]
 
         # -- reciprocal of each row's new sum (free-running) -------------------------------------
-        p3 = Pipeline(m, "p3")
+        p3 = Pipeline(m, "p3", chunk_bits=c)
         lrow = p3.reg(Staged(l_new, 0), "l")
         rrow = p3.reg(Staged(row3, 0), "row")
         rv = p3.reg(Staged(row_done, 0), "v", control=True)
@@ -283,5 +289,6 @@ class OnlineSoftmaxStep(wiring.Component):
         chains += [p2.at(valid2, s_, control=True) for s_ in range(valid2.stage, out.stage + 1)]
         chains += [p3.at(rv, s_, control=True) for s_ in range(rv.stage, y.stage + 1)]
         m.d.comb += self.busy.eq(Cat(*chains).any() | tile.r_rdy | maxes.r_rdy)
-        return bmax.stage, out.stage
+        # the reciprocal pipeline's stage 0 is the row's state write (pass 2's stage st3)
+        return bmax.stage, out.stage, st3 + y.stage
 

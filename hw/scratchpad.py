@@ -335,13 +335,20 @@ class ScratchpadReader(wiring.Component):
     Runs are requested through ``port`` only when the run buffer (``depth`` runs, default 4:
     enough for one single-word run per cycle) has a free row reserved, so read data is never
     lost while ``words`` is stalled; the buffer's runs are then split into words.
+
+    ``output_register``: ``words`` leaves from a register (one cycle more, still a word per
+    cycle), so the split's word select is not in front of the consumer's first stage.
     """
 
-    def __init__(self, *, address_bits: int, banks: int, word, depth: int = 4):
+    def __init__(self, *, address_bits: int, banks: int, word, depth: int = 4,
+                 output_register: bool = False):
         check_positive("Address bits", address_bits)
         check_power_of_two("Banks", banks)
         check_positive("Depth", depth)
+        if not isinstance(output_register, bool):
+            raise ValueError(f"Output register must be True or False, not {output_register!r}")
         self.address_bits, self.banks, self.word, self.depth = address_bits, banks, word, depth
+        self.output_register = output_register
         self.entry_layout = data.StructLayout({
             "data": data.ArrayLayout(word, banks), "count": range(banks + 1),
             "end_of_segment": 1, "last": 1})
@@ -355,7 +362,7 @@ class ScratchpadReader(wiring.Component):
         })
 
     def __repr__(self):
-        return parameter_repr(self, "address_bits", "banks", "depth")
+        return parameter_repr(self, "address_bits", "banks", "depth", "output_register")
 
     def elaborate(self, platform):
         m = Module()
@@ -390,7 +397,8 @@ class ScratchpadReader(wiring.Component):
         head = buf.read.payload
         index = Signal(range(self.banks))
         final = index == head.count - 1
-        out = self.words
+        out = self.words.signature.create(path=("split",)) if self.output_register \
+            else self.words
         word = Signal(self.word)
         with m.Switch(index):
             for k in range(self.banks):
@@ -406,8 +414,17 @@ class ScratchpadReader(wiring.Component):
         with m.If(out.valid & out.ready):
             m.d.sync += index.eq(Mux(final, 0, index + 1))
 
+        held = Const(0, 1)
+        if self.output_register:
+            # a register stage, full rate: it takes a word whenever it is empty or emptying
+            words = self.words
+            payload = Signal.like(words.payload, reset_less=True)
+            m.d.comb += [out.ready.eq(~words.valid | words.ready), words.payload.eq(payload)]
+            with m.If(out.ready):
+                m.d.sync += [words.valid.eq(out.valid), payload.eq(out.payload)]
+            held = words.valid
         # busy until the pattern's last word has left (its credit is back)
-        m.d.comb += self.busy.eq(gen.busy | (buf.credits != self.depth))
+        m.d.comb += self.busy.eq(gen.busy | (buf.credits != self.depth) | held)
         return m
 
 

@@ -60,6 +60,11 @@ VECTOR_OPS = (Opcode.ACCST, Opcode.ACCSCALE, Opcode.ACCNORM, Opcode.VADD, Opcode
 VADD_SHIFT_LIMIT = 21
 
 
+#: the units' multiplier chunk width in a pipelined engine (as the unit presets that meet the
+#: 40-level target use: configs/mxint_*_*.yaml ``multiplier_chunk_bits: 8``)
+PIPELINED_CHUNK_BITS = 8
+
+
 def unit_arguments(spec) -> dict:
     """A nonlinear unit's spec dataclass as the unit's keyword arguments (``*_fmt`` fields are
     the units' ``*_format``)."""
@@ -200,9 +205,20 @@ class VectorEngine(wiring.Component):
             raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
         self.pipelined = pipelined
         #: ACCNORM's register stages: pipelined, the operands are registered, the product is
-        #: four partial products (both operands split in halves) and their sum takes two
+        #: four partial products (both operands split in halves) and their sum takes three
         #: stages; else the reciprocal is split in two halves and the sum is one stage.
-        self.norm_stages = 4 if pipelined else 2
+        self.norm_stages = 5 if pipelined else 2
+        #: VADD's register stages before the requantizer: pipelined, the operands' order and
+        #: grids are registered before the sum's grid is chosen
+        self.vadd_stages = 3 if pipelined else 2
+        #: the scratchpad readers' output register (pipelined): the word select of a run was
+        #: in front of every unit's first stage (VCAST into the requantizer's magnitudes: 42
+        #: gate levels in accelerator_small)
+        self.reader_stages = 1 if pipelined else 0
+        #: the nonlinear units' and the online step's multipliers: pipelined, split into
+        #: registered 8-bit partial products (exp2's Horner multiply-add alone is 52 gate levels
+        #: whole in accelerator_small); else whole. Exact either way: only latency changes.
+        self.multiplier_chunk_bits = PIPELINED_CHUNK_BITS if pipelined else None
         check_positive("Exponent width", exponent_width, minimum=2)
         check_classes(class_widths, class_types)
         check_power_of_two("Columns", cols)
@@ -229,11 +245,13 @@ class VectorEngine(wiring.Component):
         self.value_width = max(self.vadd_width, self.norm_width)
         self.lsb_width = 10
         # the units, built here so their own argument checks run with the engine's
-        self._gelu = MXIntGELU(**unit_arguments(gelu))
-        self._softmax = MXIntSoftmax(**unit_arguments(softmax))
-        self._layernorm = MXIntLayerNorm(**unit_arguments(layernorm))
+        chunk = self.multiplier_chunk_bits
+        self._gelu = MXIntGELU(**unit_arguments(gelu), multiplier_chunk_bits=chunk)
+        self._softmax = MXIntSoftmax(**unit_arguments(softmax), multiplier_chunk_bits=chunk)
+        self._layernorm = MXIntLayerNorm(**unit_arguments(layernorm), multiplier_chunk_bits=chunk)
         self._online = OnlineSoftmaxStep(spec=softmax, rows=softmax_rows,
-                                         tile_blocks=softmax.max_row_blocks)
+                                         tile_blocks=softmax.max_row_blocks,
+                                         multiplier_chunk_bits=chunk)
         self._requant = Requantizer(block_size=block_size, value_width=self.value_width,
                                     lsb_width=self.lsb_width, exponent_width=exponent_width,
                                     element_width=self.element_width, class_widths=class_widths,
@@ -255,8 +273,10 @@ class VectorEngine(wiring.Component):
         frac_table = [w - 2 for w in widths]
         sb = self.sp_address_bits
         port = dict(address_bits=sb, banks=self.sp_banks, word=self.word)
-        reader_a = m.submodules.reader_a = ScratchpadReader(**port)
-        reader_b = m.submodules.reader_b = ScratchpadReader(**port)
+        reader_a = m.submodules.reader_a = ScratchpadReader(**port,
+                                                            output_register=self.pipelined)
+        reader_b = m.submodules.reader_b = ScratchpadReader(**port,
+                                                            output_register=self.pipelined)
         writer = m.submodules.writer = ScratchpadWriter(**port)
         wiring.connect(m, reader_a.port, wiring.flipped(self.sp_a))
         wiring.connect(m, reader_b.port, wiring.flipped(self.sp_b))
@@ -486,12 +506,13 @@ class VectorEngine(wiring.Component):
         return m
 
     def _norm_pipelined(self, m: Module, norm, values, recip, norm_out, spec, online):
-        """ACCNORM in four stages: (1) the accumulator numbers and the row's reciprocal are
+        """ACCNORM in five stages: (1) the accumulator numbers and the row's reciprocal are
         registered (the gather FIFO's read and the reciprocal's row select end there); (2) each
         product v * r is four partial products of halves, v = v_hi 2^h + v_lo (v_lo unsigned),
         r = r_hi 2^c + r_lo: a (acc_width/2) x (recip_bits/2) multiply each instead of one
         acc_width x recip_bits/2 (44 gate levels in accelerator_small); (3) the two sums per
-        half of v; (4) their sum. Exact: the same product as the two-stage layout."""
+        half of v; (4, 5) their sum, its low limb with a carry out, then its high limb (one
+        50-bit add measured 42 levels). Exact: the same product as the two-stage layout."""
         B = self.block_size
         cut = (len(recip) + 1) // 2
         h = (self.acc_width + 1) // 2
@@ -504,12 +525,19 @@ class VectorEngine(wiring.Component):
                   for k in range(4)] for i in range(B)]
         sums = [[Signal(signed(self.norm_width), name=f"norm_s{i}_{k}", reset_less=True)
                  for k in range(2)] for i in range(B)]
-        lsb2, lsb3 = (Signal(signed(self.lsb_width), name=f"norm_lsb{n}", reset_less=True)
-                      for n in (2, 3))
+        lsb2, lsb3, lsb4 = (Signal(signed(self.lsb_width), name=f"norm_lsb{n}", reset_less=True)
+                            for n in (2, 3, 4))
+        # the final sum's low limb: bits below h are the low half's own, the add starts at h
+        nw = self.norm_width
+        cut4 = h + (nw - h + 1) // 2
+        low4 = [Signal(cut4 + 1, name=f"norm_low{i}", reset_less=True) for i in range(B)]
+        high4 = [[Signal(signed(nw - cut4), name=f"norm_high{i}_{k}", reset_less=True)
+                  for k in range(2)] for i in range(B)]
         with m.If(norm.advance):
             m.d.sync += [r_r.eq(recip), lsb.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
                                                 - online.recip_lo),
-                         lsb2.eq(lsb), lsb3.eq(lsb2), norm_out.payload.lsb.eq(lsb3)]
+                         lsb2.eq(lsb), lsb3.eq(lsb2), lsb4.eq(lsb3),
+                         norm_out.payload.lsb.eq(lsb4)]
             r_lo, r_hi = r_r[:cut], r_r[cut:]
             for i in range(B):
                 v_lo, v_hi = v_r[i][:h], v_r[i][h:].as_signed()
@@ -519,7 +547,12 @@ class VectorEngine(wiring.Component):
                 p = parts[i]
                 m.d.sync += [sums[i][0].eq(p[0] + (p[1] << cut)),
                              sums[i][1].eq(p[2] + (p[3] << cut))]
-                m.d.sync += norm_out.payload.values[i].eq(sums[i][0] + (sums[i][1] << h))
+                s0, s1 = sums[i][0], Value.cast(sums[i][1] << h)[:nw].as_signed()
+                m.d.sync += [low4[i].eq(s0[:cut4] + s1[:cut4]),
+                             high4[i][0].eq(s0[cut4:].as_signed()),
+                             high4[i][1].eq(s1[cut4:].as_signed())]
+                high = high4[i][0] + high4[i][1] + low4[i][cut4]
+                m.d.sync += norm_out.payload.values[i].eq(Cat(low4[i][:cut4], high).as_signed())
 
     def _scaler(self, m: Module, instr, start, online, busy, selected):
         """ACCSCALE: walk the ``M x ceil(N / cols)`` ACC words (column tiles outer), read each
@@ -562,8 +595,8 @@ class VectorEngine(wiring.Component):
         m.d.comb += busy.eq(active | w_valid)
 
     def _vadd(self, m: Module, a, b, f_a, f_b, f_d, instr, selected):
-        """``software_model.accelerator.vadd`` up to the requantizer: two register stages under
-        one enable; returns the stream of ``{values, lsb}``."""
+        """``software_model.accelerator.vadd`` up to the requantizer: ``vadd_stages`` register
+        stages under one enable; returns the stream of ``{values, lsb}``."""
         B, w_max, ew = self.block_size, self.element_width, self.exponent_width
         widths = self.class_widths
         out = stream.Signature(self._requant.in_layout).create(path=("vadd",))
@@ -571,7 +604,7 @@ class VectorEngine(wiring.Component):
                                  ready=Signal(name="vadd_in_ready"))
         # only while VADD runs: other instructions' words must not enter these stages
         m.d.comb += [joined.valid.eq(a.valid & b.valid & selected)]
-        ctl = GlobalEnable(m, source=joined, sink=out, stages=2, name="vadd")
+        ctl = GlobalEnable(m, source=joined, sink=out, stages=self.vadd_stages, name="vadd")
         with m.If(selected):
             m.d.comb += [a.ready.eq(ctl.advance & b.valid), b.ready.eq(ctl.advance & a.valid)]
         adv = ctl.advance
@@ -595,6 +628,22 @@ class VectorEngine(wiring.Component):
         m_hi = [Mux(a_hi, x, y) for x, y in zip(ma, mb)]
         m_lo = [Mux(a_hi, y, x) for x, y in zip(ma, mb)]
         hi_nonzero = Cat(*[v != 0 for v in m_hi]).any()
+        if self.pipelined:
+            # the operands' order, their grids and the coarser one's zero test registered: the
+            # scratchpad read mux, the exponent subtracts, the compare and the grid's select
+            # and subtracts measured 52 gate levels as one stage in accelerator_small
+            hi_r = Signal(lsb_shape, name="vadd_hi0", reset_less=True)
+            lo_r = Signal(lsb_shape, name="vadd_lo0", reset_less=True)
+            nz_r = Signal(name="vadd_hi_nonzero0", reset_less=True)
+            m_hi_r = [Signal(signed(w_max), name=f"vadd_hi0_{i}", reset_less=True)
+                      for i in range(B)]
+            m_lo_r = [Signal(signed(w_max), name=f"vadd_lo0_{i}", reset_less=True)
+                      for i in range(B)]
+            with m.If(adv):
+                m.d.sync += [hi_r.eq(hi), lo_r.eq(lo), nz_r.eq(hi_nonzero)]
+                m.d.sync += [r.eq(v) for r, v in zip(m_hi_r, m_hi)]
+                m.d.sync += [r.eq(v) for r, v in zip(m_lo_r, m_lo)]
+            hi, lo, hi_nonzero, m_hi, m_lo = hi_r, lo_r, nz_r, m_hi_r, m_lo_r
         grid = Signal(signed(ew + 12))
         int_grid = Signal(signed(ew + 12))
         m.d.comb += int_grid.eq(instr.imm - f_d - 2)

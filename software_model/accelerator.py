@@ -1044,28 +1044,33 @@ class CycleCosts:
     traffic-profile stalls."""
 
     #: the requantizer (5 register stages) plus a reader's and a writer's hand-offs
-    vcast_latency: int = 11
-    #: VADD's two alignment stages more
-    vadd_latency: int = 14
+    vcast_latency: int = 12
+    #: VADD's three alignment stages more (two with ``pipelined: false``)
+    vadd_latency: int = 16
     #: a reader's and a writer's hand-offs around a unit (+ the unit's own latency)
-    unit_overhead: int = 6
-    gelu_latency: int = 10
+    unit_overhead: int = 7
+    gelu_latency: int = 16
     #: MXIntSoftmax: a row's last block to its reciprocal, and the second pass
-    vsmax_row_latency: int = 18
-    vsmax_second_pass: int = 9
+    vsmax_row_latency: int = 33
+    vsmax_second_pass: int = 13
     #: MXIntLayerNorm: a row's statistics, and the second pass
-    vlnorm_row_latency: int = 13
-    vlnorm_second_pass: int = 13
+    vlnorm_row_latency: int = 27
+    vlnorm_second_pass: int = 21
+    #: gamma and beta's hand-off into the unit before the rows start (3 with ``pipelined:
+    #: false``: the reader's output register)
+    vlnorm_params_latency: int = 4
     #: the online-softmax step: a row's last block in to its first block of P out
-    vsmaxo_latency: int = 23
+    vsmaxo_latency: int = 39
     accst_latency: int = 11
-    #: the gather, ACCNORM's product stages (4 pipelined, 2 with ``pipelined: false``), the
+    #: the gather, ACCNORM's product stages (5 pipelined, 2 with ``pipelined: false``), the
     #: requantizer and the writer
-    accnorm_latency: int = 15
+    accnorm_latency: int = 16
     accscale_latency: int = 4
     #: the matrix unit: a job's last operand beat to its first result row (rows + cols + 4 +
-    #: log2 S), and the ACC read-modify-write after the last row
+    #: log2 S + matmul_pe_stages), and the ACC read-modify-write after the last row
     matmul_writeback: int = 2
+    #: the PEs' product register (1 with ``pipelined: true``, 0 without)
+    matmul_pe_stages: int = 1
     #: staging tile filled -> moved into the active tile (response, fill check, staged flag)
     matmul_fill_latency: int = 3
 
@@ -1140,8 +1145,8 @@ class CycleCosts:
         RTL's schedule): a job's operands are fetched from the cycle after the previous job
         moved into the active tile; it moves in when fetched (+ ``matmul_fill_latency``) and
         the previous job's last beat has been fed; its beats follow, ``max(B, rows)`` apart
-        at least; the last job's rows come out ``rows + cols + 4 + log2 S`` cycles after its
-        last beat and are written back in ``matmul_writeback`` more."""
+        at least; the last job's rows come out ``rows + cols + 4 + log2 S +
+        matmul_pe_stages`` cycles after its last beat and are written back in ``matmul_writeback`` more."""
         p = params
         rows, cols, S, B, banks = p.rows, p.cols, p.sub_arrays, p.block_size, p.sp_banks
         cache = {}
@@ -1167,7 +1172,7 @@ class CycleCosts:
                     moved = ready if fed is None else max(ready, fed)
                     last = moved + B
                     fed = last if fed is None else max(last, fed + rows)
-        latency = rows + cols + 4 + _log2(S)
+        latency = rows + cols + 4 + _log2(S) + self.matmul_pe_stages
         return fed + latency + rows - 1 + self.matmul_writeback
 
     # -- accumulator processing --------------------------------------------------------------
@@ -1210,7 +1215,7 @@ class CycleCosts:
         # row's output follows its statistics
         nb = instr.n // params.block_size
         return self._blocks(instr, params) + 3 * nb + self.vlnorm_row_latency + \
-            self.vlnorm_second_pass + self.unit_overhead + 3
+            self.vlnorm_second_pass + self.unit_overhead + self.vlnorm_params_latency
 
     def vsmax(self, instr, params, memory):
         nb = instr.n // params.block_size

@@ -148,8 +148,10 @@ class _CopyBench(wiring.Component):
     """Writer and reader sharing a scratchpad (plus a higher-priority client that steals banks
     with ``steal``): words in along one pattern, out along another."""
 
-    def __init__(self, *, write_pattern, read_pattern, words=64, banks=4):
+    def __init__(self, *, write_pattern, read_pattern, words=64, banks=4,
+                 output_register=False):
         self.write_pattern, self.read_pattern = write_pattern, read_pattern
+        self.output_register = output_register
         self.words, self.banks = words, banks
         super().__init__({
             "words_in": In(stream.Signature(data.StructLayout({"word": WORD}))),
@@ -165,7 +167,8 @@ class _CopyBench(wiring.Component):
         wr = m.submodules.writer = ScratchpadWriter(address_bits=bits, banks=self.banks,
                                                     word=WORD)
         rd = m.submodules.reader = ScratchpadReader(address_bits=bits, banks=self.banks,
-                                                    word=WORD)
+                                                    word=WORD,
+                                                    output_register=self.output_register)
         wiring.connect(m, wr.port, sp.write[1])
         wiring.connect(m, rd.port, sp.read[1])
         # a bank thief of higher priority on both sides, every third cycle
@@ -189,21 +192,23 @@ class _CopyBench(wiring.Component):
         return m
 
 
+@pytest.mark.parametrize("output_register", [False, True])
 @pytest.mark.parametrize("profile", ["smooth", "mild", "backpressure", "bursty"])
 @pytest.mark.parametrize("write,read", [
     (_pattern(3, 4, 8, 6, 1), _pattern(3, 6, 1, 4, 8)),      # column-major in, row-major out
     (_pattern(10, 2, 20, 9, 1), _pattern(10, 2, 20, 9, 1)),
     (_pattern(0, 8, 1, 4, 16), _pattern(0, 4, 16, 8, 1)),
 ])
-def test_writer_then_reader_round_trip(write, read, profile):
-    """Write words along one pattern, read along another that covers the same addresses."""
+def test_writer_then_reader_round_trip(write, read, profile, output_register):
+    """Write words along one pattern, read along another that covers the same addresses (the
+    reader's words straight from the run split, or from its output register)."""
     rng = np.random.default_rng(len(profile))
     values = [int(v) for v in rng.integers(0, 4096, write["outer"] * write["inner"])]
     mem = {}
     for a, v in zip(_addresses(write, 6), values):
         mem[a] = v
     expect = [mem[a] for a in _addresses(read, 6)]
-    dut = _CopyBench(write_pattern=write, read_pattern=read)
+    dut = _CopyBench(write_pattern=write, read_pattern=read, output_register=output_register)
     prof = make_profile(profile)
     gap = prof.source.blocked(3, "words_in", 0, 2000)
     stall = prof.sink.blocked(3, "words_out", 0, 2000)
@@ -229,6 +234,7 @@ def test_writer_then_reader_round_trip(write, read, profile):
             await ctx.tick()
 
     _sim(dut, bench)
+    assert len(got) == len(expect) > 0
     assert [g[0] for g in got] == expect
     assert [g[1] for g in got] == [0] * (len(expect) - 1) + [1]
 
@@ -253,6 +259,8 @@ def test_scratchpad_rejects_bad_arguments(kw, message):
     (ScratchpadReader, dict(address_bits=6, banks=3, word=WORD), "Banks must be a power of two"),
     (ScratchpadReader, dict(address_bits=6, banks=4, word=WORD, depth=0),
      "Depth must be a positive integer"),
+    (ScratchpadReader, dict(address_bits=6, banks=4, word=WORD, output_register=1),
+     "Output register must be True or False, not 1"),
     (ScratchpadWriter, dict(address_bits=0, banks=4, word=WORD),
      "Address bits must be a positive integer"),
     (ScratchpadWriter, dict(address_bits=6, banks=6, word=WORD), "Banks must be a power of two"),

@@ -72,8 +72,9 @@ class ExecuteUnit(wiring.Component):
             sp_address_bits=sp_address_bits, sp_banks=sp_banks,
             fraction_bits=tuple(w - 2 for w in class_widths),
             # pipelined: the PE's multiply and accumulate in two stages (45 gate levels in one
-            # in accelerator_small's matrix unit, its deepest stage once the units were cut)
-            pe_product_register=pipelined)
+            # in accelerator_small's matrix unit, its deepest stage once the units were cut),
+            # the ACC write-back's add in two
+            pipelined=pipelined)
         self.acc_words, self.acc_address_bits = acc_words, self._matmul.acc_address_bits
         self.acc_row = accumulator_row(cols=cols, acc_width=acc_width)
         self.word = word_layout(block_size=block_size, element_width=self.element_width,
@@ -276,8 +277,9 @@ class Accelerator(wiring.Component):
             vcast_latency=11 + vec.reader_stages,
             unit_overhead=6 + vec.reader_stages,
             vlnorm_params_latency=3 + vec.reader_stages,
-            # the matrix unit's PEs' product register
-            matmul_pe_stages=int(self._execute._matmul.pe_product_register),
+            # the matrix unit's PEs' product register, the write-back's stages
+            matmul_pe_stages=int(self._execute._matmul.pipelined),
+            matmul_writeback=1 + self._execute._matmul.writeback_stages,
         )
 
     @property

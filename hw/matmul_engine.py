@@ -150,13 +150,17 @@ class MatmulEngine(wiring.Component):
 
     ``fraction_bits``: per class (activation, weight, kv), ``element width - 2``; the job's
     shift is the instruction's scale minus both operands' fraction bits.
-    ``pe_product_register``: the matrix unit's PEs register their products (one cycle more)."""
+    ``pipelined``: the matrix unit's PEs register their products, and the ACC write-back's
+    saturating add takes two stages (its low limb, then its high limb and the saturation): one
+    cycle more each."""
 
     def __init__(self, *, rows: int, cols: int, sub_arrays: int, block_size: int,
                  element_width: int, exponent_width: int, acc_width: int, acc_lsb: int,
                  acc_words: int, sp_address_bits: int, sp_banks: int,
-                 fraction_bits: tuple, pe_product_register: bool = False):
+                 fraction_bits: tuple, pipelined: bool = False):
         check_positive("Accumulator words", acc_words)
+        if not isinstance(pipelined, bool):
+            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
         check_positive("Scratchpad address bits", sp_address_bits)
         check_power_of_two("Scratchpad banks", sp_banks)
         if (not isinstance(fraction_bits, tuple) or len(fraction_bits) != 3
@@ -181,8 +185,11 @@ class MatmulEngine(wiring.Component):
                                 element_width=element_width, exponent_width=exponent_width,
                                 block_size=block_size, acc_width=acc_width, acc_lsb=acc_lsb,
                                 tag_width=self.tag_layout.size,
-                                pe_product_register=pe_product_register)
-        self.pe_product_register = pe_product_register
+                                pe_product_register=pipelined)
+        self.pipelined = pipelined
+        #: the write-back's stages after the ACC read: the saturating add of a 44-bit sum into
+        #: a 40-bit word measured 49 gate levels in one (accelerator_plena)
+        self.writeback_stages = 2 if pipelined else 1
         if max(block_size, rows) < 3:
             raise ValueError(f"Jobs must be at least 3 cycles apart (max(block size, rows) = "
                              f"{max(block_size, rows)}): the ACC read-modify-write takes 2")
@@ -196,7 +203,7 @@ class MatmulEngine(wiring.Component):
         return parameter_repr(self, "rows", "cols", "sub_arrays", "block_size",
                               "element_width", "exponent_width", "acc_width", "acc_lsb",
                               "acc_words", "sp_address_bits", "sp_banks", "fraction_bits",
-                              "pe_product_register")
+                              "pipelined")
 
     def _as_class(self, element, code):
         """``element`` (``element_width`` bits) read in class ``code``."""
@@ -375,10 +382,41 @@ class MatmulEngine(wiring.Component):
                      wb_last.eq(res.payload.last)]
         old = self.acc_read.data
         new = Signal(self.acc_row)
-        for j in range(cols):
-            addend = Mux(wb_tag.add, old[j], 0)
-            m.d.comb += new[j].eq(Mux(j < wb_tag.cols, _saturate(addend + sums[j],
-                                                                 self.acc_width), old[j]))
+        if self.pipelined:
+            # stage 1: the low limb of addend + sum with its carry; stage 2: the high limb, the
+            # saturation, the write. A job's rows reuse an ACC word only max(B, rows) >= 3
+            # cycles later, after this write.
+            sw = len(sums[0])
+            limb = (sw + 1) // 2
+            lows = [Signal(limb + 1, name=f"wb_low{j}", reset_less=True) for j in range(cols)]
+            high_a = [Signal(signed(sw - limb), name=f"wb_high_acc{j}", reset_less=True)
+                      for j in range(cols)]
+            high_s = [Signal(signed(sw - limb), name=f"wb_high_sum{j}", reset_less=True)
+                      for j in range(cols)]
+            kept = Signal(self.acc_row, reset_less=True)
+            wb2_addr = Signal(ab, reset_less=True)
+            wb2_tag = Signal(self.tag_layout, reset_less=True)
+            wb2_row = Signal.like(res.payload.row, reset_less=True)
+            wb2_valid = Signal()
+            wb2_last = Signal(reset_less=True)
+            m.d.sync += [kept.eq(old), wb2_addr.eq(wb_addr), wb2_tag.eq(wb_tag),
+                         wb2_row.eq(wb_row), wb2_valid.eq(wb_valid), wb2_last.eq(wb_last)]
+            for j in range(cols):
+                addend = Signal(signed(sw), name=f"wb_addend{j}")      # sign-extended
+                m.d.comb += addend.eq(Mux(wb_tag.add, old[j], 0))
+                m.d.sync += [lows[j].eq(addend[:limb] + sums[j][:limb]),
+                             high_a[j].eq(addend[limb:].as_signed()),
+                             high_s[j].eq(sums[j][limb:].as_signed())]
+                total = Cat(lows[j][:limb], high_a[j] + high_s[j] + lows[j][limb]).as_signed()
+                m.d.comb += new[j].eq(Mux(j < wb2_tag.cols, _saturate(total, self.acc_width),
+                                          kept[j]))
+            wb_addr, wb_row, wb_tag, wb_valid, wb_last = wb2_addr, wb2_row, wb2_tag, \
+                wb2_valid, wb2_last
+        else:
+            for j in range(cols):
+                addend = Mux(wb_tag.add, old[j], 0)
+                m.d.comb += new[j].eq(Mux(j < wb_tag.cols, _saturate(addend + sums[j],
+                                                                     self.acc_width), old[j]))
         m.d.comb += [
             self.acc_write.addr.eq(wb_addr),
             self.acc_write.data.eq(new),

@@ -1067,8 +1067,9 @@ class CycleCosts:
     accnorm_latency: int = 16
     accscale_latency: int = 4
     #: the matrix unit: a job's last operand beat to its first result row (rows + cols + 4 +
-    #: log2 S + matmul_pe_stages), and the ACC read-modify-write after the last row
-    matmul_writeback: int = 2
+    #: log2 S + matmul_pe_stages), and the ACC read-modify-write after the last row (its add
+    #: in two stages; 2 with ``pipelined: false``)
+    matmul_writeback: int = 3
     #: the PEs' product register (1 with ``pipelined: true``, 0 without)
     matmul_pe_stages: int = 1
     #: staging tile filled -> moved into the active tile (response, fill check, staged flag)
@@ -1146,7 +1147,8 @@ class CycleCosts:
         moved into the active tile; it moves in when fetched (+ ``matmul_fill_latency``) and
         the previous job's last beat has been fed; its beats follow, ``max(B, rows)`` apart
         at least; the last job's rows come out ``rows + cols + 4 + log2 S +
-        matmul_pe_stages`` cycles after its last beat and are written back in ``matmul_writeback`` more."""
+        matmul_pe_stages`` cycles after its last beat and are written back in
+        ``matmul_writeback`` more."""
         p = params
         rows, cols, S, B, banks = p.rows, p.cols, p.sub_arrays, p.block_size, p.sp_banks
         cache = {}

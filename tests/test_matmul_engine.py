@@ -27,7 +27,7 @@ def _params(**kw):
 
 
 class _Bench(wiring.Component):
-    def __init__(self, p: AcceleratorParams, sp_init, acc_init):
+    def __init__(self, p: AcceleratorParams, sp_init, acc_init, pipelined=False):
         self.p = p
         self.word = word_layout(block_size=p.block_size, element_width=p.element_bits,
                                 exponent_width=p.exponent_width)
@@ -37,7 +37,7 @@ class _Bench(wiring.Component):
             element_width=p.element_bits, exponent_width=p.exponent_width,
             acc_width=p.acc_width, acc_lsb=p.acc_lsb, acc_words=p.acc_words,
             sp_address_bits=self.sp_bits, sp_banks=p.sp_banks,
-            fraction_bits=tuple(p.fraction_bits(c) for c in range(3)))
+            fraction_bits=tuple(p.fraction_bits(c) for c in range(3)), pipelined=pipelined)
         self.acc = memory.Memory(shape=accumulator_row(cols=p.cols, acc_width=p.acc_width),
                                  depth=p.acc_words, init=acc_init)
         self.sp_init = sp_init
@@ -104,13 +104,13 @@ def _random_matmul(p, rng):
                             accumulate=int(rng.integers(0, 2)))
 
 
-def _run(p, state, instrs):
+def _run(p, state, instrs, pipelined=False):
     """Run the engine on ``instrs`` (one after the other) from ``state``; returns (ACC rows,
     cycles per instruction)."""
     sp_init = pack_words(state.sp.exps, state.sp.mans, p)
     sp_init = [int(v) for v in sp_init]
     acc_init = [[int(v) for v in row] for row in state.acc]
-    bench = _Bench(p, sp_init, acc_init)
+    bench = _Bench(p, sp_init, acc_init, pipelined=pipelined)
     cycles = []
     rows_out = []
 
@@ -140,13 +140,16 @@ def _run(p, state, instrs):
 @pytest.mark.parametrize("shape", [dict(rows=2, cols=2, sub_arrays=2),
                                    dict(rows=3, cols=4, sub_arrays=1),
                                    dict(rows=4, cols=4, sub_arrays=4, sp_banks=2)])
-def test_random_matmuls_match_golden(shape):
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_random_matmuls_match_golden(shape, pipelined):
+    """Random MATMULs (accumulating into the ACC, "extreme" operands saturating it) with the
+    engine whole and pipelined (PE product register, two-stage write-back add)."""
     p = _params(**shape)
     rng = np.random.default_rng(shape["rows"] * 7 + shape["sub_arrays"])
     for trial in range(3):
         state = _random_state(p, rng, "extreme" if trial == 1 else "uniform")
         instrs = [_random_matmul(p, rng) for _ in range(3)]
-        got, _cycles = _run(p, state, instrs)
+        got, _cycles = _run(p, state, instrs, pipelined=pipelined)
         execute(instrs, state)
         assert (got == state.acc).all(), [str(i) for i in instrs]
 
@@ -172,6 +175,7 @@ def test_full_rate_when_operands_fit_in_the_beats():
     (dict(fraction_bits=(6, 6)), "Fraction bits must be a tuple of 3 integers"),
     (dict(block_size=2, rows=2), "Jobs must be at least 3 cycles apart"),
     (dict(sub_arrays=3), "Sub-array count must be a power of two, not 3"),
+    (dict(pipelined=1), "Pipelined must be True or False, not 1"),
 ])
 def test_rejects_bad_arguments(kw, message):
     params = dict(rows=2, cols=2, sub_arrays=2, block_size=8, element_width=8,

@@ -174,22 +174,27 @@ class Requantizer(wiring.Component):
         mags2 = [reg(v, f"mag2_{i}") for i, v in enumerate(mags1)]
         neg2 = [reg(v, f"neg2_{i}") for i, v in enumerate(neg1)]
         lsb2 = reg(lsb1, "lsb2")
-
-        # 3: exponent and shift (shift = e - f - lsb: right when positive)
         ebits = max(len(lsb2), vw.bit_length() + 1, ew) + 2
+        frac_lsb2 = reg(frac + lsb1, "frac_lsb2", signed(ebits + 1))
+
+        # 3: exponent and shift (shift = e - f - lsb: right when positive). Each choice of e
+        # comes with its own shift, formed beside the choice instead of after it (e_true - f -
+        # lsb = top - f): the add, the clamp and two subtracts in a row measured 41 gate levels
+        # in accelerator_small
         e_true = Signal(signed(ebits))
         e_blk = Signal(signed(ebits))
+        shift = Signal(signed(ebits + 1))
         m.d.comb += e_true.eq(top2 + lsb2)
         with m.If(is_int):
-            m.d.comb += e_blk.eq(self.exp)
+            m.d.comb += [e_blk.eq(self.exp), shift.eq(self.exp - frac_lsb2)]
         with m.Elif(~nonzero2 | (e_true < emin)):
-            m.d.comb += e_blk.eq(emin)
+            m.d.comb += [e_blk.eq(emin), shift.eq(emin - frac_lsb2)]
         with m.Elif(e_true > emax):
-            m.d.comb += e_blk.eq(emax)
+            m.d.comb += [e_blk.eq(emax), shift.eq(emax - frac_lsb2)]
         with m.Else():
-            m.d.comb += e_blk.eq(e_true)
+            m.d.comb += [e_blk.eq(e_true), shift.eq(top2 - frac)]
         e3 = reg(e_blk[:ew].as_signed(), "exp3", signed(ew))
-        shift3 = reg(e_blk - frac - lsb2, "shift3", signed(ebits + 1))
+        shift3 = reg(shift, "shift3", signed(ebits + 1))
         mags3 = [reg(v, f"mag3_{i}") for i, v in enumerate(mags2)]
         neg3 = [reg(v, f"neg3_{i}") for i, v in enumerate(neg2)]
 

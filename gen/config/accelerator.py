@@ -182,8 +182,10 @@ class AcceleratorConfig(ConfigBase):
     vector: VectorConfig = param("Vector unit", default=VectorConfig())
     pipelined: bool = param(
         "Cut the paths deeper than an int8 multiply-accumulate PE (about 40 gate levels) with "
-        "registers: ACCNORM's product in four stages instead of two (+2 cycles); false gives "
-        "the previous layout", default=True)
+        "registers (docs/accelerator.md): PE product register, two-stage ACC write-back, "
+        "scratchpad reader output register, VADD and ACCNORM stages, 8-bit multiplier chunks "
+        "in the nonlinear units; a few cycles more per instruction (docs/isa.md); false gives "
+        "the unpipelined layout", default=True)
 
     # -- mapping onto the golden model -------------------------------------------------------
     def _formats(self):

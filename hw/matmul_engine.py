@@ -185,7 +185,7 @@ class MatmulEngine(wiring.Component):
                                 element_width=element_width, exponent_width=exponent_width,
                                 block_size=block_size, acc_width=acc_width, acc_lsb=acc_lsb,
                                 tag_width=self.tag_layout.size,
-                                pe_product_register=pipelined)
+                                pipelined=pipelined)
         self.pipelined = pipelined
         #: the write-back's stages after the ACC read: the saturating add of a 44-bit sum into
         #: a 40-bit word measured 49 gate levels in one (accelerator_plena)

@@ -32,8 +32,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.mxint_fixed import scale_saturate
-from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, check_positive, delay,
-                           parameter_repr, tree_depth)
+from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, carry_select_add,
+                           check_positive, delay, parameter_repr, tree_depth)
 from hw.systolic import OutputStationaryGrid, check_flag, skew_control
 
 __all__ = ["MatrixUnit", "SHIFT_WIDTH", "block_sum_width", "alignment_shift_shape"]
@@ -80,9 +80,9 @@ class MatrixUnit(wiring.Component):
     def __init__(self, *, rows: int, cols: int, sub_arrays: int, element_width: int,
                  exponent_width: int, block_size: int, acc_width: int, acc_lsb: int,
                  tag_width: int = 1, result_depth: int | None = None,
-                 pe_product_register: bool = False):
+                 pipelined: bool = False):
         check_positive("Rows", rows)
-        self.pe_product_register = check_flag("PE product register", pe_product_register)
+        self.pipelined = check_flag("Pipelined", pipelined)
         check_positive("Columns", cols)
         if (not isinstance(sub_arrays, int) or isinstance(sub_arrays, bool) or sub_arrays < 1
                 or sub_arrays & (sub_arrays - 1)):
@@ -145,15 +145,15 @@ class MatrixUnit(wiring.Component):
     def __repr__(self):
         return parameter_repr(self, "rows", "cols", "sub_arrays", "element_width",
                               "exponent_width", "block_size", "acc_width", "acc_lsb", "tag_width",
-                              "result_depth", "pe_product_register")
+                              "result_depth", "pipelined")
 
     def _latency(self) -> int:
         # input register, skew down to the last row, the last PE's shadow, the result chain of
         # the first row, the alignment's two registers, the tree's registered levels, the
-        # result FIFO write, and the PEs' product register if any. Held to the RTL by
+        # result FIFO write, and the PEs' product register if pipelined. Held to the RTL by
         # tests/test_matrix_unit.py.
         return (1 + (self.rows - 1) + 1 + (self.cols - 1) + 1 + 2 + tree_depth(self.sub_arrays)
-                + 1 + int(self.pe_product_register))
+                + 1 + int(self.pipelined))
 
     def elaborate(self, platform):
         m = Module()
@@ -193,7 +193,7 @@ class MatrixUnit(wiring.Component):
             grid = m.submodules[f"sub{s}"] = OutputStationaryGrid(
                 rows=rows, cols=cols, a_width=self.element_width, b_width=self.element_width,
                 acc_width=self.sum_width, overflow="wrap",
-                product_register=self.pe_product_register)
+                product_register=self.pipelined)
             m.d.comb += [grid.a[i].eq(beat_a[s][i]) for i in range(rows)]
             m.d.comb += [grid.b[j].eq(beat_b[s][j]) for j in range(cols)]
             m.d.comb += [grid.control[i].eq(control[i]) for i in range(rows)]
@@ -247,9 +247,12 @@ class MatrixUnit(wiring.Component):
         # -- exact adder tree over the sub-arrays, one register per level ------------------------
         levels = tree_depth(subs)
         out = buffer.write.payload
+        # pipelined: each level's add as a carry-select adder (a 41-bit ripple was 43 levels)
+        add = (lambda a, b: carry_select_add(m, a, b, name="tree_add")) if self.pipelined \
+            else None
         for j in range(cols):
             m.d.comb += out.c[j].eq(adder_tree(m, [aligned[s][j] for s in range(subs)],
-                                               registered=True, name=f"tree_c{j}"))
+                                               add=add, registered=True, name=f"tree_c{j}"))
         row_out = delay(m, row2, levels, name="result_row")
         m.d.comb += [
             out.row.eq(row_out),

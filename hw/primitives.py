@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from amaranth import Module, Mux, Shape, Signal, Value
+from amaranth import Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -34,7 +34,8 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "register", "delay", "adder_tree",
            "max_tree", "leading_one", "tree_depth", "check_positive", "check_choice",
            "parameter_repr", "global_enable_ready", "global_enable_output",
-           "global_enable_timing", "global_enable_protocol", "JobAdmission"]
+           "global_enable_timing", "global_enable_protocol", "JobAdmission",
+           "carry_select_add"]
 
 
 def check_positive(name: str, value, *, minimum: int = 1) -> int:
@@ -220,6 +221,30 @@ class JobAdmission:
     @property
     def spaced(self) -> Value:
         return self.since_last >= self.spacing
+
+
+def carry_select_add(m: Module, a, b, *, name: str = "csel") -> Value:
+    """``a + b``, exact (one bit wider than the wider operand, signed if either is), as a
+    carry-select adder: the low half's sum beside both sums of the high half (carry in 0 and 1),
+    the low half's carry choosing one. Same result as ``a + b``, about half its ripple depth:
+    a 41-bit add measured 43 gate levels as one ripple (the PLENA-like matrix unit's tree)."""
+    a, b = Value.cast(a), Value.cast(b)
+    is_signed = a.shape().signed or b.shape().signed
+    width = max(len(a) + (is_signed and not a.shape().signed),
+                len(b) + (is_signed and not b.shape().signed)) + 1
+    shape = signed(width) if is_signed else unsigned(width)
+    ax = Signal(shape, name=f"{name}_a")
+    bx = Signal(shape, name=f"{name}_b")
+    m.d.comb += [ax.eq(a), bx.eq(b)]
+    half = width // 2
+    low = Signal(half + 1, name=f"{name}_low")
+    high0 = Signal(width - half, name=f"{name}_high0")
+    high1 = Signal(width - half, name=f"{name}_high1")
+    out = Signal(shape, name=f"{name}_sum")
+    m.d.comb += [low.eq(ax[:half] + bx[:half]), high0.eq(ax[half:] + bx[half:]),
+                 high1.eq(ax[half:] + bx[half:] + 1),
+                 out.eq(Cat(low[:half], Mux(low[half], high1, high0)))]
+    return out
 
 
 def tree_depth(count: int) -> int:

@@ -81,10 +81,10 @@ def test_golden_job_saturates_each_sub_array_before_the_tree():
     assert matrix_unit_job(a, b, zero, zero, shift=0, acc_lsb=0, acc_width=4)[0, 0] == -1
 
 
-@pytest.mark.parametrize("product_register", [False, True])
+@pytest.mark.parametrize("pipelined", [False, True])
 @pytest.mark.parametrize("profile", PROFILES)
-def test_random_jobs_match_golden(profile, product_register):
-    unit = _unit(pe_product_register=product_register)
+def test_random_jobs_match_golden(profile, pipelined):
+    unit = _unit(pipelined=pipelined)
     rng = np.random.default_rng([1, len(profile)])
     jobs = [_job(rng, unit, "extreme" if n % 3 == 0 else "uniform") for n in range(40)]
     run, expected = _run(unit, jobs, profile, seed=3)
@@ -98,8 +98,8 @@ def test_random_jobs_match_golden(profile, product_register):
     dict(rows=3, cols=1, sub_arrays=1, block_size=8, element_width=8, exponent_width=5,
          acc_width=30, acc_lsb=-20),
     dict(rows=2, cols=2, sub_arrays=2, block_size=4, result_depth=2),
-    dict(rows=1, cols=2, sub_arrays=2, block_size=1, pe_product_register=True),
-    dict(rows=3, cols=2, sub_arrays=1, block_size=2, result_depth=3, pe_product_register=True),
+    dict(rows=1, cols=2, sub_arrays=2, block_size=1, pipelined=True),
+    dict(rows=3, cols=2, sub_arrays=1, block_size=2, result_depth=3, pipelined=True),
 ])
 def test_shapes_and_smallest_buffer(shape):
     unit = _unit(**shape)
@@ -124,14 +124,14 @@ def test_saturation_and_floor_reach_the_results():
     assert scale_saturate(np.array([-224]), np.array([-11]), 8)[0] == -1
 
 
-@pytest.mark.parametrize("product_register", [False, True])
-def test_latency_and_back_to_back_rate(product_register):
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_latency_and_back_to_back_rate(pipelined):
     """Smooth traffic: the first result leaves ``latency`` cycles after the job's last beat (one
-    more with the PEs' product register), and jobs of B >= rows beats are taken back to back
+    more pipelined: the PEs' product register), and jobs of B >= rows beats are taken back to back
     (B cycles each)."""
-    unit = _unit(rows=2, cols=3, sub_arrays=4, block_size=4, pe_product_register=product_register)
+    unit = _unit(rows=2, cols=3, sub_arrays=4, block_size=4, pipelined=pipelined)
     assert unit.latency == _unit(rows=2, cols=3, sub_arrays=4, block_size=4).latency \
-        + product_register
+        + pipelined
     rng = np.random.default_rng(2)
     jobs = [_job(rng, unit, "uniform") for _ in range(6)]
     run, expected = _run(unit, jobs, "smooth", seed=1)
@@ -165,7 +165,7 @@ def test_short_blocks_wait_for_the_result_chain():
     (dict(acc_lsb=1.5), "Accumulator LSB must be an integer from -256 to 256, not 1.5"),
     (dict(tag_width=0), "Tag width must be a positive integer, not 0"),
     (dict(result_depth=1), "Result depth must be an integer >= rows = 2"),
-    (dict(pe_product_register=1), "PE product register must be True or False, not 1"),
+    (dict(pipelined=1), "Pipelined must be True or False, not 1"),
 ])
 def test_rejects_bad_arguments(change, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

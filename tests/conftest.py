@@ -84,3 +84,21 @@ def pytest_sessionfinish(session):
         except subprocess.TimeoutExpired:
             os.killpg(_PREBUILD.pid, signal.SIGKILL)
     _PREBUILD = None
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv)`` runs the ``accelgen`` CLI in-process and returns ``(exit code, stdout,
+    stderr)``; argparse's own usage errors count as exit codes. Whatever the outcome, the CLI
+    must not print a traceback or an internal error."""
+    from gen.cli import main
+
+    def run(*argv):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err and "internal error" not in err
+        return code, out, err
+    return run

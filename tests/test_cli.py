@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gen.cli import build_parser, cosim_test_names, main
+from gen.cli import build_parser, cosim_test_names
 from gen.config import GENERATORS, REPO_ROOT, config_class, config_from_dict, preset_paths
 from gen.estimate import DEFAULT_MAX_CELLS, WARN_CELLS, estimate, heartbeat
 
@@ -33,15 +33,6 @@ GIANTS = {
 }
 
 
-def _run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:          # argparse's own usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and "internal error" not in err
-    return code, out, err
-
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
@@ -52,12 +43,12 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 # --------------------------------------------------------------------------- output folders
 
 
-def test_rtl_writes_exactly_out_name_and_replaces_it(tmp_path, capsys):
+def test_rtl_writes_exactly_out_name_and_replaces_it(tmp_path, run_cli):
     out = tmp_path / "out"
     (out / "unrelated").mkdir(parents=True)
     (out / "float_add_fp16").mkdir()
     (out / "float_add_fp16" / "stale.v").write_text("old")
-    code, stdout, _err = _run(capsys, "rtl", SMALL, "--out", str(out))
+    code, stdout, _err = run_cli("rtl", SMALL, "--out", str(out))
     assert code == 0 and "[1/1] float_add_fp16: generated" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["float_add_fp16", "unrelated"]
     assert sorted(p.name for p in (out / "float_add_fp16").iterdir()) == \
@@ -65,7 +56,7 @@ def test_rtl_writes_exactly_out_name_and_replaces_it(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_multi_config_rtl_is_all_or_nothing(tmp_path, capsys, monkeypatch):
+def test_multi_config_rtl_is_all_or_nothing(tmp_path, run_cli, monkeypatch):
     """A generation failure in the third config leaves the output folder exactly as it was."""
     import gen.export
 
@@ -83,21 +74,21 @@ def test_multi_config_rtl_is_all_or_nothing(tmp_path, capsys, monkeypatch):
         return real(config, **kwargs)
 
     monkeypatch.setattr(gen.export, "generate_verilog", failing)
-    code, _out, err = _run(capsys, "rtl", str(a), str(b), str(c), "--out", str(out))
+    code, _out, err = run_cli("rtl", str(a), str(b), str(c), "--out", str(out))
     assert code == 1
     assert "generating third (3 of 3) failed" in err and "nothing was written" in err
     assert sorted(p.name for p in out.iterdir()) == ["first"]
     assert (out / "first" / "previous.v").read_text() == "the previous run's output"
     monkeypatch.setattr(gen.export, "generate_verilog", real)
-    assert _run(capsys, "rtl", str(a), str(b), str(c), "--out", str(out))[0] == 0
+    assert run_cli("rtl", str(a), str(b), str(c), "--out", str(out))[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["first", "second", "third"]
     assert not (out / "first" / "previous.v").exists()
 
 
-def test_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+def test_out_that_is_a_file_is_a_usage_error(tmp_path, run_cli):
     target = tmp_path / "file"
     target.write_text("x")
-    code, _out, err = _run(capsys, "rtl", SMALL, "--out", str(target))
+    code, _out, err = run_cli("rtl", SMALL, "--out", str(target))
     assert code == 2 and "--out" in err and target.read_text() == "x"
 
 
@@ -146,16 +137,16 @@ def test_estimate_counts():
 
 
 @pytest.mark.parametrize("name", sorted(GIANTS))
-def test_giant_designs_are_refused_quickly_with_the_option_named(tmp_path, capsys, name):
+def test_giant_designs_are_refused_quickly_with_the_option_named(tmp_path, run_cli, name):
     path = _write(tmp_path, f"{name}.yaml", GIANTS[name])
     out = tmp_path / "out"
     start = time.monotonic()
-    code, stdout, err = _run(capsys, "check", str(path))
+    code, stdout, err = run_cli("check", str(path))
     assert code == 0 and "size: " in stdout
     assert f"{path}: warning:" in err and "--max-cells" in err
     for command in (["rtl", str(path), "--out", str(out)], ["synth", str(path)],
                     ["lint", str(path)], ["cosim", str(path)]):
-        code, _out, err = _run(capsys, *command)
+        code, _out, err = run_cli(*command)
         assert code == 2, command
         assert f"{path}: too large: estimated" in err
         assert "--max-cells" in err and "ACCELGEN_MAX_CELLS" in err
@@ -163,16 +154,16 @@ def test_giant_designs_are_refused_quickly_with_the_option_named(tmp_path, capsy
     assert time.monotonic() - start < 30
 
 
-def test_max_cells_option_and_environment(tmp_path, capsys, monkeypatch):
-    code, _out, err = _run(capsys, "rtl", SMALL, "--out", str(tmp_path), "--max-cells", "10")
+def test_max_cells_option_and_environment(tmp_path, run_cli, monkeypatch):
+    code, _out, err = run_cli("rtl", SMALL, "--out", str(tmp_path), "--max-cells", "10")
     assert code == 2 and "too large" in err
     monkeypatch.setenv("ACCELGEN_MAX_CELLS", "10")
-    assert _run(capsys, "rtl", SMALL, "--out", str(tmp_path))[0] == 2
+    assert run_cli("rtl", SMALL, "--out", str(tmp_path))[0] == 2
     monkeypatch.setenv("ACCELGEN_MAX_CELLS", "lots")
-    code, _out, err = _run(capsys, "rtl", SMALL, "--out", str(tmp_path))
+    code, _out, err = run_cli("rtl", SMALL, "--out", str(tmp_path))
     assert code == 2 and "ACCELGEN_MAX_CELLS: got 'lots'" in err
     monkeypatch.delenv("ACCELGEN_MAX_CELLS")
-    code, _out, err = _run(capsys, "rtl", SMALL, "--out", str(tmp_path), "--max-cells", "0")
+    code, _out, err = run_cli("rtl", SMALL, "--out", str(tmp_path), "--max-cells", "0")
     assert code == 2 and "--max-cells: got '0'" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -204,24 +195,24 @@ def test_heartbeat_reports_slow_steps_only(monkeypatch):
     (["--m", "8", "--k", str(2**40), "--n", "8"], "argument --k: got"),
     (["--m", "8", "--k", str(10**9), "--n", "8"], "the cycle model walks at most 2,000,000"),
 ])
-def test_cycles_argument_ranges(capsys, argv, fragment):
+def test_cycles_argument_ranges(run_cli, argv, fragment):
     start = time.monotonic()
-    code, _out, err = _run(capsys, "cycles", SYSTOLIC, *argv)
+    code, _out, err = run_cli("cycles", SYSTOLIC, *argv)
     assert code == 2 and fragment in err
     assert time.monotonic() - start < 5
 
 
-def test_cycles_on_a_non_systolic_config(capsys):
-    code, _out, err = _run(capsys, "cycles", SMALL, "--m", "1", "--k", "1", "--n", "1")
+def test_cycles_on_a_non_systolic_config(run_cli):
+    code, _out, err = run_cli("cycles", SMALL, "--m", "1", "--k", "1", "--n", "1")
     assert code == 2 and "has no cycle model; kinds with one: systolic_array" in err
 
 
-def test_cycles_splits_output_stationary_jobs_at_max_k(capsys, tmp_path):
+def test_cycles_splits_output_stationary_jobs_at_max_k(run_cli, tmp_path):
     """The issue's example: a 16x16 array with max_k 8 on 256x1024x256 is drain-bound (jobs of
     K = 8 < rows), which the cycles command must show (it used to ignore max_k)."""
     path = tmp_path / "narrow_k.yaml"
     path.write_text("kind: systolic_array\nrows: 16\ncols: 16\nmax_k: 8\n")
-    code, out, _err = _run(capsys, "cycles", str(path), "--m", "256", "--k", "1024", "--n", "256",
+    code, out, _err = run_cli("cycles", str(path), "--m", "256", "--k", "1024", "--n", "256",
                            "--json")
     assert code == 0
     from software_model.systolic import tiled_gemm_cycles
@@ -240,16 +231,16 @@ def test_cycles_splits_output_stationary_jobs_at_max_k(capsys, tmp_path):
     (["--module", "cosim.nope"], "--module: no cocotb test module 'cosim.nope'"),
     (["--module", "cosim.traffic"], "--module: no cocotb tests in 'cosim.traffic'"),
 ])
-def test_cosim_arguments_are_usage_errors_before_any_build(capsys, argv, fragment):
-    code, _out, err = _run(capsys, "cosim", SMALL, *argv)
+def test_cosim_arguments_are_usage_errors_before_any_build(run_cli, argv, fragment):
+    code, _out, err = run_cli("cosim", SMALL, *argv)
     assert code == 2 and fragment in err
     assert "co-simulation failed" not in err
 
 
 @pytest.mark.cosim
-def test_cosim_cli_runs_the_named_test(capsys):
+def test_cosim_cli_runs_the_named_test(run_cli):
     """Valid arguments pass the validation unchanged: one named test, a seed, a sample count."""
-    code, out, err = _run(capsys, "cosim", SMALL, "--test", " random_operands", "--seed", "3",
+    code, out, err = run_cli("cosim", SMALL, "--test", " random_operands", "--seed", "3",
                           "--samples", "50")
     assert code == 0, err
     assert "float_add_fp16 random_operands:" in out and "0 mismatches" in out
@@ -282,18 +273,18 @@ def test_cosim_test_names_are_read_from_source_without_importing():
     ("kind: ternary_lut\nname: " + "n" * 100 + "\nthroughput: [8]\naxes: {mu: [2]}\n",
      "name: got 'nnnn"),
 ])
-def test_dse_check_rejects_bad_sweeps_quickly(tmp_path, capsys, text, fragment):
+def test_dse_check_rejects_bad_sweeps_quickly(tmp_path, run_cli, text, fragment):
     path = _write(tmp_path, "sweep.yaml", text)
     start = time.monotonic()
-    code, _out, err = _run(capsys, "dse", "--check", str(path))
+    code, _out, err = run_cli("dse", "--check", str(path))
     assert code == 2 and fragment in err and str(path) in err
     assert time.monotonic() - start < 10
 
 
-def test_dse_jobs_range(tmp_path, capsys):
+def test_dse_jobs_range(tmp_path, run_cli):
     sweep = str(REPO_ROOT / "configs" / "dse" / "ternary_validation_large_mu.yaml")
     for jobs in ("0", "100000"):
-        code, _out, err = _run(capsys, "dse", sweep, "--jobs", jobs, "--out", str(tmp_path))
+        code, _out, err = run_cli("dse", sweep, "--jobs", jobs, "--out", str(tmp_path))
         assert code == 2 and "--jobs: got" in err
 
 
@@ -322,8 +313,8 @@ def test_bench_and_cosim_help_list_their_choices():
     assert "systolic_array (cosim.systolic): random_jobs, corner_cases, cycle_model" in cosim
 
 
-def test_explain_renders_ranges_choices_and_yaml_types(capsys):
-    code, out, _err = _run(capsys, "explain", "systolic_array")
+def test_explain_renders_ranges_choices_and_yaml_types(run_cli):
+    code, out, _err = run_cli("explain", "systolic_array")
     assert code == 0
     assert "  a_type: string (default: int8)" in out
     assert "allowed: a signed integer type int2 .. int16" in out
@@ -340,14 +331,14 @@ def test_explain_summary_for_every_kind():
         assert summary and not summary.startswith(config_class(kind).__name__), kind
 
 
-def test_explain_a_config_file(capsys):
-    code, out, _err = _run(capsys, "explain", SYSTOLIC)
+def test_explain_a_config_file(run_cli):
+    code, out, _err = run_cli("explain", SYSTOLIC)
     assert code == 0 and "this config ('systolic_ws_8x8_int8'): 64 PEs" in out
     assert "  rows: integer = 8 (default: 4)" in out
 
 
-def test_explain_unknown_kind_suggests(capsys):
-    code, _out, err = _run(capsys, "explain", "systolik_array")
+def test_explain_unknown_kind_suggests(run_cli):
+    code, _out, err = run_cli("explain", "systolik_array")
     assert code == 2 and "did you mean 'systolic_array'?" in err
 
 

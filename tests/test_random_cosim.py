@@ -15,7 +15,6 @@ import pytest
 
 from gen.campaign import (RANDOM_TESTS, SKIPPED_KINDS, campaign_kinds, draw_configs,
                           random_test_filter, run_campaign, run_config)
-from gen.cli import main
 from gen.registry import KINDS
 
 #: Small enough that each block's build takes well under a minute on one core.
@@ -121,14 +120,6 @@ def test_random_config_cosim(kind, index, config_seed):
 # -- accelgen campaign: the command line ----------------------------------------------------------
 
 
-def _run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:           # argparse's own usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.mark.parametrize("argv,message", [
     ((), "--kind"),
@@ -143,22 +134,22 @@ def _run(capsys, *argv):
     (("--kind", "float_add", "--max-cells", "-5"), "--max-cells: got '-5'"),
     (("--kind", "float_add", "--bogus"), "unrecognized arguments: --bogus"),
 ])
-def test_campaign_rejects_bad_arguments(capsys, argv, message):
-    code, out, err = _run(capsys, "campaign", *argv)
+def test_campaign_rejects_bad_arguments(run_cli, argv, message):
+    code, out, err = run_cli("campaign", *argv)
     assert code == 2
     assert message in err, err
     assert "Traceback" not in err
 
 
-def test_campaign_rejects_a_file_as_output_folder(capsys, tmp_path):
+def test_campaign_rejects_a_file_as_output_folder(run_cli, tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
-    code, _, err = _run(capsys, "campaign", "--kind", "float_add", "--out", str(target))
+    code, _, err = run_cli("campaign", "--kind", "float_add", "--out", str(target))
     assert code == 2
     assert f"--out: got '{target}'; allowed: a folder" in err
 
 
-def test_campaign_summary_and_exit_status(monkeypatch, tmp_path, capsys):
+def test_campaign_summary_and_exit_status(monkeypatch, tmp_path, run_cli):
     """Exit 0 when every config passes, 1 on any failure, with the failure's reproduce command
     in the summary (the co-simulation is replaced here; the cosim tests above run it)."""
     import gen.campaign as campaign
@@ -179,7 +170,7 @@ def test_campaign_summary_and_exit_status(monkeypatch, tmp_path, capsys):
         return Result(10), None
 
     monkeypatch.setattr(campaign, "run_config", fake)
-    code, out, err = _run(capsys, "campaign", "--kind", "float_add", "--count", "3", "--seed",
+    code, out, err = run_cli("campaign", "--kind", "float_add", "--count", "3", "--seed",
                           "7", "--out", str(tmp_path / "c"))
     assert code == 1
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
@@ -196,7 +187,7 @@ def test_campaign_summary_and_exit_status(monkeypatch, tmp_path, capsys):
 
     calls.clear()
     monkeypatch.setattr(campaign, "run_config", lambda path, **kw: (Result(5), None))
-    code, out, _ = _run(capsys, "campaign", "--kind", "float_add", "--count", "2", "--seed", "7",
+    code, out, _ = run_cli("campaign", "--kind", "float_add", "--count", "2", "--seed", "7",
                         "--out", str(tmp_path / "d"), "--no-progress")
     assert code == 0
     assert "total: 2/2 configs passed, 10 results checked" in out

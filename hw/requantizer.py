@@ -219,11 +219,15 @@ class Requantizer(wiring.Component):
             round_bit = wide[vw]
             sticky = wide[:vw].any()
             up = round_bit & (sticky | q[0])            # half-even
-            right = Signal(vw + 1, name=f"rounded_{i}")
-            m.d.comb += right.eq(q + up)
+            # q + up saturates at the class maximum (< 2^15): any bit of q at or above 2^15
+            # saturates, else the rounded value is the 15-bit q_lo + up. Exact, without a
+            # (vw + 1)-bit increment and compare (41 gate levels at vw = 58, B = 16)
+            right = Signal(16, name=f"rounded_{i}")
+            m.d.comb += right.eq(q[:15] + up)
+            right_sat = q[15:].any() | (right > mmax)
             left_sat = mag > limit
             left = (mag << l_amt)[:16]
-            r = Mux(left_mode, Mux(left_sat, mmax, left), Mux(right > mmax, mmax, right))
+            r = Mux(left_mode, Mux(left_sat, mmax, left), Mux(right_sat, mmax, right))
             mans4.append(reg(r, f"man4_{i}", unsigned(15)))
         neg4 = [reg(v, f"neg4_{i}") for i, v in enumerate(neg3)]
         e4 = reg(e3, "exp4")

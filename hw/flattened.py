@@ -29,10 +29,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, check_positive, delay,
-                           parameter_repr, tree_depth)
-from hw.systolic import (OutputStationaryGrid, accumulate, check_arithmetic, check_flag,
-                         skew_control)
+from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, check_flag, check_positive,
+                           delay, parameter_repr, tree_depth)
+from hw.systolic import OutputStationaryGrid, accumulate, check_arithmetic, skew_control
 
 __all__ = ["FlattenedArray", "PartialSumTree", "flat_latency"]
 

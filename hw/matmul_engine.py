@@ -28,7 +28,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.matrix_unit import SHIFT_WIDTH, MatrixUnit
-from hw.primitives import check_positive, parameter_repr
+from hw.primitives import check_flag, check_positive, parameter_repr
 from hw.scratchpad import ScratchpadReadPort, ScratchpadWritePort, check_power_of_two
 
 __all__ = ["MatmulEngine", "matmul_command_layout", "accumulator_row", "engine_ports"]
@@ -159,8 +159,7 @@ class MatmulEngine(wiring.Component):
                  acc_words: int, sp_address_bits: int, sp_banks: int,
                  fraction_bits: tuple, pipelined: bool = False):
         check_positive("Accumulator words", acc_words)
-        if not isinstance(pipelined, bool):
-            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
+        check_flag("Pipelined", pipelined)
         check_positive("Scratchpad address bits", sp_address_bits)
         check_power_of_two("Scratchpad banks", sp_banks)
         if (not isinstance(fraction_bits, tuple) or len(fraction_bits) != 3

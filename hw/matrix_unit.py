@@ -33,8 +33,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mxint_fixed import scale_saturate
 from hw.primitives import (CreditBuffer, JobAdmission, adder_tree, carry_select_add,
-                           check_positive, delay, parameter_repr, tree_depth)
-from hw.systolic import OutputStationaryGrid, check_flag, skew_control
+                           check_flag, check_positive, delay, parameter_repr, tree_depth)
+from hw.systolic import OutputStationaryGrid, skew_control
 
 __all__ = ["MatrixUnit", "SHIFT_WIDTH", "block_sum_width", "alignment_shift_shape"]
 

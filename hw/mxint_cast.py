@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mxint_common import (block_fields, block_layout, check_format, clamp_exponent,
                              encode_exponent, round_magnitude)
-from hw.primitives import (GlobalEnable, check_choice, delay, global_enable_protocol,
+from hw.primitives import (GlobalEnable, check_choice, check_flag, delay, global_enable_protocol,
                            leading_one, max_tree, parameter_repr)
 from software_model.mxint import INPUT_FORMATS, MXIntFormat
 
@@ -46,8 +46,7 @@ class MXIntCast(wiring.Component):
 
     def __init__(self, *, input_format: str, fmt: MXIntFormat, pipelined: bool = True):
         check_choice("Input format", input_format, tuple(INPUT_FORMATS))
-        if not isinstance(pipelined, bool):
-            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
+        check_flag("Pipelined", pipelined)
         self.pipelined = pipelined
         self.latency = self.LATENCY[pipelined]
         self.input_format = input_format

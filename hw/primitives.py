@@ -32,7 +32,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "register", "delay", "adder_tree",
-           "max_tree", "leading_one", "tree_depth", "check_positive", "check_choice",
+           "max_tree", "leading_one", "tree_depth", "check_positive", "check_flag", "check_choice",
            "parameter_repr", "global_enable_ready", "global_enable_output",
            "global_enable_timing", "global_enable_protocol", "JobAdmission",
            "carry_select_add"]
@@ -51,6 +51,13 @@ def parameter_repr(component, *names: str) -> str:
     constructor raised (amaranth reprs an unused elaboratable when it is collected)."""
     shown = ", ".join(f"{n}={getattr(component, n, '?')!r}" for n in names)
     return f"{type(component).__name__}({shown})"
+
+
+def check_flag(name: str, value) -> bool:
+    """Constructor argument check for a switch: exactly True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def check_choice(name: str, value, choices: Sequence) -> object:

@@ -26,7 +26,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import CreditBuffer, carry_select_add, check_positive, parameter_repr
+from hw.primitives import (CreditBuffer, carry_select_add, check_flag, check_positive,
+                           parameter_repr)
 
 __all__ = ["word_layout", "run_layout", "check_power_of_two", "ScratchpadReadPort",
            "ScratchpadWritePort", "Scratchpad", "RunGenerator", "pattern_layout",
@@ -348,8 +349,7 @@ class ScratchpadReader(wiring.Component):
         check_positive("Address bits", address_bits)
         check_power_of_two("Banks", banks)
         check_positive("Depth", depth)
-        if not isinstance(output_register, bool):
-            raise ValueError(f"Output register must be True or False, not {output_register!r}")
+        check_flag("Output register", output_register)
         self.address_bits, self.banks, self.word, self.depth = address_bits, banks, word, depth
         self.output_register = output_register
         self.entry_layout = data.StructLayout({

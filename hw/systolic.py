@@ -24,13 +24,13 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.primitives import (CreditBuffer, JobAdmission, check_choice, check_positive, delay,
-                           parameter_repr)
+from hw.primitives import (CreditBuffer, JobAdmission, check_choice, check_flag, check_positive,
+                           delay, parameter_repr)
 
 __all__ = ["OVERFLOW_MODES", "OutputStationaryPE", "OutputStationaryGrid", "OutputStationaryArray",
            "WeightStationaryPE", "WeightStationaryArray", "RowOperandLink", "ColumnOperandLink",
            "ResultChainLink", "ActivationLink", "WeightLoadLink", "PartialSumLink",
-           "RowControl", "skew_control", "saturating_add", "accumulate", "check_flag"]
+           "RowControl", "skew_control", "saturating_add", "accumulate"]
 
 OVERFLOW_MODES = ("wrap", "saturate")
 
@@ -48,13 +48,6 @@ def accumulate(acc, product, width: int, overflow: str):
     if overflow == "saturate":
         return saturating_add(acc, product, width)
     return (acc + product)[:width].as_signed()
-
-
-def check_flag(name: str, value) -> bool:
-    """Constructor argument check for a switch: exactly True or False."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, not {value!r}")
-    return value
 
 
 def check_arithmetic(*, a_width, b_width, acc_width, overflow) -> None:

@@ -41,7 +41,7 @@ from hw.mxint_gelu import MXIntGELU
 from hw.mxint_layernorm import MXIntLayerNorm
 from hw.mxint_softmax import MXIntSoftmax
 from hw.online_softmax import OnlineSoftmaxStep
-from hw.primitives import CreditBuffer, GlobalEnable, check_positive, parameter_repr
+from hw.primitives import CreditBuffer, GlobalEnable, check_flag, check_positive, parameter_repr
 from hw.requantizer import Requantizer, check_classes
 from hw.scratchpad import (ScratchpadReader, ScratchpadReadPort, ScratchpadWritePort,
                            ScratchpadWriter, check_power_of_two, word_layout)
@@ -201,8 +201,7 @@ class VectorEngine(wiring.Component):
                  sp_address_bits: int, sp_banks: int, softmax_rows: int, softmax, layernorm,
                  gelu, pipelined: bool = True):
         check_power_of_two("Block size", block_size)
-        if not isinstance(pipelined, bool):
-            raise ValueError(f"Pipelined must be True or False, not {pipelined!r}")
+        check_flag("Pipelined", pipelined)
         self.pipelined = pipelined
         #: ACCNORM's register stages: pipelined, the operands are registered, the product is
         #: four partial products (both operands split in halves) and their sum takes three

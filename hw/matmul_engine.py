@@ -28,7 +28,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.matrix_unit import SHIFT_WIDTH, MatrixUnit
-from hw.primitives import check_flag, check_positive, parameter_repr
+from hw.primitives import check_flag, check_positive, parameter_repr, split_add
 from hw.scratchpad import ScratchpadReadPort, ScratchpadWritePort, check_power_of_two
 
 __all__ = ["MatmulEngine", "matmul_command_layout", "accumulator_row", "engine_ports"]
@@ -387,11 +387,6 @@ class MatmulEngine(wiring.Component):
             # cycles later, after this write.
             sw = len(sums[0])
             limb = (sw + 1) // 2
-            lows = [Signal(limb + 1, name=f"wb_low{j}", reset_less=True) for j in range(cols)]
-            high_a = [Signal(signed(sw - limb), name=f"wb_high_acc{j}", reset_less=True)
-                      for j in range(cols)]
-            high_s = [Signal(signed(sw - limb), name=f"wb_high_sum{j}", reset_less=True)
-                      for j in range(cols)]
             kept = Signal(self.acc_row, reset_less=True)
             wb2_addr = Signal(ab, reset_less=True)
             wb2_tag = Signal(self.tag_layout, reset_less=True)
@@ -403,10 +398,8 @@ class MatmulEngine(wiring.Component):
             for j in range(cols):
                 addend = Signal(signed(sw), name=f"wb_addend{j}")      # sign-extended
                 m.d.comb += addend.eq(Mux(wb_tag.add, old[j], 0))
-                m.d.sync += [lows[j].eq(addend[:limb] + sums[j][:limb]),
-                             high_a[j].eq(addend[limb:].as_signed()),
-                             high_s[j].eq(sums[j][limb:].as_signed())]
-                total = Cat(lows[j][:limb], high_a[j] + high_s[j] + lows[j][limb]).as_signed()
+                total = split_add(m, addend, sums[j], limb,
+                                  names=(f"wb_low{j}", f"wb_high_acc{j}", f"wb_high_sum{j}"))
                 m.d.comb += new[j].eq(Mux(j < wb2_tag.cols, _saturate(total, self.acc_width),
                                           kept[j]))
             wb_addr, wb_row, wb_tag, wb_valid, wb_last = wb2_addr, wb2_row, wb2_tag, \

@@ -12,6 +12,8 @@
 * :class:`JobAdmission`: a job's last beat held until its results have room and the previous
   job's last beat is far enough behind (the arrays that cannot stall).
 * :func:`adder_tree`: pairwise sum in a fixed order, optionally one register per level.
+* :func:`carry_select_add`, :func:`split_add`: a wide add at about half its ripple depth, in one
+  stage or over two.
 * :func:`max_tree`, :func:`leading_one`.
 * :func:`global_enable_protocol` (from :func:`global_enable_ready`, :func:`global_enable_output`,
   :func:`global_enable_timing`): the manifest's protocol of a :class:`GlobalEnable` pipeline,
@@ -35,7 +37,7 @@ __all__ = ["PipelineStage", "GlobalEnable", "CreditBuffer", "register", "delay",
            "max_tree", "leading_one", "tree_depth", "check_positive", "check_flag", "check_choice",
            "parameter_repr", "global_enable_ready", "global_enable_output",
            "global_enable_timing", "global_enable_protocol", "JobAdmission",
-           "carry_select_add"]
+           "carry_select_add", "split_add"]
 
 
 def check_positive(name: str, value, *, minimum: int = 1) -> int:
@@ -252,6 +254,29 @@ def carry_select_add(m: Module, a, b, *, name: str = "csel") -> Value:
                  high1.eq(ax[half:] + bx[half:] + 1),
                  out.eq(Cat(low[:half], Mux(low[half], high1, high0)))]
     return out
+
+
+def split_add(m: Module, a, b, cut: int, *, names: tuple[str, str, str]) -> Value:
+    """``a + b`` of two signed operands of one width over two register stages, for an add whose
+    carry chain is too deep for one: this call registers, in ``m.d.sync`` (so under whatever
+    ``m.If`` encloses it), the low ``cut`` bits' sum with its carry out and both operands' high
+    parts; the value returned adds the high parts and that carry, a cycle later. Exact: the
+    full signed sum, in a shape two bits wider than the operands (one more than it needs). ``names`` are the three registers' names
+    (low limb, ``a``'s high part, ``b``'s high part). :func:`hw.mxint_fixed.carry_propagate` is
+    the same cut for ``Pipeline`` datapaths, in any number of limbs."""
+    a, b = Value.cast(a), Value.cast(b)
+    if len(a) != len(b) or not (a.shape().signed and b.shape().signed):
+        raise ValueError(f"split_add adds two signed operands of one width, not {a.shape()} "
+                         f"and {b.shape()}")
+    if not isinstance(cut, int) or not 0 < cut < len(a):
+        raise ValueError(f"Cut must be an integer in 1..{len(a) - 1}, not {cut!r}")
+    low_name, high_a_name, high_b_name = names
+    low = Signal(cut + 1, name=low_name, reset_less=True)
+    high_a = Signal(signed(len(a) - cut), name=high_a_name, reset_less=True)
+    high_b = Signal(signed(len(b) - cut), name=high_b_name, reset_less=True)
+    m.d.sync += [low.eq(a[:cut] + b[:cut]), high_a.eq(a[cut:].as_signed()),
+                 high_b.eq(b[cut:].as_signed())]
+    return Cat(low[:cut], high_a + high_b + low[cut]).as_signed()
 
 
 def tree_depth(count: int) -> int:

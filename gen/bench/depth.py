@@ -65,21 +65,36 @@ def _row(cfg, rep, stage, seconds) -> dict:
         "segments": [{"from": s.start, "to": s.end, "levels": s.levels,
                       "operations": s.operations} for s in stage.segments] if stage else [],
         "synth_seconds": rep.seconds, "analysis_seconds": round(seconds, 2),
+        "flow": rep.extra.get("flow", "flat"),
+        "flat_flow_failed": rep.extra.get("flat_flow_failed"),
     }
+
+
+def _failed_row(cfg, exc) -> dict:
+    """A preset no flow could synthesize: its row says why instead of stopping the bench."""
+    lat, lat_doc = latency_of(cfg)
+    return {"config": cfg.name, "kind": cfg.kind, "failed": str(exc).splitlines()[0],
+            "cells": None, "area_ge": None, "flops": None, "longest_path": None,
+            "over_budget": False, "latency_cycles": lat, "latency_meaning": lat_doc}
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
     from gen.config import PRESET_DIR, load_config
     from gen.depth import analyse_stage, word_netlist
     from gen.export import synthesize
-    from gen.synth import report_workdir
+    from gen.synth import SynthError, report_workdir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for path in sorted(PRESET_DIR.glob("*.yaml")):
         cfg = load_config(path)
-        rep = synthesize(cfg)
+        try:
+            rep = synthesize(cfg)
+        except SynthError as exc:
+            rows.append(_failed_row(cfg, exc))
+            print(f"{cfg.name}: {rows[-1]['failed']}", flush=True)
+            continue
         if quick and rep.cells > QUICK_MAX_CELLS:
             continue
         start = time.monotonic()
@@ -124,11 +139,16 @@ def markdown_table(rows) -> str:
     body = []
     for r in rows:
         lat = "-" if r["latency_cycles"] is None else str(r["latency_cycles"])
+        if r.get("failed"):
+            body.append(f"| {r['config']} | - | - | - | - | {lat} | not synthesized: "
+                        f"{r['failed'].replace('|', chr(92) + '|')} | - | - |")
+            continue
+        name = r["config"] + (" (mapped per module)" if r.get("flow") == "per_module" else "")
         mark = " **!**" if r["over_budget"] else ""
         stage = (f"{r['block']}: {r['stage_from']} -> {r['stage_to']}"
                  if r["block"] else "-")
         text = _op_text(r).replace("|", "\\|")
-        body.append(f"| {r['config']} | {r['cells']} | {r['area_ge']:.0f} | {r['flops']} | "
+        body.append(f"| {name} | {r['cells']} | {r['area_ge']:.0f} | {r['flops']} | "
                     f"{r['longest_path']}{mark} | {lat} | {stage.replace('|', chr(92) + '|')} | "
                     f"{text} | {r['path_ops'] or '-'} |")
     return head + "\n".join(body) + "\n"
@@ -141,6 +161,7 @@ def _plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["longest_path"] is not None]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5))
     names = [r["config"] for r in rows]
     colors = ["tab:red" if r["over_budget"] else "tab:blue" for r in rows]

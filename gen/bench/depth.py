@@ -65,8 +65,6 @@ def _row(cfg, rep, stage, seconds) -> dict:
         "segments": [{"from": s.start, "to": s.end, "levels": s.levels,
                       "operations": s.operations} for s in stage.segments] if stage else [],
         "synth_seconds": rep.seconds, "analysis_seconds": round(seconds, 2),
-        "flow": rep.extra.get("flow", "flat"),
-        "flat_flow_failed": rep.extra.get("flat_flow_failed"),
     }
 
 
@@ -143,12 +141,11 @@ def markdown_table(rows) -> str:
             body.append(f"| {r['config']} | - | - | - | - | {lat} | not synthesized: "
                         f"{r['failed'].replace('|', chr(92) + '|')} | - | - |")
             continue
-        name = r["config"] + (" (mapped per module)" if r.get("flow") == "per_module" else "")
         mark = " **!**" if r["over_budget"] else ""
         stage = (f"{r['block']}: {r['stage_from']} -> {r['stage_to']}"
                  if r["block"] else "-")
         text = _op_text(r).replace("|", "\\|")
-        body.append(f"| {name} | {r['cells']} | {r['area_ge']:.0f} | {r['flops']} | "
+        body.append(f"| {r['config']} | {r['cells']} | {r['area_ge']:.0f} | {r['flops']} | "
                     f"{r['longest_path']}{mark} | {lat} | {stage.replace('|', chr(92) + '|')} | "
                     f"{text} | {r['path_ops'] or '-'} |")
     return head + "\n".join(body) + "\n"

@@ -181,3 +181,30 @@ def test_a_synth_ecp5_failure_is_cached_and_reported_without_running_again():
     assert time.monotonic() - start < 1.0               # no tool ran
     with pytest.raises(FpgaError, match="synth_ecp5 failed on synth_failure_probe"):
         run_fpga_verilog(text, "synth_failure_probe", cached_only=True)
+
+
+def test_bench_table_puts_the_counts_of_a_design_that_does_not_fit_in_their_columns():
+    """Every row has the header's ten columns; a design too big for the part still shows the
+    LUT4/FF/DSP/BRAM counts nextpnr gave, a failed or unmeasured one its reason."""
+    import re
+
+    from gen.bench.fpga import markdown_table
+    base = {"macs_per_cycle": None, "synth_seconds": 421.0, "pnr_seconds": 16.0, "extra": {},
+            "fmax_mhz": None, "critical_path": None, "luts_per_mac": None}
+    rows = [
+        {**base, "config": "big", "status": "does_not_fit", "luts": 82281, "ffs": 47535,
+         "dsps": 386, "brams": 7, "message": "needs MULT18X18D 386/156 (used/available)"},
+        {**base, "config": "huge", "status": "failed", "luts": None, "ffs": None, "dsps": None,
+         "brams": None, "message": "synth_ecp5 failed on huge: a|b"},
+        {**base, "config": "ok", "status": "ok", "macs_per_cycle": 8, "luts": 207, "ffs": 87,
+         "dsps": 8, "brams": 0, "fmax_mhz": 135.3, "luts_per_mac": 25.9,
+         "critical_path": {"delay_ns": 7.39, "logic_levels": 9, "from": "p", "to": "t"}},
+    ]
+    lines = markdown_table(rows).splitlines()
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    assert {len(c) for c in cells} == {10}
+    big, huge, ok = cells[2:5]
+    assert big[2:8] == ["82281", "47535", "386", "7", "-", "-"]
+    assert big[8] == "does not fit: needs MULT18X18D 386/156 (used/available)"
+    assert huge[2] == "tool failed: synth_ecp5 failed on huge: a\\|b" and huge[3:9] == [""] * 6
+    assert ok[2:8] == ["207", "87", "8", "0", "135.3", "25.9"] and ok[9] == "421 + 16"

@@ -140,10 +140,14 @@ def _line(r) -> str:
 
 
 def _cells(r) -> str:
+    """The seven columns from LUT4 to the critical path."""
     if r["status"] != "ok":
         what = {"does_not_fit": "does not fit", "failed": "tool failed",
                 "not_run": "not measured"}.get(r["status"], r["status"])
-        return f"{what}: {r['message']}".replace("|", "\\|")
+        text = f"{what}: {r['message']}".replace("|", "\\|")
+        if r.get("luts") is not None:      # nextpnr's counts of a design too big for the part
+            return f"{r['luts']} | {r['ffs']} | {r['dsps']} | {r['brams']} | - | - | {text}"
+        return f"{text} | | | | | |"
     cp = r["critical_path"] or {}
     path = (f"{cp.get('delay_ns', 0):.1f} ns, {cp.get('logic_levels', 0)} cells: "
             f"{cp.get('from')} -> {cp.get('to')}" if cp else "-")
@@ -162,16 +166,12 @@ def markdown_table(rows) -> str:
         macs = "-" if r["macs_per_cycle"] is None else str(r["macs_per_cycle"])
         secs = f"{r['synth_seconds']:.0f} + {(r['pnr_seconds'] or 0):.0f}"
         cells = _cells(r)
-        if r["status"] != "ok":
-            cells = f"{cells} | | | | | | |"
         mark = "" if r.get("extra", {}).get("lut_mapper", "abc9") == "abc9" else " (abc)"
         body.append(f"| {r['config']}{mark} | {macs} | {cells} | {secs} |")
         alt = r.get("without_dsp")
         if alt:
             secs = f"{alt['synth_seconds']:.0f} + {(alt['pnr_seconds'] or 0):.0f}"
             cells = _cells(alt)
-            if alt["status"] != "ok":
-                cells = f"{cells} | | | | | | |"
             body.append(f"| {r['config']} (no DSP) | {macs} | {cells} | {secs} |")
     notes = sorted({f"{r['config']}: {r['extra']['lut_mapper']}" for r in rows
                     if r.get("extra", {}).get("lut_mapper", "abc9") != "abc9"})

@@ -161,7 +161,9 @@ def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool
     with classic ABC (``-noabc9``) and the mapper says why: inside WebAssembly, ABC9's XAIGER
     analysis recurses once per gate along a path and exhausts the call stack on very deep logic
     (mxint_linear_w2_k8_e7_fp32's 263-bit ripple negation). Cached by the Verilog's logic (not
-    its comment header) and the DSP choice.
+    its comment header) and the DSP choice. A run that fails for good (out of WebAssembly's
+    4 GiB before any LUT mapping, which ``-noabc9`` would repeat, or both mappers failing) is
+    recorded in ``synth_failed.json`` and raised again from there until ``use_cache=False``.
     """
     workdir = _netlist_dir(verilog_text, top, dsp)
     done = workdir / "synth.json"

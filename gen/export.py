@@ -129,8 +129,7 @@ def generate_verilog(config: ConfigBase, *, use_cache: bool = True
 
 
 
-def synthesize(config: ConfigBase, *, workdir: Path | None = None, use_cache: bool = True,
-               timeout: float = 1800):
+def synthesize(config: ConfigBase, *, workdir: Path | None = None, use_cache: bool = True):
     """Elaborate ``config`` and synthesize its Verilog with the Yosys flow of :mod:`gen.synth`
     (cached by content hash); returns its ``SynthReport``. It lives here, not in gen/synth.py,
     so the synthesis flow (which the cost model's calibration uses) imports nothing that
@@ -138,9 +137,7 @@ def synthesize(config: ConfigBase, *, workdir: Path | None = None, use_cache: bo
     from gen.synth import synthesize_verilog
 
     text, _component = generate_verilog(config)
-    return synthesize_verilog(text, config.top_name, workdir=workdir, use_cache=use_cache,
-                              timeout=timeout)
-
+    return synthesize_verilog(text, config.top_name, workdir=workdir, use_cache=use_cache)
 
 def _plain(value):
     """Component parameters as JSON data (format objects become mappings of their fields)."""

